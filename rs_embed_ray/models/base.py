@@ -1,0 +1,114 @@
+"""Embedder protocol: a model turns raw-unit patches into embeddings. Pure Python + torch, no ray.
+
+A model knows nothing of providers. The pipeline hands it the arrays a provider fetched for
+the model's ``SensorSpec`` (bands in the sensor's order, raw units, float32) and asks for a
+batch of embeddings. Weights are loaded once, in ``__init__``; ``embed_batch`` runs one
+forward per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from rs_embed_ray.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embedding:
+    """One place's embedding: (D,) pooled or (D, h, w) grid, float32, plus JSON-able meta."""
+
+    data: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Catalog facts about a model; cheap to build (no torch, no weights)."""
+
+    model_id: str
+    status: Literal["available", "planned"]
+    sensor: SensorSpec | None
+    kind: Literal["on_the_fly", "precomputed"] = "on_the_fly"
+    temporal_mode: Literal["single", "multi"] = "single"
+    n_frames: int | None = None
+    image_size: int | None = None
+    dim_pooled: int | None = None
+    dim_grid: int | None = None
+    grid_hw: tuple[int, int] | None = None
+    outputs: tuple[str, ...] = ("pooled", "grid")
+    weights_source: str = ""
+    variants: tuple[str, ...] = ()
+    notes: str = ""
+
+    @property
+    def fetch_semantics(self) -> str:
+        """Two models share a fetched patch only when their semantics match."""
+        if self.temporal_mode == "multi":
+            return f"multi:{self.n_frames or 8}"
+        return "single"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": self.model_id,
+            "type": self.kind,
+            "status": self.status,
+            "temporal_mode": self.temporal_mode,
+            "n_frames": self.n_frames,
+            "image_size": self.image_size,
+            "dim_pooled": self.dim_pooled,
+            "dim_grid": self.dim_grid,
+            "output": list(self.outputs),
+            "weights_source": self.weights_source,
+        }
+
+
+class Embedder(ABC):
+    """Base class of every model implementation.
+
+    Subclasses set ``info`` and implement ``_load`` and ``embed_batch``. ``weights`` is an
+    explicit path, ``"random"`` (random init, recorded as such), or None (resolve: env dir,
+    hub cache, download).
+    """
+
+    info: ClassVar[ModelInfo]
+
+    def __init__(
+        self,
+        *,
+        device: str = "cpu",
+        weights: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        precision: Literal["auto", "float32"] = "auto",
+    ) -> None:
+        self.device = device
+        self.model_config = dict(model_config or {})
+        self.precision = precision
+        # {"weights": path | "random-init", "sha256": hex | None, "source": ...}
+        self.weights_record: dict[str, Any] = {}
+        self._load(weights)
+
+    @abstractmethod
+    def _load(self, weights: str | None) -> None:
+        """Build the network and load weights; fill ``self.weights_record``."""
+
+    @abstractmethod
+    def embed_batch(
+        self,
+        inputs: list[np.ndarray],
+        *,
+        output: OutputSpec,
+        spatials: list[SpatialSpec],
+        temporal: TemporalSpec | None,
+        fetch_metas: list[dict[str, Any]],
+    ) -> list[Embedding]:
+        """Embed a batch: one forward for all inputs; same length and order as ``inputs``."""
+
+    def describe(self) -> dict[str, Any]:
+        return self.info.describe()
