@@ -362,6 +362,24 @@ def validate_spatials(spatials: Any) -> list[SpatialSpec]:
     return spatials
 
 
+def spatial_to_dict(spatial: SpatialSpec) -> dict[str, Any]:
+    """A tagged dict (the manifest form plus ``type``) for passing places between processes."""
+    kind = "PointBuffer" if isinstance(spatial, PointBuffer) else "BBox"
+    return {"type": kind, **{k: getattr(spatial, k) for k in spatial.__dataclass_fields__}}
+
+
+def spatial_from_dict(d: dict[str, Any]) -> SpatialSpec:
+    d = dict(d)
+    kind = d.pop("type", None) or ("PointBuffer" if "lon" in d else "BBox")
+    return PointBuffer(**d) if kind == "PointBuffer" else BBox(**d)
+
+
+def temporal_from_dict(d: dict[str, Any] | None) -> TemporalSpec | None:
+    if d is None:
+        return None
+    return TemporalSpec(mode=d["mode"], year=d.get("year"), start=d.get("start"), end=d.get("end"))
+
+
 __all__ = [
     "BBox",
     "PointBuffer",
@@ -373,6 +391,9 @@ __all__ = [
     "InputPrepSpec",
     "resolve_input_prep",
     "validate_spatials",
+    "spatial_to_dict",
+    "spatial_from_dict",
+    "temporal_from_dict",
     "window_of",
     "DEFAULT_WINDOW",
 ]

@@ -12,6 +12,11 @@ from typing import Any
 from rs_embed_ray.errors import ModelError
 from rs_embed_ray.models.base import Embedder, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG, IMPLEMENTATIONS, MODEL_ALIASES
+from rs_embed_ray.models.spectral_stats import INFO as _SPECTRAL_STATS
+
+# built-in baseline, outside rs-embed's catalog
+CATALOG.setdefault("spectral_stats", _SPECTRAL_STATS)
+IMPLEMENTATIONS.setdefault("spectral_stats", "rs_embed_ray.models.spectral_stats:SpectralStats")
 
 
 def canonical_model_id(name: str) -> str:

@@ -1,0 +1,156 @@
+"""Public entry points: validate, plan, run. No heavy work happens here.
+
+``export_batch`` keeps the signature of rs-embed's seed API page, plus a few keywords this
+package needs (``ray_address``, ``source``, ``weights``, ...). Every error a user can cause
+is raised by ``build_plan`` before Ray is started.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.plan import ExportPlan, build_plan
+from rs_embed_ray.specs import (
+    InputPrepSpec,
+    OutputSpec,
+    SensorSpec,
+    SpatialSpec,
+    TemporalSpec,
+)
+
+log = logging.getLogger(__name__)
+
+
+def plan_export(
+    *,
+    spatials: list[SpatialSpec],
+    temporal: TemporalSpec | None,
+    models: list[str],
+    out: str | None = None,
+    layout: str | None = None,
+    out_dir: str | None = None,
+    out_path: str | None = None,
+    names: list[str] | None = None,
+    backend: str = "gee",
+    device: str = "auto",
+    output: OutputSpec | None = None,
+    sensor: SensorSpec | None = None,
+    per_model_sensors: dict[str, SensorSpec] | None = None,
+    format: str = "npz",
+    save_inputs: bool = True,
+    save_embeddings: bool = True,
+    save_manifest: bool = True,
+    fail_on_bad_input: bool = False,
+    chunk_size: int = 16,
+    num_workers: int = 8,
+    continue_on_error: bool = False,
+    max_retries: int = 0,
+    retry_backoff_s: float = 0.0,
+    async_write: bool = True,
+    writer_workers: int = 2,
+    resume: bool = False,
+    show_progress: bool = True,
+    input_prep: InputPrepSpec | str = "resize",
+    ray_address: str | None = None,
+    source: str | None = None,
+    weights: dict[str, str] | None = None,
+    model_configs: dict[str, dict[str, Any]] | None = None,
+    precision: str = "auto",
+    provider_options: dict[str, Any] | None = None,
+    fetch_threads: int = 1,
+    ee_max_concurrent: int = 40,
+    ee_max_qps: float = 100.0,
+) -> ExportPlan:
+    """Validate an export request and resolve it into a plan, without starting Ray."""
+    if precision not in ("auto", "float32"):
+        raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
+    plan = build_plan(
+        spatials=spatials,
+        temporal=temporal,
+        models=models,
+        out=out,
+        layout=layout,
+        out_dir=out_dir,
+        out_path=out_path,
+        names=names,
+        backend=backend,
+        device=device,
+        output=output if output is not None else OutputSpec.pooled(),
+        sensor=sensor,
+        per_model_sensors=per_model_sensors,
+        format=format,
+        input_prep=input_prep,
+        source=source,
+        weights=weights,
+        model_configs=model_configs,
+        provider_options=provider_options,
+        save_inputs=bool(save_inputs),
+        save_embeddings=bool(save_embeddings),
+        save_manifest=bool(save_manifest),
+        fail_on_bad_input=bool(fail_on_bad_input),
+        chunk_size=chunk_size,
+        num_workers=num_workers,
+        continue_on_error=bool(continue_on_error),
+        max_retries=max_retries,
+        retry_backoff_s=retry_backoff_s,
+        writer_workers=writer_workers,
+        resume=bool(resume),
+        show_progress=bool(show_progress),
+        precision=precision,
+    )
+    if not save_inputs and not save_embeddings:
+        raise ModelError("Nothing to export: save_inputs and save_embeddings are both False.")
+    plan.extra.update(
+        ray_address=ray_address,
+        async_write=bool(async_write),
+        fetch_threads=max(1, int(fetch_threads)),
+        ee_max_concurrent=int(ee_max_concurrent),
+        ee_max_qps=float(ee_max_qps),
+    )
+    return plan
+
+
+def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
+    """Export inputs + embeddings + manifests for many places x models, on Ray.
+
+    Takes the keywords of :func:`plan_export` (rs-embed's ``export_batch`` signature plus
+    ``ray_address``, ``source``, ``weights``, ``model_configs``, ``precision``). Returns a list
+    of per-item manifests (``layout="per_item"`` / ``out_dir``) or the combined manifest.
+    """
+    plan = plan_export(**kwargs)
+    from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
+
+    return run_plan(plan)
+
+
+def export_npz(
+    *,
+    spatial: SpatialSpec,
+    temporal: TemporalSpec | None,
+    models: list[str],
+    out_path: str,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One place, one combined ``.npz`` (appends the suffix, creates the parent folder)."""
+    if "format" in kwargs and str(kwargs["format"]).lower() != "npz":
+        raise ModelError("export_npz always writes npz; use export_batch(format=...) instead.")
+    for bad in ("out", "layout", "out_dir", "names", "spatials"):
+        if bad in kwargs:
+            raise ModelError(f"export_npz does not take {bad!r}; use export_batch for that.")
+    path = Path(out_path)
+    if path.suffix.lower() != ".npz":
+        path = path.with_name(path.name + ".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = export_batch(
+        spatials=[spatial],
+        temporal=temporal,
+        models=models,
+        out_path=str(path),
+        format="npz",
+        **kwargs,
+    )
+    assert isinstance(result, dict)
+    return result

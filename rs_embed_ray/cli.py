@@ -1,0 +1,208 @@
+"""``rs-embed-ray`` command line: export, models, inspect.
+
+Exit codes of ``export``: 0 every item ok, 1 finished with failed items (see the skip list),
+2 bad input caught before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rs_embed_ray.errors import RSEmbedRayError
+
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        model, sep, path = v.partition("=")
+        if not sep or not model.strip() or not path.strip():
+            raise click.BadParameter(f"{v!r}: use MODEL=PATH or MODEL=random", param_hint="--weights")
+        out[model.strip()] = path.strip()
+    return out
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """Export remote-sensing foundation-model embeddings at scale on Ray."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--points", "points", required=True, type=click.Path(dir_okay=False),
+              help="CSV, Parquet or GeoJSON: lon,lat[,buffer_m][,name] or minlon,minlat,maxlon,maxlat[,name].")
+@click.option("--models", required=True, help="Comma-separated model ids, e.g. remoteclip,prithvi.")
+@click.option("--start", help="Window start (YYYY-MM-DD), with --end.")
+@click.option("--end", help="Window end, exclusive (YYYY-MM-DD).")
+@click.option("--year", type=int, help="A calendar year instead of --start/--end.")
+@click.option("--out", required=True, help="Output folder (per_item) or file (combined).")
+@click.option("--layout", type=click.Choice(["per_item", "combined"]), default="per_item",
+              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["npz", "netcdf"]), default="npz",
+              show_default=True)
+@click.option("--buffer-m", type=float, help="Buffer for points files without a buffer_m column.")
+@click.option("--backend", type=click.Choice(["auto", "gee", "local"]), default="auto",
+              show_default=True)
+@click.option("--source", help="Raster source for --backend local (file or folder).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--output", "output_mode", type=click.Choice(["pooled", "grid"]), default="pooled",
+              show_default=True)
+@click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
+@click.option("--chunk-size", type=int, default=16, show_default=True,
+              help="Inference batch size.")
+@click.option("--num-workers", type=int, default=8, show_default=True,
+              help="Fetch actors (concurrent fetches).")
+@click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
+@click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")
+@click.option("--max-retries", type=int, default=0, show_default=True)
+@click.option("--retry-backoff-s", type=float, default=0.0, show_default=True)
+@click.option("--input-prep", type=click.Choice(["resize", "tile", "auto"]), default="resize",
+              show_default=True)
+@click.option("--no-save-inputs", is_flag=True, help="Do not store the fetched input patches.")
+@click.option("--no-save-manifest", is_flag=True, help="Do not write JSON sidecars.")
+@click.option("--weights", multiple=True, metavar="MODEL=PATH|random",
+              help="Weights file per model, or 'random' for random init (recorded).")
+@click.option("--precision", type=click.Choice(["auto", "float32"]), default="auto",
+              show_default=True, help="auto: mixed precision on GPU; float32: always fp32.")
+@click.option("--address", "ray_address", help="Ray address (default: local, or RAY_ADDRESS).")
+@click.option("--ee-max-concurrent", type=int, default=40, show_default=True,
+              help="Cluster-wide Earth Engine requests in flight.")
+@click.option("--ee-max-qps", type=float, default=100.0, show_default=True,
+              help="Cluster-wide Earth Engine requests per second.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def export(**o: Any) -> None:
+    """Fetch imagery, embed it and write inputs, embeddings and manifests."""
+    from rs_embed_ray.api import export_batch, plan_export
+    from rs_embed_ray.io.points import read_points
+    from rs_embed_ray.specs import OutputSpec, TemporalSpec
+
+    try:
+        if o["year"] is not None and (o["start"] or o["end"]):
+            raise RSEmbedRayError("Use either --year or --start/--end, not both.")
+        if o["year"] is not None:
+            temporal = TemporalSpec.year(o["year"])
+        elif o["start"] or o["end"]:
+            if not (o["start"] and o["end"]):
+                raise RSEmbedRayError("--start and --end go together.")
+            temporal = TemporalSpec.range(o["start"], o["end"])
+        else:
+            temporal = None
+        spatials, names = read_points(o["points"], buffer_m=o["buffer_m"])
+        models = [m.strip() for m in o["models"].split(",") if m.strip()]
+        output = (
+            OutputSpec.pooled(o["pooling"]) if o["output_mode"] == "pooled" else OutputSpec.grid()
+        )
+        kwargs = dict(
+            spatials=spatials,
+            temporal=temporal,
+            models=models,
+            out=o["out"],
+            layout=o["layout"],
+            names=names if o["layout"] == "per_item" or names else None,
+            backend=o["backend"],
+            source=o["source"],
+            device=o["device"],
+            output=output,
+            format=o["fmt"],
+            chunk_size=o["chunk_size"],
+            num_workers=o["num_workers"],
+            resume=o["resume"],
+            continue_on_error=o["continue_on_error"],
+            max_retries=o["max_retries"],
+            retry_backoff_s=o["retry_backoff_s"],
+            input_prep=o["input_prep"],
+            save_inputs=not o["no_save_inputs"],
+            save_manifest=not o["no_save_manifest"],
+            weights=_parse_weights(o["weights"]),
+            precision=o["precision"],
+            ray_address=o["ray_address"],
+            ee_max_concurrent=o["ee_max_concurrent"],
+            ee_max_qps=o["ee_max_qps"],
+            show_progress=not o["no_progress"],
+        )
+        plan_export(**kwargs)  # every input error surfaces here, before Ray starts
+    except (RSEmbedRayError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    try:
+        result = export_batch(**kwargs)
+    except RSEmbedRayError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_FAILED_ITEMS)
+    items = result if isinstance(result, list) else [result]
+    statuses = [r.get("status") for r in items]
+    n_ok = sum(s == "ok" for s in statuses)
+    click.echo(
+        json.dumps(
+            {
+                "out": str(Path(o["out"]).resolve()),
+                "layout": o["layout"],
+                "items": len(items) if isinstance(result, list) else result.get("n_items"),
+                "status_counts": {s: statuses.count(s) for s in sorted(set(map(str, statuses)))},
+            }
+        )
+    )
+    sys.exit(EXIT_OK if n_ok == len(items) else EXIT_FAILED_ITEMS)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def models(as_json: bool) -> None:
+    """List every catalog model id with its status, sensor, bands, dims and weights source."""
+    from rs_embed_ray.models.registry import list_models
+
+    rows = []
+    for info in list_models():
+        s = info.sensor
+        rows.append(
+            {
+                "model": info.model_id,
+                "status": info.status,
+                "type": info.kind,
+                "collection": s.collection if s else "",
+                "bands": ",".join(s.bands) if s else "",
+                "scale_m": s.scale_m if s else "",
+                "dim": info.dim_pooled or "",
+                "weights": info.weights_source,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    cols = ["model", "status", "type", "collection", "bands", "scale_m", "dim", "weights"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    click.echo("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True))
+def inspect(path: str) -> None:
+    """Count ok/failed items per model of an export (reads manifests only)."""
+    from rs_embed_ray.io.load import summarize_export
+
+    try:
+        summary = summarize_export(path)
+    except (RSEmbedRayError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+        return
+    click.echo(json.dumps(summary, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""Final export files from the run's shards: per-item files and the streamed combined file.
+
+Keys, refs and manifest fields follow rs-embed's contract (§2.16-§2.17) so rs-embed's own
+``load_export`` reads our files. Pure Python (numpy, netCDF4), no ray: per-item files are
+written by Ray tasks, the combined file by the driver, both through these functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.io.atomic import write_text
+from rs_embed_ray.io.manifest import array_sha1, jsonable, summarize_status, utc_ts
+from rs_embed_ray.io.netcdf import NetcdfWriter
+from rs_embed_ray.io.npz import NpzStreamWriter, write_npz
+from rs_embed_ray.io.shards import ShardReader
+
+log = logging.getLogger(__name__)
+
+
+def _select(arr: np.ndarray, channels: list[int] | None) -> np.ndarray:
+    if channels is None:
+        return arr
+    return np.ascontiguousarray(np.take(arr, channels, axis=-3))
+
+
+def _ref(key: str, arr: np.ndarray) -> dict[str, Any]:
+    return {"npz_key": key, "dtype": "float32", "shape": list(arr.shape), "sha1": array_sha1(arr)}
+
+
+def sidecar_path(array_path: Path) -> Path:
+    return array_path.with_suffix(".json")
+
+
+def _write_sidecar(manifest: dict[str, Any], array_path: Path, save_manifest: bool) -> None:
+    side = sidecar_path(array_path)
+    if save_manifest:
+        manifest["manifest_path"] = str(side)
+        write_text(side, json.dumps(manifest, ensure_ascii=False, indent=2))
+    elif side.exists():
+        side.unlink()
+
+
+# -- per item ------------------------------------------------------------------------------
+
+
+def write_item(
+    ctx: dict[str, Any], row: dict[str, Any], reader: ShardReader | None = None
+) -> dict[str, Any]:
+    """Write ``<name>.npz|.nc`` + ``<name>.json`` for one place; return its manifest."""
+    reader = reader or ShardReader()
+    index = int(row["index"])
+    sources = row["sources"]
+    arrays: dict[str, np.ndarray] = {}
+    stored_inputs: dict[str, dict[str, Any]] = {}
+    entries: list[dict[str, Any]] = []
+    for m in ctx["models"]:
+        entry: dict[str, Any] = {
+            "model": m["name"],
+            "status": "ok",
+            "sensor": m["sensor"],
+            "describe": m["describe"],
+            "input": None,
+            "embedding": None,
+            "meta": None,
+        }
+        try:
+            patch_src = sources["patch"].get(m["fetch_key"]) if m["fetch_key"] else None
+            if patch_src is not None:
+                if patch_src["status"] != "ok":
+                    raise RuntimeError(f"fetch failed: {patch_src.get('error')}")
+                x, fmeta = reader.read(patch_src["shard"], index)
+                if fmeta:
+                    entry["fetch_meta"] = fmeta
+                if ctx["save_inputs"]:
+                    if m["input_key"] in stored_inputs:
+                        entry["input"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
+                    else:
+                        key = f"input_chw__{m['key']}"
+                        arrays[key] = _select(x, m["channels"]).astype(np.float32)
+                        entry["input"] = _ref(key, arrays[key])
+                        stored_inputs[m["input_key"]] = entry["input"]
+            if ctx["save_embeddings"]:
+                src = sources["embed"].get(m["key"])
+                if src is None or src["status"] != "ok":
+                    raise RuntimeError((src or {}).get("error") or "embedding missing")
+                e, emeta = reader.read(src["shard"], index)
+                key = f"embedding__{m['key']}"
+                arrays[key] = np.asarray(e, dtype=np.float32)
+                entry["embedding"] = _ref(key, arrays[key])
+                entry["weights"] = emeta.pop("weights", None)
+                entry["meta"] = emeta
+        except Exception as exc:
+            entry["status"] = "failed"
+            entry["error"] = str(exc)
+            entry["embedding"] = None
+            entry["meta"] = None
+        entries.append(entry)
+    statuses = [e["status"] for e in entries]
+    failed = sum(s == "failed" for s in statuses)
+    manifest: dict[str, Any] = {
+        "created_at": utc_ts(),
+        "point_index": index,
+        "name": row["name"],
+        "status": summarize_status(statuses),
+        "backend": ctx["backend"],
+        "device": ctx["device"],
+        "models": entries,
+        "spatial": row["spatial_manifest"],
+        "temporal": ctx["temporal"],
+        "output": ctx["output"],
+        "input_prep": ctx["input_prep"],
+        "package": "rs-embed-ray",
+        "package_version": ctx["package_version"],
+        "summary": {
+            "total_models": len(entries),
+            "failed_models": failed,
+            "ok_models": len(entries) - failed,
+        },
+        "request_fingerprint": row["fingerprint"],
+    }
+    path = Path(ctx["out_dir"]) / f"{row['name']}{ctx['ext']}"
+    if ctx["format"] == "npz":
+        manifest["npz_path"] = str(path)
+        manifest["npz_keys"] = sorted(arrays)
+        write_npz(path, arrays)
+    else:
+        manifest["nc_path"] = str(path)
+        manifest["nc_variables"] = sorted(arrays)
+        nc = NetcdfWriter(path, attrs=_nc_attrs(ctx))
+        try:
+            for key in sorted(arrays):
+                nc.add(key, arrays[key])
+            man = jsonable(manifest)
+            nc.commit(man)
+        except BaseException:
+            nc.abort()
+            raise
+    _write_sidecar(manifest, path, ctx["save_manifest"])
+    return manifest
+
+
+def _nc_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, Any]:
+    return {
+        "created_at": utc_ts(),
+        "backend": ctx["backend"],
+        "device": ctx["device"],
+        "n_items": n_items,
+        "temporal": ctx["temporal"],
+        "output": ctx["output"],
+    }
+
+
+# -- combined ------------------------------------------------------------------------------
+
+
+def _rows(
+    reader: ShardReader, items: list[tuple[int, dict[str, Any]]], channels: list[int] | None
+) -> Iterator[tuple[int, np.ndarray]]:
+    for i, src in items:
+        arr, _ = reader.read(src["shard"], i)
+        yield i, _select(np.asarray(arr, dtype=np.float32), channels)
+
+
+def write_combined(
+    ctx: dict[str, Any],
+    path: Path,
+    *,
+    spatials: list[dict[str, Any]],
+    names: list[str],
+    centers: list[tuple[float, float]],
+    patch_src: dict[str, dict[int, dict[str, Any]]],
+    embed_src: dict[str, dict[int, dict[str, Any]]],
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Stream the combined file from shards in item order; return the final manifest.
+
+    ``patch_src[fetch_key][i]`` / ``embed_src[model_key][i]`` are ``{"status", "shard",
+    "error", "shape"}``; memory holds one row at a time (plus a few open shard files).
+    """
+    n = len(spatials)
+    reader = ShardReader()
+    is_nc = ctx["format"] == "netcdf"
+    if is_nc:
+        coords = {
+            "lon": [c[0] for c in centers],
+            "lat": [c[1] for c in centers],
+            "name": names,
+        }
+        writer: Any = NetcdfWriter(path, n_items=n, coords=coords, attrs=_nc_attrs(ctx, n))
+    else:
+        writer = NpzStreamWriter(path)
+    entries: list[dict[str, Any]] = []
+    stored_inputs: dict[str, dict[str, Any]] = {}
+    try:
+        for m in ctx["models"]:
+            entry: dict[str, Any] = {
+                "model": m["name"],
+                "sensor": m["sensor"],
+                "status": "ok",
+                "describe": m["describe"],
+                "inputs": None,
+                "embeddings": None,
+                "metas": None,
+            }
+            errors: dict[int, str] = {}
+            psrc = patch_src.get(m["fetch_key"], {}) if m["fetch_key"] else {}
+            for i in range(n):
+                p = psrc.get(i)
+                if m["fetch_key"] and (p is None or p["status"] != "ok"):
+                    errors[i] = f"fetch failed: {(p or {}).get('error')}"
+            if ctx["save_inputs"] and m["fetch_key"]:
+                if m["input_key"] in stored_inputs:
+                    entry["inputs"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
+                else:
+                    ok_items = [(i, psrc[i]) for i in range(n) if i not in errors]
+                    entry["inputs"] = _write_stack(
+                        writer,
+                        is_nc,
+                        reader,
+                        f"inputs_bchw__{m['key']}",
+                        f"input_chw__{m['key']}",
+                        ok_items,
+                        m["channels"],
+                        n,
+                        partial_stacked=True,
+                    )
+                    if entry["inputs"] is not None:
+                        stored_inputs[m["input_key"]] = entry["inputs"]
+            if ctx["save_embeddings"]:
+                esrc = embed_src.get(m["key"], {})
+                for i in range(n):
+                    e = esrc.get(i)
+                    if i not in errors and (e is None or e["status"] != "ok"):
+                        errors[i] = (e or {}).get("error") or "embedding missing"
+                ok_items = [(i, esrc[i]) for i in range(n) if i not in errors]
+                entry["embeddings"] = _write_stack(
+                    writer,
+                    is_nc,
+                    reader,
+                    f"embeddings__{m['key']}",
+                    f"embedding__{m['key']}",
+                    ok_items,
+                    None,
+                    n,
+                )
+                metas: list[Any] = [None] * n
+                for i, src in ok_items:
+                    _, emeta = reader.read(src["shard"], i)
+                    entry.setdefault("weights", emeta.pop("weights", None))
+                    emeta.pop("weights", None)
+                    metas[i] = emeta
+                entry["metas"] = metas
+            if errors:
+                entry["failed_indices"] = sorted(errors)
+                entry["errors_by_index"] = {str(i): errors[i] for i in sorted(errors)}
+                entry["status"] = "failed" if len(errors) == n else "partial"
+            entries.append(entry)
+        statuses = [e["status"] for e in entries]
+        failed = sum(s == "failed" for s in statuses)
+        partial = sum(s == "partial" for s in statuses)
+        manifest: dict[str, Any] = {
+            "created_at": utc_ts(),
+            "status": summarize_status(statuses),
+            "stage": "done",
+            "resume_incomplete": False,
+            "backend": ctx["backend"],
+            "device": ctx["device"],
+            "models": entries,
+            "n_items": n,
+            "temporal": ctx["temporal"],
+            "output": ctx["output"],
+            "input_prep": ctx["input_prep"],
+            "spatials": spatials,
+            "names": names,
+            "package": "rs-embed-ray",
+            "package_version": ctx["package_version"],
+            "request_fingerprint": fingerprint,
+            "summary": {
+                "total_models": len(entries),
+                "failed_models": failed,
+                "partial_models": partial,
+                "ok_models": len(entries) - failed - partial,
+            },
+            "completed_at": utc_ts(),
+        }
+        if is_nc:
+            manifest["nc_path"] = str(path)
+            manifest["nc_variables"] = sorted(writer.variables)
+            writer.commit(jsonable(manifest))
+        else:
+            manifest["npz_path"] = str(path)
+            manifest["npz_keys"] = sorted(writer.keys)
+            writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        reader.close()
+    _write_sidecar(manifest, path, ctx["save_manifest"])
+    return manifest
+
+
+def _write_stack(
+    writer: Any,
+    is_nc: bool,
+    reader: ShardReader,
+    stacked_key: str,
+    point_key: str,
+    items: list[tuple[int, dict[str, Any]]],
+    channels: list[int] | None,
+    n: int,
+    partial_stacked: bool = False,
+) -> dict[str, Any] | None:
+    """One model's inputs or embeddings: stacked when every row is ok and alike (contract
+    §2.8.4); otherwise per-point keys with ``indices`` (npz) or NaN rows (netCDF)."""
+    if not items:
+        return None
+    shapes = {tuple(src["shape"]) for _, src in items}
+    if channels is not None:
+        shapes = {(*s[:-3], len(channels), *s[-2:]) for s in shapes}
+    indices = [i for i, _ in items]
+    if is_nc:
+        if len(shapes) == 1:
+            row_shape = next(iter(shapes))
+            writer.stream(stacked_key, row_shape, _rows(reader, items, channels), n)
+            ref: dict[str, Any] = {"npz_key": stacked_key, "shape": [n, *row_shape]}
+        else:  # ragged: pad to the largest extent, keep each row's own shape beside it
+            ndim = len(next(iter(shapes)))
+            row_shape = tuple(max(s[d] for s in shapes) for d in range(ndim))
+
+            def padded() -> Iterator[tuple[int, np.ndarray]]:
+                for i, arr in _rows(reader, items, channels):
+                    out = np.full(row_shape, np.nan, dtype=np.float32)
+                    out[tuple(slice(0, s) for s in arr.shape)] = arr
+                    yield i, out
+
+            writer.stream(stacked_key, row_shape, padded(), n)
+            ref = {
+                "npz_key": stacked_key,
+                "shape": [n, *row_shape],
+                "ragged": True,
+                "shapes": {str(i): list(src["shape"]) for i, src in items},
+            }
+        ref["dtype"] = "float32"
+        if len(items) < n:
+            ref["indices"] = indices
+        return ref
+    if len(shapes) == 1 and (len(items) == n or partial_stacked):
+        row_shape = next(iter(shapes))
+        rows = (a for _, a in _rows(reader, items, channels))
+        writer.stream(stacked_key, row_shape, rows, len(items))
+        ref = {"npz_key": stacked_key, "shape": [len(items), *row_shape], "dtype": "float32"}
+        if len(items) < n:
+            ref["indices"] = indices
+        return ref
+    keys = []
+    for i, arr in _rows(reader, items, channels):
+        key = f"{point_key}__{i:05d}"
+        writer.add(key, arr)
+        keys.append(key)
+    return {"npz_keys": keys, "indices": indices, "dtype": "float32"}

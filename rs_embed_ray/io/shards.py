@@ -1,0 +1,62 @@
+"""Shard files of the run state: many places' arrays + JSON metas in one uncompressed npz.
+
+A fetch or inference batch writes one shard; the log maps each (step, place) to its shard.
+Keys are ``d<index>`` (array) and ``m<index>`` (meta, UTF-8 JSON as uint8).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.io.npz import write_npz
+
+
+def write_shard(path: str | Path, items: Mapping[int, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for index, (arr, meta) in items.items():
+        arrays[f"d{index}"] = np.ascontiguousarray(arr, dtype=np.float32)
+        arrays[f"m{index}"] = np.frombuffer(
+            json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8
+        )
+    write_npz(path, arrays, compress=False)
+
+
+class ShardReader:
+    """Reads items from shards, keeping a few files open (places arrive mostly in order)."""
+
+    def __init__(self, max_open: int = 8) -> None:
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self.max_open = max_open
+
+    def _file(self, path: str) -> Any:
+        fh = self._open.pop(path, None)
+        if fh is None:
+            fh = np.load(path, allow_pickle=False)
+            while len(self._open) >= self.max_open:
+                _, old = self._open.popitem(last=False)
+                old.close()
+        self._open[path] = fh
+        return fh
+
+    def read(self, path: str | Path, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        fh = self._file(str(path))
+        arr = fh[f"d{index}"]
+        meta = json.loads(bytes(fh[f"m{index}"]).decode("utf-8"))
+        return arr, meta
+
+    def has(self, path: str | Path, index: int) -> bool:
+        try:
+            return f"d{index}" in self._file(str(path)).files
+        except (OSError, ValueError, EOFError):
+            return False
+
+    def close(self) -> None:
+        while self._open:
+            _, fh = self._open.popitem()
+            fh.close()

@@ -1,0 +1,134 @@
+"""FetchWorker: a Ray Data callable class that fetches patches and writes them to shards.
+
+One provider per actor (initialised once). Patches go straight to a shard file on the
+output's storage, so only small status rows travel through the object store. A failing
+place becomes a row with ``status="failed"`` and its error; it never fails the block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.inspection import inspect_input
+from rs_embed_ray.io.manifest import array_sha1
+from rs_embed_ray.io.shards import write_shard
+from rs_embed_ray.providers import create_provider
+from rs_embed_ray.specs import SensorSpec, spatial_from_dict, temporal_from_dict
+
+log = logging.getLogger(__name__)
+
+
+def with_retries(fn: Any, retries: int, backoff_s: float) -> Any:
+    """Run ``fn`` up to ``retries + 1`` times, sleeping ``backoff_s * 2**k`` between tries."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception:
+            if attempt >= retries:
+                raise
+            if backoff_s > 0:
+                time.sleep(backoff_s * (2**attempt))
+            attempt += 1
+
+
+class FetchWorker:
+    def __init__(
+        self,
+        *,
+        backend: str,
+        provider_options: dict[str, Any],
+        sensor: dict[str, Any],
+        n_frames: int | None,
+        temporal: dict[str, Any] | None,
+        shard_dir: str,
+        max_retries: int,
+        retry_backoff_s: float,
+        fail_on_bad_input: bool,
+        threads: int = 1,
+        limiter_name: str | None = None,
+    ) -> None:
+        opts = dict(provider_options)
+        if limiter_name and backend == "gee":
+            from rs_embed_ray.pipeline.ee_quota import limiter_for
+
+            opts["limiter"] = limiter_for(limiter_name)
+        self.provider = create_provider(backend, **opts)
+        self.sensor = SensorSpec(**sensor)
+        self.n_frames = n_frames
+        self.temporal = temporal_from_dict(temporal)
+        self.shard_dir = Path(shard_dir)
+        self.retries = max_retries
+        self.backoff = retry_backoff_s
+        self.fail_on_bad_input = fail_on_bad_input
+        self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 1 else None
+
+    def _one(self, spatial_json: str) -> Any:
+        spatial = spatial_from_dict(json.loads(spatial_json))
+
+        def call() -> Any:
+            return self.provider.fetch(
+                spatial, self.temporal, self.sensor, n_frames=self.n_frames
+            )
+
+        patch = with_retries(call, self.retries, self.backoff)
+        data = np.asarray(patch.data, dtype=np.float32)
+        nb = len(self.sensor.bands)
+        if data.ndim not in (3, 4) or data.shape[-3] != nb:
+            raise ValueError(
+                f"provider returned shape {data.shape}; expected (C,H,W) or (T,C,H,W) with C={nb}"
+            )
+        if self.fail_on_bad_input:
+            report = inspect_input(data, self.sensor)
+            if not report["ok"]:
+                raise ValueError(f"Input inspection failed: {report['issues']}")
+        return data, dict(patch.meta or {})
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        indices = [int(i) for i in batch["index"]]
+        spatials = [str(s) for s in batch["spatial"]]
+        mapper = self.pool.map if self.pool is not None else map
+
+        def safe(sj: str) -> Any:
+            try:
+                return self._one(sj)
+            except Exception as exc:
+                return exc
+
+        results = list(mapper(safe, spatials))
+        ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+        status, error, shape, sha = [], [], [], []
+        for idx, res in zip(indices, results, strict=True):
+            if isinstance(res, Exception):
+                status.append("failed")
+                error.append(f"{type(res).__name__}: {res}")
+                shape.append("")
+                sha.append("")
+                log.warning("fetch failed for item %d: %s", idx, error[-1])
+            else:
+                ok[idx] = res
+                status.append("ok")
+                error.append("")
+                shape.append(json.dumps(list(res[0].shape)))
+                sha.append(array_sha1(res[0]))
+        shard = ""
+        if ok:
+            path = self.shard_dir / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
+            write_shard(path, ok)
+            shard = str(path)
+        return {
+            "index": np.asarray(indices, dtype=np.int64),
+            "status": np.asarray(status, dtype=object),
+            "error": np.asarray(error, dtype=object),
+            "shard": np.asarray([shard if s == "ok" else "" for s in status], dtype=object),
+            "shape": np.asarray(shape, dtype=object),
+            "sha1": np.asarray(sha, dtype=object),
+        }

@@ -1,0 +1,148 @@
+"""ModelWorker: a Ray Data callable class that embeds cached patches, one forward per batch.
+
+Weights are loaded once, in ``__init__``. A batch whose forward raises is re-run one place
+at a time so that only the bad places fail; every place comes back as a row with its status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.io.npz import array_to_bytes
+from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.models.registry import load_embedder
+from rs_embed_ray.models.tiling import embed_with_prep
+from rs_embed_ray.pipeline.fetch import with_retries
+from rs_embed_ray.specs import (
+    InputPrepSpec,
+    OutputSpec,
+    spatial_from_dict,
+    temporal_from_dict,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_torch_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device=%s asked for but CUDA is not available here; using cpu", device)
+        return "cpu"
+    return device
+
+
+class ModelWorker:
+    def __init__(
+        self,
+        *,
+        model_id: str,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        device: str,
+        precision: str,
+        output: dict[str, Any],
+        temporal: dict[str, Any] | None,
+        input_prep: dict[str, Any],
+        channels: list[int] | None,
+        batch_size: int,
+        max_retries: int,
+        retry_backoff_s: float,
+        torch_threads: int = 1,
+    ) -> None:
+        import torch
+
+        # Ray pins OMP threads to the actor's num_cpus; a CPU-only actor may use the machine
+        torch.set_num_threads(max(1, torch_threads))
+        self.device = resolve_torch_device(device)
+        self.embedder = load_embedder(
+            model_id,
+            device=self.device,
+            weights=weights,
+            model_config=model_config,
+            precision=precision,
+        )
+        self.output = OutputSpec(**output)
+        self.temporal = temporal_from_dict(temporal)
+        self.prep = InputPrepSpec(**input_prep)
+        self.channels = list(channels) if channels is not None else None
+        self.batch_size = batch_size
+        self.retries = max_retries
+        self.backoff = retry_backoff_s
+        self.reader = ShardReader()
+
+    def _embed(self, inputs: list[np.ndarray], spatials: list[Any], metas: list[dict]) -> list:
+        return with_retries(
+            lambda: embed_with_prep(
+                self.embedder,
+                inputs,
+                prep=self.prep,
+                output=self.output,
+                spatials=spatials,
+                temporal=self.temporal,
+                fetch_metas=metas,
+                batch_size=self.batch_size,
+            ),
+            self.retries,
+            self.backoff,
+        )
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        indices = [int(i) for i in batch["index"]]
+        n = len(indices)
+        status = ["ok"] * n
+        error = [""] * n
+        emb: list[bytes] = [b""] * n
+        meta = [""] * n
+        inputs: list[np.ndarray | None] = [None] * n
+        fmetas: list[dict[str, Any]] = [{}] * n
+        spatials = [spatial_from_dict(json.loads(s)) for s in batch["spatial"]]
+        for j, (idx, shard) in enumerate(zip(indices, batch["shard"], strict=True)):
+            try:
+                arr, fmeta = self.reader.read(str(shard), idx)
+                if self.channels is not None:
+                    arr = np.take(arr, self.channels, axis=-3)
+                inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
+                fmetas[j] = fmeta
+            except Exception as exc:  # a torn or missing shard fails only this place
+                status[j], error[j] = "failed", f"{type(exc).__name__}: reading cached patch: {exc}"
+        todo = [j for j in range(n) if status[j] == "ok"]
+        results: dict[int, Any] = {}
+        if todo:
+            try:
+                out = self._embed(
+                    [inputs[j] for j in todo],  # type: ignore[misc]
+                    [spatials[j] for j in todo],
+                    [fmetas[j] for j in todo],
+                )
+                results = dict(zip(todo, out, strict=True))
+            except Exception as exc:
+                log.warning("batch forward failed (%s); retrying place by place", exc)
+                for j in todo:
+                    try:
+                        results[j] = self._embed([inputs[j]], [spatials[j]], [fmetas[j]])[0]  # type: ignore[list-item]
+                    except Exception as one_exc:
+                        status[j], error[j] = "failed", f"{type(one_exc).__name__}: {one_exc}"
+        for j, e in results.items():
+            data = np.asarray(e.data, dtype=np.float32)
+            if not np.isfinite(data).all():
+                status[j], error[j] = "failed", "ModelError: embedding contains NaN or Inf"
+                continue
+            emb[j] = array_to_bytes(data)
+            m = dict(e.meta or {})
+            m.setdefault("weights", self.embedder.weights_record)
+            m.setdefault("device", self.device)
+            meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
+        return {
+            "index": np.asarray(indices, dtype=np.int64),
+            "status": np.asarray(status, dtype=object),
+            "error": np.asarray(error, dtype=object),
+            "emb": np.asarray(emb, dtype=object),
+            "meta": np.asarray(meta, dtype=object),
+        }

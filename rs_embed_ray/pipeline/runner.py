@@ -1,0 +1,552 @@
+"""Builds and runs the Ray Data plans of one export: fetch per sensor group, one dataset per
+model, then the writer; keeps the log (skip list) that makes the run resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+
+from rs_embed_ray.errors import ModelError, ProviderError, RSEmbedRayError
+from rs_embed_ray.io.assemble import sidecar_path, write_combined
+from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
+from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.io.state import Record, RunState
+from rs_embed_ray.pipeline.fetch import FetchWorker
+from rs_embed_ray.pipeline.infer import ModelWorker
+from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
+from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+from rs_embed_ray.specs import spatial_to_dict
+
+log = logging.getLogger(__name__)
+
+Src = dict[str, Any]  # {"status", "shard" (absolute), "error", "shape"}
+
+
+class StageFailed(RSEmbedRayError):
+    """A place failed and continue_on_error is off: the run stops, the log keeps what finished."""
+
+
+def ensure_ray(address: str | None) -> None:
+    """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process."""
+    if ray.is_initialized():
+        return
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    else:
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+
+
+def _configure_data_context() -> None:
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows its own bars per stage
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
+    ctx.execution_options.verbose_progress = False
+
+
+@contextlib.contextmanager
+def _progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="item", disable=not enabled or total <= 0, leave=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _n_blocks(n_rows: int, parallelism: int) -> int:
+    return max(1, min(n_rows, max(2 * parallelism, math.ceil(n_rows / 512))))
+
+
+def _cluster_resources() -> tuple[float, float]:
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+
+
+class Runner:
+    def __init__(self, plan: ExportPlan) -> None:
+        self.plan = plan
+        self.state = RunState(plan.state_dir)
+        self.patch_src: dict[str, dict[int, Src]] = {g.key: {} for g in plan.groups}
+        self.embed_src: dict[str, dict[int, Src]] = {m.key: {} for m in plan.models}
+        self.cpus, self.gpus = _cluster_resources()
+        self.device = self._resolve_device()
+        self.counts = {"fetched": 0, "fetch_failed": 0, "embedded": 0, "embed_failed": 0}
+
+    # -- setup ---------------------------------------------------------------------------
+    def _resolve_device(self) -> str:
+        dev = self.plan.device
+        if dev == "auto":
+            return "cuda" if self.gpus > 0 else "cpu"
+        if dev.startswith("cuda") and self.gpus <= 0:
+            raise ModelError(f"device={dev!r} but the Ray cluster has no GPU; use device='auto'.")
+        return dev
+
+    def _ctx(self) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "format": p.format,
+            "ext": p.ext,
+            "out_dir": str(p.out_path),
+            "save_inputs": p.save_inputs,
+            "save_embeddings": p.save_embeddings,
+            "save_manifest": p.save_manifest,
+            "backend": p.backend,
+            "device": self.device,
+            "temporal": jsonable(p.temporal),
+            "output": jsonable(p.output),
+            "input_prep": jsonable(p.input_prep),
+            "package_version": package_version(),
+            "models": [
+                {
+                    "name": m.name,
+                    "key": m.key,
+                    "sensor": jsonable(m.sensor),
+                    "describe": m.info.describe(),
+                    "input_key": m.input_key,
+                    "fetch_key": m.fetch_key,
+                    "channels": list(m.channels) if m.channels is not None else None,
+                }
+                for m in p.models
+            ],
+        }
+
+    # -- resume --------------------------------------------------------------------------
+    def _load_log(self) -> None:
+        """Adopt finished steps from earlier runs whose fingerprint matches and file is intact."""
+        p = self.plan
+        reader = ShardReader()
+        try:
+            for (kind, key, index), rec in self.state.latest().items():
+                if index >= p.n_items or rec.get("status") != "ok" or not rec.get("shard"):
+                    continue
+                shard = str(self.state.folder / rec["shard"])
+                if kind == "patch" and key in self.patch_src:
+                    if rec.get("fp") != p.patch_fingerprint(index, p.group(key)):
+                        continue
+                    if reader.has(shard, index):
+                        self.patch_src[key][index] = {**rec, "shard": shard}
+                elif kind == "embed" and key in self.embed_src:
+                    if rec.get("fp") != p.pair_fingerprint(index, p.model(key)):
+                        continue
+                    try:
+                        arr, _ = reader.read(shard, index)
+                    except Exception:
+                        continue
+                    if rec.get("sha1") and array_sha1(arr) != rec["sha1"]:
+                        log.warning("embedding shard of item %d is corrupt; redoing it", index)
+                        continue
+                    self.embed_src[key][index] = {**rec, "shard": shard}
+        finally:
+            reader.close()
+
+    def _item_complete(self, index: int) -> dict[str, Any] | None:
+        """A per-item file from an earlier run that is ok, intact and for this request."""
+        p = self.plan
+        path = p.item_path(index)
+        side = sidecar_path(path)
+        if not path.exists() or not side.exists():
+            return None
+        try:
+            man = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(man, dict) or man.get("status") != "ok":
+            return None
+        if man.get("request_fingerprint") != p.item_fingerprint(index):
+            return None
+        if not _arrays_intact(path, man, p.format):
+            return None
+        return {**man, "resume_skipped": True, "resume_output_path": str(path)}
+
+    def _combined_complete(self) -> dict[str, Any] | None:
+        p = self.plan
+        side = sidecar_path(p.out_path)
+        final = self.state.folder / "final.json"
+        for cand in (side, final):
+            if not p.out_path.exists() or not cand.exists():
+                continue
+            try:
+                man = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if (
+                isinstance(man, dict)
+                and not man.get("resume_incomplete", True)
+                and man.get("status") == "ok"
+                and man.get("request_fingerprint") == p.run_fingerprint()
+                and _arrays_intact(p.out_path, man, p.format)
+            ):
+                return {**man, "resume_skipped": True, "resume_output_path": str(p.out_path)}
+        return None
+
+    # -- stages --------------------------------------------------------------------------
+    def _record(self, kind: str, key: str, rows: dict[str, Any], fp: Any) -> list[Record]:
+        recs = []
+        for idx, status, error, shard, shape, sha in zip(
+            rows["index"], rows["status"], rows["error"], rows["shard"], rows["shape"],
+            rows["sha1"], strict=True,
+        ):
+            i = int(idx)
+            rel = os.path.relpath(str(shard), self.state.folder) if shard else None
+            rec = Record(
+                kind=kind,
+                key=key,
+                index=i,
+                status=str(status),
+                fp=fp(i),
+                shard=rel,
+                error=str(error) or None,
+                shape=json.loads(shape) if shape else None,
+                sha1=str(sha) or None,
+            )
+            recs.append(rec)
+            src = {"status": rec.status, "shard": str(shard), "error": rec.error,
+                   "shape": rec.shape}
+            (self.patch_src if kind == "patch" else self.embed_src)[key][i] = src
+        self.state.append(recs)
+        return recs
+
+    def _fail_fast(self, recs: list[Record], what: str) -> None:
+        bad = [r for r in recs if r.status != "ok"]
+        if bad and not self.plan.continue_on_error:
+            r = bad[0]
+            name = self.plan.names[r.index]
+            raise StageFailed(
+                f"{what} failed for item {r.index} ({name}): {r.error}. Finished work is kept: "
+                "rerun with resume=True (CLI --resume) to continue, or with "
+                "continue_on_error=True (CLI --continue-on-error) to record failures and go on."
+            )
+
+    def _fetch(self, group: FetchGroup, todo: list[int]) -> None:
+        p = self.plan
+        rows = [
+            {"index": i, "spatial": json.dumps(spatial_to_dict(p.spatials[i]))} for i in todo
+        ]
+        size = max(1, min(p.num_workers, len(todo)))
+        fetch_cpus = min(1.0, max(0.05, self.cpus / size / 2))
+        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), size))
+        ds = ds.map_batches(
+            FetchWorker,
+            fn_constructor_kwargs={
+                "backend": p.backend,
+                "provider_options": p.provider_options,
+                "sensor": jsonable(group.sensor),
+                "n_frames": group.n_frames,
+                "temporal": jsonable(p.temporal),
+                "shard_dir": str(self.state.shard_dir("patches", group.key)),
+                "max_retries": p.max_retries,
+                "retry_backoff_s": p.retry_backoff_s,
+                "fail_on_bad_input": p.fail_on_bad_input,
+                "threads": int(p.extra.get("fetch_threads", 1)),
+                "limiter_name": p.extra.get("limiter_name"),
+            },
+            compute=ActorPoolStrategy(size=size),
+            num_cpus=fetch_cpus,
+            batch_size=max(1, min(p.chunk_size, 64)),
+            batch_format="numpy",
+        )
+        fp = lambda i: p.patch_fingerprint(i, group)  # noqa: E731
+        with _progress(len(todo), f"fetch[{group.sensor.collection}]", p.show_progress) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                recs = self._record("patch", group.key, batch, fp)
+                ok = sum(r.status == "ok" for r in recs)
+                self.counts["fetched"] += ok
+                self.counts["fetch_failed"] += len(recs) - ok
+                bar.update(len(recs))
+                self._fail_fast(recs, f"fetch[{group.sensor.collection}]")
+
+    def _infer(self, model: ModelRequest, todo: list[int]) -> None:
+        p = self.plan
+        src = self.patch_src[model.fetch_key] if model.fetch_key else {}
+        # places whose patch failed are settled without any cluster work
+        failed = [i for i in todo if model.fetch_key and src.get(i, {}).get("status") != "ok"]
+        if failed:
+            recs = [
+                Record("embed", model.key, i, "failed", p.pair_fingerprint(i, model),
+                       error=f"fetch failed: {src.get(i, {}).get('error')}")
+                for i in failed
+            ]
+            self.state.append(recs)
+            for r in recs:
+                self.embed_src[model.key][r.index] = {"status": "failed", "shard": "",
+                                                      "error": r.error, "shape": None}
+            self.counts["embed_failed"] += len(recs)
+        run = [i for i in todo if i not in set(failed)]
+        if not run:
+            return
+        rows = [
+            {
+                "index": i,
+                "shard": src[i]["shard"] if model.fetch_key else "",
+                "spatial": json.dumps(spatial_to_dict(p.spatials[i])),
+            }
+            for i in run
+        ]
+        use_gpu = self.device.startswith("cuda")
+        n_actors = max(1, int(self.gpus)) if use_gpu else 1
+        torch_threads = max(1, int(self.cpus) - 1) if not use_gpu else 1
+        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), 2 * n_actors))
+        ds = ds.map_batches(
+            ModelWorker,
+            fn_constructor_kwargs={
+                "model_id": model.model_id,
+                "weights": model.weights,
+                "model_config": model.model_config,
+                "device": self.device,
+                "precision": p.precision,
+                "output": jsonable(p.output),
+                "temporal": jsonable(p.temporal),
+                "input_prep": jsonable(p.input_prep),
+                "channels": list(model.channels) if model.channels is not None else None,
+                "batch_size": p.chunk_size,
+                "max_retries": p.max_retries,
+                "retry_backoff_s": p.retry_backoff_s,
+                "torch_threads": torch_threads,
+            },
+            compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=1,
+            batch_size=p.chunk_size,
+            batch_format="numpy",
+        )
+        ds = ds.map_batches(
+            write_embed_shard,
+            fn_kwargs={"shard_dir": str(self.state.shard_dir("embeds", model.key))},
+            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
+            num_cpus=0.25,
+            batch_size=None,
+            batch_format="numpy",
+        )
+        fp = lambda i: p.pair_fingerprint(i, model)  # noqa: E731
+        with _progress(len(run), f"infer[{model.name}]", p.show_progress) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                recs = self._record("embed", model.key, batch, fp)
+                ok = sum(r.status == "ok" for r in recs)
+                self.counts["embedded"] += ok
+                self.counts["embed_failed"] += len(recs) - ok
+                bar.update(len(recs))
+                self._fail_fast(recs, f"infer[{model.name}]")
+
+    def _finalize_per_item(self, todo: list[int]) -> dict[int, dict[str, Any]]:
+        p = self.plan
+        ctx = self._ctx()
+        rows = []
+        for i in todo:
+            sources = {
+                "patch": {g: self.patch_src[g].get(i) for g in self.patch_src
+                          if self.patch_src[g].get(i) is not None},
+                "embed": {m: self.embed_src[m].get(i) for m in self.embed_src
+                          if self.embed_src[m].get(i) is not None},
+            }
+            payload = {
+                "index": i,
+                "name": p.names[i],
+                "spatial_manifest": jsonable(p.spatials[i]),
+                "fingerprint": p.item_fingerprint(i),
+                "sources": sources,
+            }
+            rows.append({"index": i, "payload": json.dumps(payload)})
+        out: dict[int, dict[str, Any]] = {}
+        if not rows:
+            return out
+        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), p.writer_workers))
+        ds = ds.map_batches(
+            finalize_items,
+            fn_kwargs={"ctx": ctx},
+            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
+            num_cpus=0.5,
+            batch_size=max(1, min(64, p.chunk_size)),
+            batch_format="numpy",
+        )
+        with _progress(len(rows), "write", p.show_progress) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for idx, status, man in zip(
+                    batch["index"], batch["status"], batch["manifest"], strict=True
+                ):
+                    i = int(idx)
+                    m = json.loads(man)
+                    if status == "write_failed":
+                        if not p.continue_on_error:
+                            raise StageFailed(
+                                f"writing item {i} ({p.names[i]}) failed: {m['error']}. "
+                                "Check the output location (space, permissions), then rerun "
+                                "with resume=True."
+                            )
+                        m = {
+                            "created_at": utc_ts(),
+                            "point_index": i,
+                            "status": "failed",
+                            "stage": "write",
+                            "error": m["error"],
+                            "backend": p.backend,
+                            "device": self.device,
+                            "models": [],
+                            "spatial": jsonable(p.spatials[i]),
+                            "temporal": jsonable(p.temporal),
+                            "output": jsonable(p.output),
+                        }
+                    out[i] = m
+                bar.update(len(batch["index"]))
+        return out
+
+    # -- main ----------------------------------------------------------------------------
+    def run(self) -> list[dict[str, Any]] | dict[str, Any]:
+        p = self.plan
+        self.state.acquire()
+        try:
+            if not p.resume:
+                self.state.reset()
+            if p.layout == "combined" and p.resume:
+                done = self._combined_complete()
+                if done is not None:
+                    log.info("resume: %s is complete for this request; nothing to do", p.out_path)
+                    return done
+            self._load_log() if p.resume else None
+            skipped: dict[int, dict[str, Any]] = {}
+            if p.layout == "per_item" and p.resume:
+                for i in range(p.n_items):
+                    man = self._item_complete(i)
+                    if man is not None:
+                        skipped[i] = man
+            todo_items = [i for i in range(p.n_items) if i not in skipped]
+            self.state.write_run(self._run_info("running", len(skipped)))
+            log.info(
+                "export: %d items (%d already complete), %d model(s), %d fetch group(s)",
+                p.n_items, len(skipped), len(p.models), len(p.groups),
+            )
+            for g in p.groups:
+                members = [p.model(k) for k in g.members]
+                need = [
+                    i for i in todo_items
+                    if i not in self.patch_src[g.key]
+                    or self.patch_src[g.key][i]["status"] != "ok"
+                ]
+                if not p.save_inputs:
+                    need = [
+                        i for i in need
+                        if p.save_embeddings
+                        and any(self.embed_src[m.key].get(i, {}).get("status") != "ok"
+                                for m in members)
+                    ]
+                if need:
+                    self._fetch(g, need)
+            if p.save_embeddings:
+                for m in p.models:
+                    need = [
+                        i for i in todo_items
+                        if self.embed_src[m.key].get(i, {}).get("status") != "ok"
+                    ]
+                    if need:
+                        self._infer(m, need)
+            if p.layout == "per_item":
+                written = self._finalize_per_item(todo_items)
+                result: Any = [
+                    skipped.get(i) or written[i] for i in range(p.n_items)
+                ]
+                statuses = [r.get("status") for r in result]
+            else:
+                ctx = self._ctx()
+                result = write_combined(
+                    ctx,
+                    p.out_path,
+                    spatials=[jsonable(s) for s in p.spatials],
+                    names=p.names,
+                    centers=[s.center() for s in p.spatials],
+                    patch_src=self.patch_src,
+                    embed_src=self.embed_src,
+                    fingerprint=p.run_fingerprint(),
+                )
+                from rs_embed_ray.io.atomic import write_text
+
+                write_text(self.state.folder / "final.json", json.dumps(result, indent=2))
+                statuses = [result["status"]]
+            all_ok = all(s == "ok" for s in statuses)
+            if all_ok:
+                self.state.drop_cache()
+            self.state.write_run(self._run_info("ok" if all_ok else "partial", len(skipped)))
+            return result
+        finally:
+            self.state.release()
+
+    def _run_info(self, status: str, skipped: int) -> dict[str, Any]:
+        p = self.plan
+        return {
+            "status": status,
+            "updated_at": utc_ts(),
+            "layout": p.layout,
+            "format": p.format,
+            "out": str(p.out_path),
+            "n_items": p.n_items,
+            "resumed_complete_items": skipped,
+            "models": [m.name for m in p.models],
+            "backend": p.backend,
+            "device": self.device,
+            "counts": dict(self.counts),
+            "package_version": package_version(),
+        }
+
+
+def _arrays_intact(path: Path, man: dict[str, Any], fmt: str) -> bool:
+    """Every array the manifest references is present and matches its sha1."""
+    import numpy as np
+
+    refs: list[dict[str, Any]] = []
+    for e in man.get("models", []):
+        for k in ("input", "embedding"):
+            if isinstance(e.get(k), dict) and "sha1" in e[k] and not e[k].get("dedup_reused"):
+                refs.append(e[k])
+    try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = set(z.files)
+                for k in man.get("npz_keys", []):
+                    if k not in keys:
+                        return False
+                for r in refs:
+                    if array_sha1(np.asarray(z[r["npz_key"]], dtype=np.float32)) != r["sha1"]:
+                        return False
+                if not refs:  # combined: make sure every member decompresses
+                    for k in z.files:
+                        z[k]
+        else:
+            import xarray as xr
+
+            with xr.open_dataset(path) as ds:
+                for k in man.get("nc_variables", []):
+                    if k not in ds.variables:
+                        return False
+                for r in refs:
+                    arr = np.asarray(ds[r["npz_key"]].values, dtype=np.float32)
+                    if array_sha1(arr) != r["sha1"]:
+                        return False
+        return True
+    except Exception as exc:
+        log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
+        return False
+
+
+def run_plan(plan: ExportPlan) -> list[dict[str, Any]] | dict[str, Any]:
+    ensure_ray(plan.extra.get("ray_address"))
+    _configure_data_context()
+    try:
+        return Runner(plan).run()
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc.as_instanceof_cause()
+        if isinstance(cause, (ProviderError, ModelError)):
+            raise cause from None
+        raise
+
+
+__all__ = ["run_plan", "ensure_ray", "StageFailed"]

@@ -1,0 +1,73 @@
+"""Writer stages: embedding shards after inference, and the per-item export files.
+
+Both run as Ray tasks next to the data, so writes never stall the inference actor and the
+driver's disk is never assumed; files go through the atomic-write helper.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.io.assemble import write_item
+from rs_embed_ray.io.manifest import array_sha1
+from rs_embed_ray.io.npz import array_from_bytes
+from rs_embed_ray.io.shards import ShardReader, write_shard
+
+
+def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str, np.ndarray]:
+    """Write the ok embeddings of a batch to one shard; return small status rows."""
+    ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    shape, sha = [], []
+    for idx, status, emb, meta in zip(
+        batch["index"], batch["status"], batch["emb"], batch["meta"], strict=True
+    ):
+        if status == "ok":
+            arr = array_from_bytes(bytes(emb))
+            ok[int(idx)] = (arr, json.loads(meta) if meta else {})
+            shape.append(json.dumps(list(arr.shape)))
+            sha.append(array_sha1(arr))
+        else:
+            shape.append("")
+            sha.append("")
+    shard = ""
+    if ok:
+        path = Path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
+        write_shard(path, ok)
+        shard = str(path)
+    return {
+        "index": np.asarray(batch["index"], dtype=np.int64),
+        "status": np.asarray(batch["status"], dtype=object),
+        "error": np.asarray(batch["error"], dtype=object),
+        "shard": np.asarray([shard if s == "ok" else "" for s in batch["status"]], dtype=object),
+        "shape": np.asarray(shape, dtype=object),
+        "sha1": np.asarray(sha, dtype=object),
+    }
+
+
+def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Write each place's final file + sidecar; return its manifest as JSON."""
+    reader = ShardReader()
+    out_index, out_status, out_manifest = [], [], []
+    try:
+        for idx, payload in zip(batch["index"], batch["payload"], strict=True):
+            row = json.loads(payload)
+            try:
+                man = write_item(ctx, row, reader)
+                out_status.append(man["status"])
+                out_manifest.append(json.dumps(man, ensure_ascii=False))
+            except Exception as exc:  # the file is not written; the place is reported
+                out_status.append("write_failed")
+                out_manifest.append(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+            out_index.append(int(idx))
+    finally:
+        reader.close()
+    return {
+        "index": np.asarray(out_index, dtype=np.int64),
+        "status": np.asarray(out_status, dtype=object),
+        "manifest": np.asarray(out_manifest, dtype=object),
+    }

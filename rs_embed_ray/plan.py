@@ -1,0 +1,545 @@
+"""ExportPlan: everything decided before the cluster does any work. Pure Python, no ray.
+
+Validation happens here so that every error a user can cause is raised before Ray starts:
+places, names, time window, output, models, sensors, output target and its writability.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rs_embed_ray.errors import ModelError, SpecError
+from rs_embed_ray.io.keys import sanitize_key
+from rs_embed_ray.io.manifest import fingerprint, jsonable
+from rs_embed_ray.models.base import ModelInfo
+from rs_embed_ray.models.registry import canonical_model_id, get_info, require_available
+from rs_embed_ray.specs import (
+    InputPrepSpec,
+    OutputSpec,
+    SensorSpec,
+    SpatialSpec,
+    TemporalSpec,
+    resolve_input_prep,
+    validate_spatials,
+)
+
+Layout = Literal["per_item", "combined"]
+FORMATS = ("npz", "netcdf")
+EXTENSIONS = {"npz": ".npz", "netcdf": ".nc"}
+STATE_DIR_PER_ITEM = "_rs_embed_ray"
+STATE_SUFFIX_COMBINED = ".rs_embed_ray"
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One requested model, resolved: its sensor, fetch group and fingerprint."""
+
+    name: str  # the user's spelling (manifests and keys use it, as rs-embed does)
+    model_id: str
+    key: str  # sanitize_key(name): array-key suffix
+    info: ModelInfo
+    sensor: SensorSpec | None
+    weights: str | None
+    model_config: dict[str, Any] | None
+    input_key: str | None = None  # sensor identity + fetch semantics
+    fetch_key: str | None = None  # the fetch group (band union) this model reads from
+    channels: tuple[int, ...] | None = None  # this model's bands within the group's bands
+
+    def fingerprint_payload(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model_id": self.model_id,
+            "sensor": jsonable(self.sensor),
+            "model_config": jsonable(self.model_config),
+            "weights": self.weights,
+        }
+
+
+@dataclass(frozen=True)
+class FetchGroup:
+    """Models whose sensors differ at most in bands share one fetch of the band union."""
+
+    key: str
+    sensor: SensorSpec
+    n_frames: int | None
+    members: tuple[str, ...]  # model keys
+
+
+@dataclass
+class ExportPlan:
+    layout: Layout
+    format: str
+    out_path: Path  # combined file, or the per-item directory
+    names: list[str]
+    spatials: list[SpatialSpec]
+    temporal: TemporalSpec | None
+    output: OutputSpec
+    models: list[ModelRequest]
+    groups: list[FetchGroup]
+    backend: str
+    provider_options: dict[str, Any]
+    device: str
+    input_prep: InputPrepSpec
+    input_prep_given: Any
+    save_inputs: bool = True
+    save_embeddings: bool = True
+    save_manifest: bool = True
+    fail_on_bad_input: bool = False
+    chunk_size: int = 16
+    num_workers: int = 8
+    continue_on_error: bool = False
+    max_retries: int = 0
+    retry_backoff_s: float = 0.0
+    writer_workers: int = 2
+    resume: bool = False
+    show_progress: bool = True
+    precision: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.spatials)
+
+    @property
+    def ext(self) -> str:
+        return EXTENSIONS[self.format]
+
+    @property
+    def state_dir(self) -> Path:
+        if self.layout == "per_item":
+            return self.out_path / STATE_DIR_PER_ITEM
+        return self.out_path.with_name(self.out_path.stem + STATE_SUFFIX_COMBINED)
+
+    def item_path(self, index: int) -> Path:
+        return self.out_path / f"{self.names[index]}{self.ext}"
+
+    def model(self, key: str) -> ModelRequest:
+        return next(m for m in self.models if m.key == key)
+
+    def group(self, key: str) -> FetchGroup:
+        return next(g for g in self.groups if g.key == key)
+
+    # -- fingerprints -------------------------------------------------------------------
+    def _request_payload(self) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": m.name,
+                    "backend": self.backend,
+                    "sensor": jsonable(m.sensor),
+                    "model_config": jsonable(m.model_config),
+                    "weights": m.weights,
+                }
+                for m in self.models
+            ],
+            "temporal": jsonable(self.temporal),
+            "output": jsonable(self.output),
+            "format": self.format,
+            "save_inputs": bool(self.save_inputs),
+            "save_embeddings": bool(self.save_embeddings),
+            "input_prep": jsonable(self.input_prep),
+        }
+
+    def item_fingerprint(self, index: int) -> str:
+        """Per-item request fingerprint (contract §2.6), deterministic across processes."""
+        return fingerprint({**self._request_payload(), "spatial": jsonable(self.spatials[index])})
+
+    def run_fingerprint(self) -> str:
+        """Combined request fingerprint (contract §2.6)."""
+        return fingerprint(
+            {**self._request_payload(), "spatials": [jsonable(s) for s in self.spatials]}
+        )
+
+    def patch_fingerprint(self, index: int, group: FetchGroup) -> str:
+        return fingerprint(
+            {
+                "backend": self.backend,
+                "source": self.provider_options.get("source"),
+                "spatial": jsonable(self.spatials[index]),
+                "temporal": jsonable(self.temporal),
+                "sensor": group.sensor.identity(),
+                "n_frames": group.n_frames,
+            }
+        )
+
+    def pair_fingerprint(self, index: int, model: ModelRequest) -> str:
+        """Identity of one (item, model) embedding: what must match to skip it on resume."""
+        return fingerprint(
+            {
+                "backend": self.backend,
+                "source": self.provider_options.get("source"),
+                "spatial": jsonable(self.spatials[index]),
+                "temporal": jsonable(self.temporal),
+                "output": jsonable(self.output),
+                "input_prep": jsonable(self.input_prep),
+                "model": model.fingerprint_payload(),
+            }
+        )
+
+
+# -- validation helpers ----------------------------------------------------------------
+
+
+def validate_names(names: Any, n: int) -> list[str]:
+    """Names become file names: unique, no separators, no '..', printable, not empty."""
+    if names is None:
+        return [f"p{i:05d}" for i in range(n)]
+    if not isinstance(names, (list, tuple)):
+        raise ModelError("names must be a list of strings.")
+    if len(names) != n:
+        raise ModelError(
+            f"names must have the same length as spatials ({len(names)} names for {n} places)."
+        )
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(names):
+        if not isinstance(raw, str):
+            raise ModelError(f"names[{i}] must be a string, got {type(raw).__name__}.")
+        name = unicodedata.normalize("NFC", raw.strip())
+        bad = (
+            not name
+            or name in (".", "..")
+            or "/" in name
+            or "\\" in name
+            or "\x00" in name
+            or name.startswith(".")
+            or any(unicodedata.category(ch).startswith("C") for ch in name)
+        )
+        if bad or os.path.isabs(name):
+            raise ModelError(
+                f"names[{i}]={raw!r} is not a safe file name: use letters, digits, '-', '_' "
+                "and '.', without path separators, '..' or a leading dot."
+            )
+        key = name.casefold()
+        if key in seen:
+            raise ModelError(
+                f"Duplicate name {raw!r} at names[{seen[key]}] and names[{i}]: "
+                "every place needs its own name (names are file names)."
+            )
+        seen[key] = i
+        out.append(name)
+    return out
+
+
+def normalize_format(fmt: Any) -> str:
+    f = str(fmt).strip().lower()
+    if f not in FORMATS:
+        raise ModelError(f"Unsupported export format: {fmt!r}. Supported: ('npz', 'netcdf').")
+    return f
+
+
+def resolve_target(
+    *,
+    out: str | None,
+    layout: str | None,
+    out_dir: str | None,
+    out_path: str | None,
+    fmt: str,
+) -> tuple[Layout, Path]:
+    """Seed API rules: out+layout together, or exactly one of out_dir / out_path."""
+    if out is not None or layout is not None:
+        if out_dir is not None or out_path is not None:
+            raise ModelError("Use either out+layout or out_dir/out_path, not both.")
+        if out is None or layout is None:
+            raise ModelError("Provide both out and layout when using the decoupled output API.")
+        lay = str(layout).strip().lower().replace("-", "_")
+        aliases = {"combined": "combined", "single_file": "combined", "file": "combined",
+                   "per_item": "per_item", "dir": "per_item", "directory": "per_item"}
+        if lay not in aliases:
+            raise ModelError(f"Unknown layout {layout!r}: use 'per_item' or 'combined'.")
+        resolved: Layout = aliases[lay]  # type: ignore[assignment]
+        target = str(out)
+    else:
+        if out_dir is None and out_path is None:
+            raise ModelError("export_batch requires out_dir or out_path (or out + layout).")
+        if out_dir is not None and out_path is not None:
+            raise ModelError("Provide only one of out_dir or out_path.")
+        resolved = "per_item" if out_dir is not None else "combined"
+        target = str(out_dir if out_dir is not None else out_path)
+    if not target.strip():
+        raise ModelError("The output path is empty.")
+    path = Path(target).expanduser()
+    if resolved == "combined":
+        ext = EXTENSIONS[fmt]
+        known = {".npz", ".nc", ".netcdf"}
+        if path.suffix.lower() in known and path.suffix.lower() != ext:
+            # the anchor appended ('g.nc' -> 'g.nc.npz'); replacing is what users mean
+            path = path.with_suffix(ext)
+        elif path.suffix.lower() != ext:
+            path = path.with_name(path.name + ext)
+    return resolved, path.resolve()
+
+
+def check_writable(layout: Layout, path: Path) -> None:
+    """Fail before any work if the output location cannot be written."""
+    folder = path if layout == "per_item" else path.parent
+    if folder.exists() and not folder.is_dir():
+        raise ModelError(f"Output location {folder} exists and is not a directory.")
+    if layout == "combined" and path.exists() and path.is_dir():
+        raise ModelError(f"Output file {path} is a directory; choose a file name.")
+    probe_root = folder
+    while not probe_root.exists():
+        probe_root = probe_root.parent
+    if not probe_root.is_dir():
+        raise ModelError(f"Output location {folder} is under {probe_root}, which is a file.")
+    if not os.access(probe_root, os.W_OK | os.X_OK):
+        raise ModelError(f"Output location {folder} is not writable (checked {probe_root}).")
+
+
+def resolve_models(
+    models: Any,
+    *,
+    sensor: SensorSpec | None,
+    per_model_sensors: dict[str, SensorSpec] | None,
+    weights: dict[str, str] | None,
+    model_configs: dict[str, dict[str, Any]] | None,
+    output: OutputSpec,
+) -> list[ModelRequest]:
+    if not isinstance(models, (list, tuple)) or not models:
+        raise ModelError("models must be a non-empty list[str].")
+    reqs: list[ModelRequest] = []
+    seen: dict[str, str] = {}
+    seen_ids: dict[str, str] = {}
+    for entry in models:
+        if not isinstance(entry, str) or not entry.strip():
+            raise ModelError("models entries must be non-empty strings (model ids).")
+        info = get_info(entry)
+        key = sanitize_key(entry)
+        if key in seen or info.model_id in seen_ids:
+            other = seen.get(key) or seen_ids[info.model_id]
+            raise ModelError(
+                f"Duplicate model name(s) in export request: {entry!r} and {other!r} are the "
+                "same model; list each model once."
+            )
+        seen[key] = entry
+        seen_ids[info.model_id] = entry
+        require_available(entry)
+        if output.mode not in info.outputs:
+            raise ModelError(
+                f"Model {entry!r} does not support output.mode={output.mode!r}. "
+                f"Supported: {list(info.outputs)}"
+            )
+        reqs.append(
+            ModelRequest(
+                name=entry,
+                model_id=info.model_id,
+                key=key,
+                info=info,
+                sensor=info.sensor,
+                weights=None,
+                model_config=None,
+            )
+        )
+
+    def lookup(table: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        if not table:
+            return {}
+        out: dict[str, Any] = {}
+        for k, v in table.items():
+            match = [r for r in reqs if k in (r.name, r.model_id) or canonical_model_id(k) == r.model_id]
+            if not match:
+                raise ModelError(
+                    f"{what} has an entry for {k!r}, which is not among the requested models "
+                    f"{[r.name for r in reqs]}."
+                )
+            out[match[0].key] = v
+        return out
+
+    per_sensor = lookup(per_model_sensors, "per_model_sensors")
+    per_weights = lookup(weights, "weights")
+    per_cfg = lookup(model_configs, "model_configs")
+    resolved: list[ModelRequest] = []
+    for r in reqs:
+        sens = per_sensor.get(r.key, sensor if sensor is not None else r.sensor)
+        if sens is not None and not isinstance(sens, SensorSpec):
+            raise ModelError(f"sensor for model {r.name!r} must be a SensorSpec.")
+        if sens is None and r.info.kind == "on_the_fly":
+            raise ModelError(f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...).")
+        w = per_weights.get(r.key)
+        if w is not None and not isinstance(w, str):
+            raise ModelError(f"weights for {r.name!r} must be a path string or 'random'.")
+        if w is not None and w != "random" and not Path(w).expanduser().exists():
+            raise ModelError(
+                f"weights for {r.name!r}: file {w!r} does not exist (pass a checkpoint path, "
+                "or 'random' for random initialisation)."
+            )
+        if w is not None and w != "random":
+            w = str(Path(w).expanduser().resolve())
+        resolved.append(
+            dataclasses.replace(r, sensor=sens, weights=w, model_config=per_cfg.get(r.key))
+        )
+    return resolved
+
+
+def _sensor_key(sensor: SensorSpec) -> str:
+    return sanitize_key(fingerprint(sensor.identity())[:12])
+
+
+def build_groups(models: list[ModelRequest]) -> tuple[list[ModelRequest], list[FetchGroup]]:
+    """Share fetches: same sensor identity except bands + same semantics -> one band-union fetch."""
+    buckets: dict[str, list[ModelRequest]] = {}
+    for m in models:
+        if m.sensor is None:
+            continue
+        ident = m.sensor.identity()
+        ident.pop("bands")
+        gid = fingerprint({"sensor": ident, "semantics": m.info.fetch_semantics})
+        buckets.setdefault(gid, []).append(m)
+    out_models = {m.key: m for m in models}
+    groups: list[FetchGroup] = []
+    for members in buckets.values():
+        bands: list[str] = []
+        for m in members:
+            for b in m.sensor.bands:  # type: ignore[union-attr]
+                if b not in bands:
+                    bands.append(b)
+        gsensor = dataclasses.replace(members[0].sensor, bands=tuple(bands))  # type: ignore[arg-type]
+        sem = members[0].info.fetch_semantics
+        gkey = _sensor_key(gsensor) + ("" if sem == "single" else f"--{sanitize_key(sem)}")
+        n_frames = members[0].info.n_frames if members[0].info.temporal_mode == "multi" else None
+        groups.append(FetchGroup(gkey, gsensor, n_frames, tuple(m.key for m in members)))
+        for m in members:
+            ikey = _sensor_key(m.sensor) + ("" if sem == "single" else f"--{sanitize_key(sem)}")  # type: ignore[arg-type]
+            chans = tuple(bands.index(b) for b in m.sensor.bands)  # type: ignore[union-attr]
+            out_models[m.key] = dataclasses.replace(
+                m, input_key=ikey, fetch_key=gkey, channels=chans
+            )
+    return [out_models[m.key] for m in models], groups
+
+
+def resolve_backend(backend: Any, source: str | None) -> str:
+    b = str(backend).strip().lower() if backend is not None else "auto"
+    if b == "auto":
+        b = "local" if source else os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "gee")
+    if b not in ("gee", "local"):
+        raise ModelError(f"Unknown backend {backend!r}: use 'auto', 'gee' or 'local'.")
+    if b == "local":
+        if not source:
+            raise ModelError("backend='local' needs source=PATH (CLI: --source PATH).")
+        if not Path(source).expanduser().exists():
+            raise ModelError(f"source {source!r} does not exist.")
+    return b
+
+
+def validate_temporal(temporal: Any) -> TemporalSpec | None:
+    if temporal is None:
+        return None
+    if not isinstance(temporal, TemporalSpec):
+        raise SpecError("temporal must be a TemporalSpec or None.")
+    temporal.validate()
+    return temporal
+
+
+def validate_output(output: Any) -> OutputSpec:
+    if not isinstance(output, OutputSpec):
+        raise ModelError("output must be an OutputSpec (OutputSpec.pooled() or OutputSpec.grid()).")
+    try:
+        output.validate()
+    except SpecError as exc:
+        raise ModelError(str(exc)) from None
+    return output
+
+
+def positive_int(value: Any, what: str, minimum: int = 1) -> int:
+    try:
+        v = int(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"{what} must be an integer, got {value!r}.") from None
+    if v < minimum:
+        raise ModelError(f"{what} must be >= {minimum}, got {v}.")
+    return v
+
+
+def build_plan(
+    *,
+    spatials: Any,
+    temporal: Any,
+    models: Any,
+    out: str | None,
+    layout: str | None,
+    out_dir: str | None,
+    out_path: str | None,
+    names: Any,
+    backend: Any,
+    device: Any,
+    output: Any,
+    sensor: SensorSpec | None,
+    per_model_sensors: dict[str, SensorSpec] | None,
+    format: Any,
+    input_prep: Any,
+    source: str | None = None,
+    weights: dict[str, str] | None = None,
+    model_configs: dict[str, dict[str, Any]] | None = None,
+    provider_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> ExportPlan:
+    """Validate everything (in the contract's order) and resolve the request into a plan."""
+    spatials = validate_spatials(spatials)
+    fmt = normalize_format(format)
+    lay, path = resolve_target(out=out, layout=layout, out_dir=out_dir, out_path=out_path, fmt=fmt)
+    final_names = validate_names(names, len(spatials))
+    temporal = validate_temporal(temporal)
+    output = validate_output(output)
+    if sensor is not None and not isinstance(sensor, SensorSpec):
+        raise ModelError("sensor must be a SensorSpec or None.")
+    prep = resolve_input_prep(input_prep)
+    reqs = resolve_models(
+        models,
+        sensor=sensor,
+        per_model_sensors=per_model_sensors,
+        weights=weights,
+        model_configs=model_configs,
+        output=output,
+    )
+    reqs, groups = build_groups(reqs)
+    b = resolve_backend(backend, source)
+    dev = str(device).strip().lower() if device else "auto"
+    if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
+        raise ModelError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.")
+    check_writable(lay, path)
+    popts = dict(provider_options or {})
+    if b == "local":
+        popts["source"] = str(Path(source).expanduser().resolve())  # type: ignore[arg-type]
+    plan = ExportPlan(
+        layout=lay,
+        format=fmt,
+        out_path=path,
+        names=final_names,
+        spatials=spatials,
+        temporal=temporal,
+        output=output,
+        models=reqs,
+        groups=groups,
+        backend=b,
+        provider_options=popts,
+        device=dev,
+        input_prep=prep,
+        input_prep_given=input_prep,
+        chunk_size=positive_int(options.pop("chunk_size", 16), "chunk_size"),
+        num_workers=positive_int(options.pop("num_workers", 8), "num_workers"),
+        max_retries=positive_int(options.pop("max_retries", 0), "max_retries", minimum=0),
+        writer_workers=positive_int(options.pop("writer_workers", 2), "writer_workers"),
+        retry_backoff_s=float(options.pop("retry_backoff_s", 0.0)),
+        **{k: options.pop(k) for k in list(options) if k in _BOOL_OPTIONS},
+    )
+    if plan.retry_backoff_s < 0:
+        raise ModelError("retry_backoff_s must be >= 0.")
+    plan.extra.update(options)
+    return plan
+
+
+_BOOL_OPTIONS = {
+    "save_inputs",
+    "save_embeddings",
+    "save_manifest",
+    "fail_on_bad_input",
+    "continue_on_error",
+    "resume",
+    "show_progress",
+    "precision",
+}

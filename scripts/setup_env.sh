@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (if missing) and install rs-embed-ray with everything the tests and the
+# quickstart need. torch/torchvision are pinned to builds that import together on CPU
+# machines (open_clip needs torchvision).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+python -m pip install -q -e '.[all,dev]'

@@ -1,0 +1,77 @@
+"""Shared fixtures: one real local Ray cluster per test session, a synthetic raster source
+and RemoteCLIP checkpoints in the published file format (random values)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+BANDS = ("B2", "B3", "B4", "B8")
+CENTER = (15.0, 45.0)  # lon, lat: on the central meridian of UTM zone 33N
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster (no dashboard), shared by every test that needs one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def write_scene(folder: Path, day: str, bands=BANDS, offset: float = 0.0) -> None:
+    """GeoTIFFs named <date>_<band>.tif in UTM 33N, 10 m pixels, smooth per-band gradients."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # 2000 x 2000 px at 10 m = 20 km around CENTER (easting 500000 on the central meridian)
+    north = 4983000.0 + 10000.0
+    transform = from_origin(490000.0, north, 10.0, 10.0)
+    yy, xx = np.mgrid[0:2000, 0:2000].astype(np.float32)
+    for b, name in enumerate(bands):
+        data = (500.0 + 300.0 * b + 0.5 * xx + 0.25 * yy + offset).astype(np.float32)
+        with rasterio.open(
+            folder / f"{day}_{name}.tif", "w", driver="GTiff", width=2000, height=2000,
+            count=1, dtype="float32", crs="EPSG:32633", transform=transform,
+            tiled=True, blockxsize=256, blockysize=256, nodata=-9999.0,
+        ) as ds:
+            ds.write(data, 1)
+
+
+@pytest.fixture(scope="session")
+def raster_source(tmp_path_factory) -> Path:
+    """A folder of dated single-band GeoTIFFs (two dates) that the local backend reads."""
+    folder = tmp_path_factory.mktemp("source")
+    write_scene(folder, "2022-07-01")
+    write_scene(folder, "2022-08-01", offset=100.0)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def remoteclip_ckpt(tmp_path_factory) -> Path:
+    """model.safetensors in the HF repo's layout (``model.`` prefix), random values."""
+    from rs_embed_ray.testing.checkpoints import write_remoteclip_checkpoint
+
+    return Path(write_remoteclip_checkpoint(tmp_path_factory.mktemp("remoteclip")))
+
+
+def points(n: int, buffer_m: float = 160.0):
+    """n PointBuffers spread over the synthetic scene."""
+    from rs_embed_ray.specs import PointBuffer
+
+    out = []
+    for i in range(n):
+        dx = ((i % 5) - 2) * 0.02
+        dy = ((i // 5) % 5 - 2) * 0.015
+        out.append(PointBuffer(CENTER[0] + dx, CENTER[1] + dy, buffer_m))
+    return out
