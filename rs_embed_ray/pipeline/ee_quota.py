@@ -181,10 +181,22 @@ def get_or_create_quota_actor(
         opts["namespace"] = namespace
     if detached:
         opts["lifetime"] = "detached"
-    handle = _RemoteQuotaActor.options(**opts).remote(
-        max_concurrent, qps, burst, lease_timeout_s
-    )
+    handle = _RemoteQuotaActor.options(**opts).remote(max_concurrent, qps, burst, lease_timeout_s)
     return handle
+
+
+def limiter_for(
+    name: str = DEFAULT_ACTOR_NAME,
+    max_concurrent: int | None = DEFAULT_MAX_CONCURRENT,
+    qps: float | None = DEFAULT_QPS,
+    **actor_options: Any,
+) -> RayLimiter:
+    """A ``RayLimiter`` on the named quota actor (created with these limits if missing).
+
+    Create the actor on the driver with the run's ``ee_max_concurrent``/``ee_max_qps``
+    first; workers then call ``limiter_for(name)`` and share it whatever limits they pass.
+    """
+    return RayLimiter(get_or_create_quota_actor(name, max_concurrent, qps, **actor_options))
 
 
 class RayLimiter(SlotMixin):
@@ -225,4 +237,5 @@ __all__ = [
     "EEQuotaActor",
     "RayLimiter",
     "get_or_create_quota_actor",
+    "limiter_for",
 ]

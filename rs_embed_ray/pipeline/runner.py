@@ -40,8 +40,13 @@ def ensure_ray(address: str | None) -> None:
     """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process."""
     if ray.is_initialized():
         return
-    if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            ignore_reinit_error=True,
+        )
     else:
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
 
@@ -65,8 +70,10 @@ def _progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
         bar.close()
 
 
-def _n_blocks(n_rows: int, parallelism: int) -> int:
-    return max(1, min(n_rows, max(2 * parallelism, math.ceil(n_rows / 512))))
+def _n_blocks(n_rows: int, parallelism: int, rows_per_block: int = 64) -> int:
+    """Small blocks stream sooner (and make the log finer-grained); a cap bounds overhead."""
+    want = max(2 * parallelism, math.ceil(n_rows / max(1, rows_per_block)))
+    return max(1, min(n_rows, want, 2000))
 
 
 def _cluster_resources() -> tuple[float, float]:
@@ -236,7 +243,9 @@ class Runner:
         ]
         size = max(1, min(p.num_workers, len(todo)))
         fetch_cpus = min(1.0, max(0.05, self.cpus / size / 2))
-        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), size))
+        ds = ray.data.from_items(
+            rows, override_num_blocks=_n_blocks(len(rows), size, p.chunk_size)
+        )
         ds = ds.map_batches(
             FetchWorker,
             fn_constructor_kwargs={
@@ -297,7 +306,9 @@ class Runner:
         use_gpu = self.device.startswith("cuda")
         n_actors = max(1, int(self.gpus)) if use_gpu else 1
         torch_threads = max(1, int(self.cpus) - 1) if not use_gpu else 1
-        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), 2 * n_actors))
+        ds = ray.data.from_items(
+            rows, override_num_blocks=_n_blocks(len(rows), 2 * n_actors, p.chunk_size)
+        )
         ds = ds.map_batches(
             ModelWorker,
             fn_constructor_kwargs={

@@ -24,12 +24,18 @@ def create_provider(name: str, **options: Any) -> Provider:
     target = PROVIDERS.get(name)
     if target is None:
         raise ProviderError(f"Unknown backend {name!r}. Known: {provider_names()}.")
+    faults = options.pop("faults", None)
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ProviderError(f"backend {name!r} cannot be used: {exc}") from exc
-    return getattr(module, attr)(**options)
+    provider = getattr(module, attr)(**options)
+    if faults:
+        from rs_embed_ray.testing.faults import FaultInjectingProvider
+
+        provider = FaultInjectingProvider(provider, faults)
+    return provider
 
 
 __all__ = ["Patch", "Provider", "PROVIDERS", "create_provider", "provider_names"]

@@ -1,0 +1,931 @@
+"""Google Earth Engine provider: composites built server-side, pixels moved with computePixels.
+
+Why it looks like this:
+
+* **Grid.** Every request carries an explicit EPSG:3857 grid (``crsCode`` + north-up
+  ``affineTransform`` from ``rs_embed_ray.geo.grid_for`` of the fetch square), so Earth Engine
+  resamples onto exactly the lattice every other provider cuts; nothing is flipped afterwards.
+* **Size limits.** A computePixels request may carry at most 48 MB (pixels x bands x 4 bytes,
+  every image is cast to float32) and 32768 px a side, and 1024 bands. Bigger grids are cut
+  with ``geo.split_grid`` on whole pixels and pasted back, so stitching is exact; a 400
+  "Total request size" answer still splits the tile reactively.
+* **Round trips.** One ``value:compute`` returns every collection size the fetch needs (the
+  emptiness check, per-bin counts for a time series, S1's strict and relaxed counts), then
+  one computePixels per tile. A time series is stacked into one multi-band image (bands
+  renamed ``<band>__t<i>``), so T frames cost one request per tile, not T.
+* **Retries.** The ee client retries 429/5xx by itself (googleapiclient, ``max_retries=5``,
+  random 2**n s sleeps, no Retry-After). The provider sets ``ee.data.setMaxRetries(0)`` and
+  owns the policy: 429, 5xx, 408 and connection errors are retried with exponential backoff
+  plus jitter, waiting at least the server's Retry-After, up to ``max_retries`` times; then a
+  ProviderError. ``max_retries=0`` fails on the first error.
+* **Quota.** Every HTTP request the client makes (discovery, algorithms, value:compute,
+  computePixels, retries) goes through an httplib2-compatible transport that holds a
+  ``Limiter`` slot for the duration of the request (``providers.ratelimit``; the cluster-wide
+  Ray actor in ``pipeline.ee_quota`` satisfies the same protocol).
+* **Global state.** The ee library keeps one configuration per process. The provider
+  initialises it once, under a lock; if another GEEProvider initialised the process since,
+  it resets ee (``ee.Reset``, so the algorithm list is fetched again and a wrong endpoint,
+  token or project fails at initialisation) and initialises again before its next fetch.
+  Two providers with different settings fetching at the same time in one process is not
+  supported.
+* **Secrets.** Messages and logs never include tokens, key contents or URL query strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from rs_embed_ray.errors import ProviderError, SpecError
+from rs_embed_ray.geo import Grid, fetch_square, grid_for, split_grid
+from rs_embed_ray.providers.base import Patch
+from rs_embed_ray.providers.ratelimit import (
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_QPS,
+    Limiter,
+    LimiterTimeout,
+    LocalLimiter,
+)
+from rs_embed_ray.specs import SensorSpec, SpatialSpec, TemporalSpec, window_of
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_URL = "https://earthengine.googleapis.com"
+HIGH_VOLUME_URL = "https://earthengine-highvolume.googleapis.com"
+URL_ENV = "RS_EMBED_RAY_EE_URL"
+PROJECT_ENVS = ("EE_PROJECT", "GOOGLE_CLOUD_PROJECT")
+EMULATOR_PROJECT = "emulator"
+
+MAX_REQUEST_BYTES = 50331648
+MAX_SIDE = 32768
+MAX_BANDS = 1024
+BYTES_PER_VALUE = 4  # images are cast with toFloat() before transfer
+
+S2_PREFIX = "COPERNICUS/S2"
+S1_FLOAT = "COPERNICUS/S1_GRD_FLOAT"
+S1_DB = "COPERNICUS/S1_GRD"
+GSE_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+GSE_BANDS = tuple(f"A{i:02d}" for i in range(64))
+GSE_FILL = -9999.0
+
+S2_ALIASES = {
+    "BLUE": "B2",
+    "GREEN": "B3",
+    "RED": "B4",
+    "NIR": "B8",
+    "NIR_BROAD": "B8",
+    "NIR_WIDE": "B8",
+    "NIR_NARROW": "B8A",
+    "NIRN": "B8A",
+    "NIR_N": "B8A",
+    "RE4": "B8A",
+    "RED_EDGE_4": "B8A",
+    "RE1": "B5",
+    "RE2": "B6",
+    "RE3": "B7",
+    "SWIR1": "B11",
+    "SWIR_1": "B11",
+    "SWIR2": "B12",
+    "SWIR_2": "B12",
+}
+_L89 = ("SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B6", "SR_B7")
+_L457 = ("SR_B1", "SR_B2", "SR_B3", "SR_B4", "SR_B5", "SR_B7")
+_LANDSAT_KEYS = ("BLUE", "GREEN", "RED", "NIR", "SWIR1", "SWIR2")
+
+_RETRYABLE = {408, 429, 500, 502, 503, 504}
+_AUTH_HINT = "run `earthengine authenticate` or set GOOGLE_APPLICATION_CREDENTIALS"
+_PROJECT_HINT = (
+    "set EE_PROJECT (or GOOGLE_CLOUD_PROJECT), pass project=..., or run "
+    "`earthengine set_project` / `gcloud auth application-default set-quota-project`"
+)
+
+_EE_LOCK = threading.RLock()
+_ACTIVE: object | None = None  # the _token of the provider that configured ee last
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+
+
+def resolve_band(collection: str, band: str) -> str:
+    """Map a friendly band alias (RED, NIR, ...) to the collection's band id."""
+    if S2_PREFIX in collection:
+        return S2_ALIASES.get(band.upper(), band)
+    if collection.startswith("LANDSAT/"):
+        table = _L89 if re.search(r"LC0[89]", collection) else _L457
+        aliases = dict(zip(_LANDSAT_KEYS, table, strict=True))
+        aliases.update({"SWIR_1": aliases["SWIR1"], "SWIR_2": aliases["SWIR2"]})
+        return aliases.get(band.upper(), band)
+    return band
+
+
+def split_date_range(start: str, end: str, n: int) -> list[tuple[str, str]]:
+    """``n`` equal bins over [start, end) in whole days; the last bin ends at ``end``."""
+    d0, d1 = date.fromisoformat(start), date.fromisoformat(end)
+    total = (d1 - d0).days
+    bounds = [d0.toordinal() + (total * i) // n for i in range(n)] + [d1.toordinal()]
+    return [
+        (date.fromordinal(bounds[i]).isoformat(), date.fromordinal(bounds[i + 1]).isoformat())
+        for i in range(n)
+    ]
+
+
+_PEM = r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----"
+_SECRET_PATTERNS = [
+    (re.compile(r"(?i)bearer\s+[^\s,;\"']+"), "Bearer ***"),
+    (re.compile(r"ya29\.[0-9A-Za-z_\-\.]+"), "***"),
+    (re.compile(_PEM, re.S), "***"),
+    (re.compile(r"(?i)(access_token|refresh_token|client_secret|private_key|key)=[^&\s]+"),
+     r"\1=***"),
+    (re.compile(r"(https?://[^\s?\"']+)\?[^\s\"']*"), r"\1"),
+]  # fmt: skip
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Strip tokens, private keys and URL query strings from a message before it is shown."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    for pat, repl in _SECRET_PATTERNS:
+        text = pat.sub(repl, text)
+    return text
+
+
+def _parse_retry_after(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+@dataclass
+class _Failure:
+    kind: str  # quota | server | transient | auth | permission | too_large | not_found | other
+    status: int | None
+    retry_after: float | None
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in ("quota", "server", "transient")
+
+
+def classify_error(exc: BaseException) -> _Failure:
+    """Read the HTTP status and Retry-After behind an ee/googleapiclient/transport error."""
+    from googleapiclient.errors import HttpError
+
+    status: int | None = None
+    retry_after: float | None = None
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        if isinstance(seen, HttpError):
+            with contextlib.suppress(Exception):
+                status = int(seen.resp.status)
+                retry_after = _parse_retry_after(seen.resp.get("retry-after"))
+            break
+        seen = seen.__cause__ or seen.__context__
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if status is None:
+        try:
+            import google.auth.exceptions as gae
+
+            if isinstance(exc, gae.GoogleAuthError):
+                return _Failure("auth", None, None, msg)
+        except ImportError:  # pragma: no cover - google-auth ships with earthengine-api
+            pass
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            return _Failure("transient", None, None, msg)
+        if "too many requests" in low or "quota exceeded" in low or "resource_exhausted" in low:
+            return _Failure("quota", 429, None, msg)
+        if "please authorize access" in low:
+            return _Failure("auth", None, None, msg)
+        if "no project found" in low:
+            return _Failure("permission", None, None, msg)
+        return _Failure("other", None, None, msg)
+    if status == 429:
+        kind = "quota"
+    elif status in _RETRYABLE:
+        kind = "server" if status >= 500 else "transient"
+    elif status == 401:
+        kind = "auth"
+    elif status == 403:
+        kind = "permission"
+    elif status == 404:
+        kind = "not_found"
+    elif status == 400 and ("total request size" in low or "must be less than or equal" in low):
+        kind = "too_large"
+    elif status >= 500:
+        kind = "server"
+    else:
+        kind = "other"
+    return _Failure(kind, status, retry_after, msg)
+
+
+# ------------------------------------------------------------------------------------------
+# HTTP transport: every request takes a limiter slot
+
+
+class _LimitedHttp:
+    """An httplib2-like transport (what the ee client accepts as ``http_transport``).
+
+    Holds a limiter slot for the whole request, counts requests per thread for the patch
+    meta, and uses one requests.Session per thread.
+    """
+
+    def __init__(self, limiter: Limiter, timeout_s: float | None, acquire_timeout_s: float | None):
+        self.limiter = limiter
+        self.timeout_s = timeout_s
+        self.acquire_timeout_s = acquire_timeout_s
+        self._local = threading.local()
+        self._sessions: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> Any:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+
+            s = requests.Session()
+            self._local.session = s
+            with self._lock:
+                self._sessions.append(s)
+        return s
+
+    def thread_requests(self) -> int:
+        return getattr(self._local, "count", 0)
+
+    def request(
+        self,
+        uri: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        redirections: int | None = None,
+        connection_type: Any = None,
+        **_: Any,
+    ) -> tuple[Any, bytes]:
+        import httplib2
+        import requests
+
+        session = self._session()
+        self._local.count = self.thread_requests() + 1
+        with self.limiter.slot(self.acquire_timeout_s):
+            try:
+                resp = session.request(
+                    method, uri, data=body, headers=headers, timeout=self.timeout_s
+                )
+                content = resp.content
+            except requests.exceptions.Timeout as exc:
+                raise TimeoutError(
+                    f"Earth Engine request timed out after {self.timeout_s} s"
+                ) from exc
+            except (
+                requests.exceptions.ConnectionError,
+                requests.exceptions.ChunkedEncodingError,
+            ) as exc:
+                raise ConnectionError(
+                    f"Earth Engine connection failed: {type(exc).__name__}"
+                ) from exc
+        out = dict(resp.headers)
+        out["status"] = resp.status_code
+        return httplib2.Response(out), content
+
+    def close(self) -> None:
+        with self._lock:
+            sessions, self._sessions = self._sessions, []
+        for s in sessions:
+            with contextlib.suppress(Exception):
+                s.close()
+
+
+@contextlib.contextmanager
+def _no_catalog_fetch(active: bool) -> Iterator[None]:
+    """ee.Initialize opens a public STAC catalog URL; against an emulator nothing may leave."""
+    if not active:
+        yield
+        return
+    import ee.deprecation
+
+    saved = ee.deprecation._FetchDataCatalogStac
+    ee.deprecation._FetchDataCatalogStac = lambda: {}
+    try:
+        yield
+    finally:
+        ee.deprecation._FetchDataCatalogStac = saved
+
+
+# ------------------------------------------------------------------------------------------
+# the provider
+
+
+class GEEProvider:
+    """Fetch composites from Google Earth Engine on the project's EPSG:3857 grid.
+
+    ``project``: argument, then ``EE_PROJECT``, then ``GOOGLE_CLOUD_PROJECT`` (then the
+    credentials' quota project). ``url``: argument, then ``RS_EMBED_RAY_EE_URL``, then the
+    high-volume endpoint if ``high_volume``, else the standard endpoint. A URL outside
+    googleapis.com is treated as an emulator: a dummy bearer token is used unless
+    ``credentials`` is given, the project defaults to "emulator", and nothing else is contacted.
+    ``credentials``: an ee/google-auth credentials object; else a service-account key named by
+    ``GOOGLE_APPLICATION_CREDENTIALS``; else what ``earthengine authenticate``/ADC stored.
+    ``limiter``: shared request limiter; default a ``LocalLimiter(ee_max_concurrent,
+    ee_max_qps)`` for this instance. ``max_retries``/``backoff_s``/``max_backoff_s``: retry
+    policy for 429/5xx/transport errors. ``auto_auth`` is accepted for rs-embed
+    compatibility; no interactive flow is ever started.
+    """
+
+    name = "gee"
+
+    def __init__(
+        self,
+        project: str | None = None,
+        url: str | None = None,
+        high_volume: bool = False,
+        credentials: Any = None,
+        limiter: Limiter | None = None,
+        max_retries: int = 5,
+        *,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 32.0,
+        max_retry_after_s: float = 300.0,
+        timeout_s: float | None = 330.0,
+        acquire_timeout_s: float | None = None,
+        ee_max_concurrent: int | None = DEFAULT_MAX_CONCURRENT,
+        ee_max_qps: float | None = DEFAULT_QPS,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        max_side: int = MAX_SIDE,
+        max_bands: int = MAX_BANDS,
+        workload_tag: str | None = None,
+        auto_auth: bool = True,
+    ) -> None:
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        self.project_arg = project
+        self.url_arg = url
+        self.high_volume = bool(high_volume)
+        self.credentials_arg = credentials
+        self.limiter: Limiter = limiter or LocalLimiter(ee_max_concurrent, ee_max_qps)
+        self.max_retries = int(max_retries)
+        self.backoff_s = float(backoff_s)
+        self.max_backoff_s = float(max_backoff_s)
+        self.max_retry_after_s = float(max_retry_after_s)
+        self.timeout_s = timeout_s
+        self.acquire_timeout_s = acquire_timeout_s
+        self.max_request_bytes = int(max_request_bytes)
+        self.max_side = int(max_side)
+        self.max_bands = int(max_bands)
+        self.workload_tag = workload_tag
+        self.auto_auth = auto_auth
+        self._setup_runtime()
+
+    def _setup_runtime(self) -> None:
+        self._token = object()
+        self._init_lock = threading.Lock()
+        self._ready = False
+        self._transport: _LimitedHttp | None = None
+        self._secrets: tuple[str, ...] = ()
+        self._local = threading.local()
+        self.url: str = self._resolve_url()
+        self.emulator = urlsplit(self.url).hostname is not None and not (
+            urlsplit(self.url).hostname or ""
+        ).endswith("googleapis.com")
+        self.project: str | None = None
+
+    # pickling: ship the configuration, not locks or sessions (Ray actors rebuild them)
+    def __getstate__(self) -> dict[str, Any]:
+        skip = {"_token", "_init_lock", "_ready", "_transport", "_secrets", "_local"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._setup_runtime()
+
+    # -- initialisation ---------------------------------------------------------------------
+
+    def _resolve_url(self) -> str:
+        url = self.url_arg or os.environ.get(URL_ENV) or None
+        if url:
+            return url.rstrip("/")
+        return HIGH_VOLUME_URL if self.high_volume else DEFAULT_URL
+
+    def _resolve_project(self) -> str | None:
+        if self.project_arg:
+            return str(self.project_arg)
+        for env in PROJECT_ENVS:
+            if os.environ.get(env):
+                return os.environ[env]
+        return None
+
+    def _resolve_credentials(self) -> tuple[Any, str | None]:
+        """(credentials, project implied by them); never logs or returns key material."""
+        import ee
+
+        if self.credentials_arg is not None:
+            creds = self.credentials_arg
+            return creds, getattr(creds, "quota_project_id", None) or getattr(
+                creds, "project_id", None
+            )
+        if self.emulator:
+            from google.oauth2.credentials import Credentials
+
+            return Credentials(token="emulator"), None
+        key_path = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if key_path:
+            if not os.path.isfile(key_path):
+                raise ProviderError(
+                    "Earth Engine credentials: GOOGLE_APPLICATION_CREDENTIALS names "
+                    f"{key_path!r}, which is not a file; {_AUTH_HINT}."
+                )
+            try:
+                with open(key_path, encoding="utf-8") as fh:
+                    info = json.load(fh)
+            except (OSError, ValueError):
+                raise ProviderError(
+                    f"Earth Engine credentials: {key_path!r} (GOOGLE_APPLICATION_CREDENTIALS) "
+                    f"is not a readable JSON key file; {_AUTH_HINT}."
+                ) from None
+            if isinstance(info, dict) and info.get("type") == "service_account":
+                try:
+                    creds = ee.ServiceAccountCredentials(None, key_file=key_path)
+                except Exception as exc:
+                    raise ProviderError(
+                        f"Earth Engine credentials: the service-account key {key_path!r} "
+                        f"could not be loaded ({type(exc).__name__}); {_AUTH_HINT}."
+                    ) from None
+                return creds, info.get("project_id")
+            # authorized_user / external_account files: google.auth.default() reads them
+        try:
+            creds = ee.data.get_persistent_credentials()
+        except Exception as exc:
+            raise ProviderError(
+                "Earth Engine credentials not found or invalid "
+                f"({redact(type(exc).__name__)}); {_AUTH_HINT}."
+            ) from None
+        return creds, getattr(creds, "quota_project_id", None)
+
+    def ensure_ready(self) -> None:
+        """Initialise the ee library for this provider (once; again if another one took over)."""
+        global _ACTIVE
+        if self._ready and _ACTIVE is self._token:
+            return
+        with _EE_LOCK:
+            if self._ready and _ACTIVE is self._token:
+                return
+            import ee
+
+            creds, implied_project = self._resolve_credentials()
+            project = self._resolve_project() or implied_project
+            if not project and self.emulator:
+                project = EMULATOR_PROJECT
+            if not project:
+                raise ProviderError(f"No Earth Engine project configured: {_PROJECT_HINT}.")
+            self.project = project
+            token = getattr(creds, "token", None)
+            self._secrets = (token,) if isinstance(token, str) else ()
+            if self._transport is None:
+                self._transport = _LimitedHttp(self.limiter, self.timeout_s, self.acquire_timeout_s)
+            transport = self._transport
+
+            def init() -> None:
+                # a re-initialisation must fetch the algorithm list again (ee caches it), so
+                # a wrong endpoint, token or project fails here and not at the first fetch
+                global _ACTIVE
+                _ACTIVE = None  # whoever configured ee before must initialise again
+                if ee.data.is_initialized():
+                    ee.Reset()
+                ee.data.setMaxRetries(0)  # one retry policy: ours (see module docstring)
+                with _no_catalog_fetch(self.emulator):
+                    ee.Initialize(
+                        credentials=creds, project=project, url=self.url, http_transport=transport
+                    )
+
+            t0 = time.monotonic()
+            self._call("initialise Earth Engine", init)
+            _ACTIVE = self._token
+            self._ready = True
+            log.info(
+                "Earth Engine ready: endpoint=%s project=%s%s (%.2f s)",
+                urlsplit(self.url).netloc,
+                project,
+                " [emulator]" if self.emulator else "",
+                time.monotonic() - t0,
+            )
+
+    # -- retries ----------------------------------------------------------------------------
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = min(self.max_backoff_s, self.backoff_s * (2.0**attempt))
+        delay = cap * (0.5 + 0.5 * random.random())
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.max_retry_after_s))
+        return delay
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one ee call with our retry policy; raise a clear ProviderError at the end."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except ProviderError:
+                raise
+            except LimiterTimeout as exc:
+                raise ProviderError(f"Earth Engine {what}: {exc}") from None
+            except Exception as exc:
+                fail = classify_error(exc)
+                if fail.retryable and attempt < self.max_retries:
+                    delay = self._backoff(attempt, fail.retry_after)
+                    attempt += 1
+                    self._local.retries = getattr(self._local, "retries", 0) + 1
+                    log.warning(
+                        "Earth Engine %s failed (%s%s); retry %d/%d in %.2f s",
+                        what,
+                        fail.kind,
+                        f" HTTP {fail.status}" if fail.status else "",
+                        attempt,
+                        self.max_retries,
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                raise self._error(what, fail, attempt) from None
+
+    def _error(self, what: str, fail: _Failure, attempts: int) -> ProviderError:
+        msg = redact(fail.message, self._secrets)
+        status = f"HTTP {fail.status}: " if fail.status else ""
+        tries = f" after {attempts} retries" if attempts else ""
+        if fail.kind == "quota":
+            return ProviderError(
+                f"Earth Engine quota exceeded during {what}{tries} ({status}{msg}). Lower "
+                "ee_max_concurrent/ee_max_qps, share one limiter across workers, or ask for "
+                "more quota."
+            )
+        if fail.kind in ("server", "transient"):
+            return ProviderError(f"Earth Engine {what} failed{tries} ({status}{msg}).")
+        if fail.kind == "auth":
+            return ProviderError(
+                f"Earth Engine authentication failed during {what} ({status}{msg}); {_AUTH_HINT}."
+            )
+        if fail.kind == "permission":
+            return ProviderError(
+                f"Earth Engine refused project {self.project!r} during {what} ({status}{msg}); "
+                f"check the project is registered for Earth Engine and {_PROJECT_HINT}."
+            )
+        if fail.kind == "not_found":
+            return ProviderError(f"Earth Engine {what}: not found ({status}{msg}).")
+        return ProviderError(f"Earth Engine {what} failed ({status}{msg}).")
+
+    # -- image building ---------------------------------------------------------------------
+
+    @staticmethod
+    def _kind(sensor: SensorSpec) -> str:
+        c = sensor.collection
+        if c == GSE_COLLECTION or (sensor.modality or "").lower() == "gse":
+            return "gse"
+        if c.startswith(S1_DB):
+            return "s1"
+        return "optical"
+
+    def _counts(self, values: list[Any], what: str) -> list[int]:
+        import ee
+
+        out = self._call(what, lambda: ee.List(values).getInfo())
+        if not isinstance(out, list) or len(out) != len(values):
+            raise ProviderError(f"Earth Engine {what}: unexpected answer {out!r}.")
+        return [int(v or 0) for v in out]
+
+    @staticmethod
+    def _composite(col: Any, how: str) -> Any:
+        if how == "mosaic":
+            return col.sort("system:time_start").mosaic()
+        if how == "median":
+            return col.median()
+        raise SpecError(f"Unknown composite {how!r} (use 'median' or 'mosaic').")
+
+    def _s1_collections(self, sensor: SensorSpec, region: Any, start: str, end: str):
+        import ee
+
+        cid = S1_FLOAT if sensor.use_float_linear else S1_DB
+        base = ee.ImageCollection(cid).filterBounds(region).filterDate(start, end)
+        orbit = (sensor.orbit or "").upper() or None
+        if orbit is not None and orbit not in ("ASCENDING", "DESCENDING"):
+            raise SpecError(f"SensorSpec.orbit must be ASCENDING or DESCENDING, got {orbit!r}.")
+
+        def pol(col: Any) -> Any:
+            col = col.filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VV"))
+            col = col.filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VH"))
+            if orbit:
+                col = col.filter(ee.Filter.eq("orbitProperties_pass", orbit))
+            return col
+
+        iw = base.filter(ee.Filter.eq("instrumentMode", "IW"))
+        strict = pol(iw) if sensor.s1_require_iw else pol(base)
+        relaxed = pol(base)
+        return cid, base, iw, strict, relaxed
+
+    def _s1_empty_error(self, base: Any, iw: Any, cid: str, start: str, end: str) -> ProviderError:
+        import ee
+
+        vv = iw.filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VV"))
+        vh = vv.filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VH"))
+        vh_no_iw = base.filter(
+            ee.Filter.listContains("transmitterReceiverPolarisation", "VV")
+        ).filter(ee.Filter.listContains("transmitterReceiverPolarisation", "VH"))
+        names = ["base", "iw", "vv", "vh", "vh_no_iw"]
+        try:
+            counts = self._counts(
+                [c.size() for c in (base, iw, vv, vh, vh_no_iw)], "S1 filter-stage counts"
+            )
+            detail = ", ".join(f"{n}={c}" for n, c in zip(names, counts, strict=True))
+        except ProviderError:
+            detail = "counts unavailable"
+        return ProviderError(
+            "No images found for the selected region/time window. "
+            f"collection={cid} window={start}..{end} ({detail})."
+        )
+
+    # -- fetch ------------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        spatial: SpatialSpec,
+        temporal: TemporalSpec | None,
+        sensor: SensorSpec,
+        *,
+        n_frames: int | None = None,
+    ) -> Patch:
+        """One place: (C,H,W) float32, or (T,C,H,W) when ``n_frames`` asks for equal bins."""
+        import ee
+
+        spatial.validate()
+        if temporal is not None:
+            temporal.validate()
+        if n_frames is not None and int(n_frames) < 1:
+            raise SpecError(f"n_frames must be >= 1, got {n_frames}.")
+        self.ensure_ready()
+        assert self._transport is not None
+        req0 = self._transport.thread_requests()
+        self._local.retries = 0
+
+        square, win = fetch_square(spatial)
+        grid = grid_for(square, sensor.scale_m)
+        kind = self._kind(sensor)
+        meta: dict[str, Any] = {"provider": "gee", "grid": grid.to_meta()}
+        if win != (0.0, 1.0, 0.0, 1.0):
+            meta["roi_window_geo"] = list(win)
+
+        if kind == "gse":
+            if temporal is None:
+                raise ProviderError("gse needs a TemporalSpec (TemporalSpec.year(YYYY)).")
+            year = temporal.year if temporal.mode == "year" else int(str(temporal.start)[:4])
+            if temporal.mode != "year":
+                log.warning("gse is annual: using the start year %s of the range", year)
+            start, end = f"{year:04d}-01-01", f"{year + 1:04d}-01-01"
+        else:
+            start, end = window_of(temporal)
+        collection = sensor.collection
+        bands_out = tuple(sensor.bands) or (GSE_BANDS if kind == "gse" else ())
+        if not bands_out:
+            raise SpecError(f"SensorSpec.bands is empty for {sensor.collection!r}.")
+        resolved = [resolve_band(collection, b) for b in bands_out]
+        uniq = list(dict.fromkeys(resolved))
+        region = ee.Geometry.Rectangle(list(grid.bounds()), proj="EPSG:3857", geodesic=False)
+        bins = split_date_range(start, end, int(n_frames)) if n_frames else []
+
+        # collections and their sizes, in one value:compute round trip
+        if kind == "s1":
+            cid, base, iw, strict, relaxed = self._s1_collections(sensor, region, start, end)
+            use_relaxed = sensor.s1_require_iw and sensor.s1_relax_iw_on_empty
+            cols = [strict, relaxed] if use_relaxed else [strict]
+            sizes = []
+            for c in cols:
+                sizes.append(c.size())
+                sizes.extend(c.filterDate(s, e).size() for s, e in bins)
+            counts = self._counts(sizes, "collection size")
+            per = 1 + len(bins)
+            chosen = 0 if counts[0] > 0 else (1 if use_relaxed and counts[per] > 0 else None)
+            if chosen is None:
+                raise self._s1_empty_error(base, iw, cid, start, end)
+            col = cols[chosen]
+            total, bin_counts = counts[chosen * per], counts[chosen * per + 1 : (chosen + 1) * per]
+            collection = cid
+            meta.update(
+                {
+                    "s1_iw_requested": sensor.s1_require_iw,
+                    "s1_iw_applied": sensor.s1_require_iw and chosen == 0,
+                    "s1_iw_relaxed_on_empty": chosen == 1,
+                    "s1_relax_iw_on_empty": sensor.s1_relax_iw_on_empty,
+                    "s1_orbit_requested": sensor.orbit,
+                    "s1_orbit_applied": (sensor.orbit or "").upper() or None,
+                    "s1_collection_used": cid,
+                }
+            )
+            if chosen == 1:
+                log.info("S1: no IW scenes in the window, relaxed the IW filter")
+        else:
+            col = ee.ImageCollection(collection).filterBounds(region).filterDate(start, end)
+            if sensor.cloudy_pct is not None and kind == "optical":
+                if S2_PREFIX in collection:
+                    col = col.filter(
+                        ee.Filter.lte("CLOUDY_PIXEL_PERCENTAGE", int(sensor.cloudy_pct))
+                    )
+                elif collection.startswith("LANDSAT/"):
+                    col = col.filter(ee.Filter.lte("CLOUD_COVER", int(sensor.cloudy_pct)))
+            counts = self._counts(
+                [col.size()] + [col.filterDate(s, e).size() for s, e in bins], "collection size"
+            )
+            total, bin_counts = counts[0], counts[1:]
+            if total == 0:
+                raise ProviderError(
+                    "No images found for the selected region/time window. "
+                    f"collection={collection} window={start}..{end}."
+                )
+        meta.update(
+            {"collection": collection, "window": [start, end], "n_images": total, "bands": uniq}
+        )
+
+        composite = "mosaic" if kind == "gse" else sensor.composite
+        fill = GSE_FILL if kind == "gse" else float(sensor.fill_value)
+        whole = self._composite(col, composite)
+
+        def prep(img: Any) -> Any:
+            return img.select(uniq).toFloat().unmask(fill, False)
+
+        if bins:
+            frames = [
+                prep(self._composite(col.filterDate(s, e), composite) if n > 0 else whole)
+                for (s, e), n in zip(bins, bin_counts, strict=True)
+            ]
+        else:
+            frames = [prep(whole)]
+        data, n_pixel_requests = self._fetch_frames(frames, uniq, grid, stacked=bool(bins))
+
+        # (T, Cu, H, W) -> sensor band order
+        idx = [uniq.index(b) for b in resolved]
+        data = data[:, idx]
+        if kind == "gse":
+            data[data == GSE_FILL] = np.nan
+            meta["nodata_fraction"] = float(np.isnan(data).mean()) if data.size else 0.0
+        else:
+            bad = ~np.isfinite(data)
+            if bad.any():
+                data[bad] = np.float32(sensor.fill_value)
+            if bins and S2_PREFIX in collection:
+                np.clip(data, 0.0, 10000.0, out=data)
+        if bins:
+            n_back = sum(1 for n in bin_counts if n == 0)
+            meta.update(
+                {
+                    "n_frames_requested": int(n_frames or 0),
+                    "n_backfilled_frames": n_back,
+                    "n_distinct_frames": len(bins) - n_back + (1 if n_back else 0),
+                    "frames": [
+                        {"start": s, "end": e, "empty": n == 0}
+                        for (s, e), n in zip(bins, bin_counts, strict=True)
+                    ],
+                }
+            )
+            if n_back:
+                log.info("%d of %d frames back-filled with the window composite", n_back, len(bins))
+        else:
+            data = data[0]
+        meta["requests"] = self._transport.thread_requests() - req0
+        meta["pixel_requests"] = n_pixel_requests
+        meta["retries"] = getattr(self._local, "retries", 0)
+        return Patch(data=np.ascontiguousarray(data, dtype=np.float32), meta=meta)
+
+    def _fetch_frames(
+        self, frames: list[Any], bands: list[str], grid: Grid, *, stacked: bool
+    ) -> tuple[np.ndarray, int]:
+        """Move T frames of len(bands) bands onto ``grid``: (T, C, H, W) float32."""
+        import ee
+
+        t, c = len(frames), len(bands)
+        out = np.empty((t, c, grid.height, grid.width), dtype=np.float32)
+        per_req = max(1, self.max_bands // c) if stacked else 1
+        if c > self.max_bands:
+            raise ProviderError(f"{c} bands exceed Earth Engine's {self.max_bands}-band limit.")
+        n_req = 0
+        for g0 in range(0, t, per_req):
+            group = list(range(g0, min(t, g0 + per_req)))
+            if stacked:
+                names = [f"{b}__t{i}" for i in group for b in bands]
+                image = ee.Image.cat(
+                    [frames[i].rename([f"{b}__t{i}" for b in bands]) for i in group]
+                )
+            else:
+                names = list(bands)
+                image = frames[group[0]]
+            bpp = len(names) * BYTES_PER_VALUE
+            max_pixels = max(1, self.max_request_bytes // bpp)
+            side = max(1, min(self.max_side, max_pixels))
+            for r0, c0, sub in split_grid(grid, max_pixels, side):
+                block, n = self._fetch_tile(image, names, sub)
+                n_req += n
+                block = block.reshape(len(group), c, sub.height, sub.width)
+                out[g0 : g0 + len(group), :, r0 : r0 + sub.height, c0 : c0 + sub.width] = block
+        return out, n_req
+
+    def _fetch_tile(self, image: Any, names: list[str], sub: Grid, depth: int = 0):
+        """computePixels for one tile; splits in two if the server still says it is too big."""
+        import ee
+
+        params: dict[str, Any] = {
+            "expression": image,
+            "fileFormat": "NUMPY_NDARRAY",
+            "grid": {
+                "dimensions": {"width": sub.width, "height": sub.height},
+                "affineTransform": dict(
+                    zip(
+                        ("scaleX", "shearX", "translateX", "shearY", "scaleY", "translateY"),
+                        sub.affine,
+                        strict=True,
+                    )
+                ),
+                "crsCode": sub.crs,
+            },
+        }
+        if self.workload_tag:
+            params["workloadTag"] = self.workload_tag
+        try:
+            arr = self._call("computePixels", lambda: ee.data.computePixels(params))
+        except ProviderError as exc:
+            too_big = "Total request size" in str(exc) or "less than or equal" in str(exc)
+            if not too_big or depth >= 8 or (sub.width == 1 and sub.height == 1):
+                raise
+            halves = split_grid(
+                sub,
+                max(1, math.ceil(sub.width * sub.height / 2)),
+                max(1, math.ceil(sub.width / 2)) if sub.width >= sub.height else sub.width,
+            )
+            log.info("computePixels tile %dx%d too large; splitting", sub.width, sub.height)
+            block = np.empty((len(names), sub.height, sub.width), dtype=np.float32)
+            total = 0
+            for r0, c0, half in halves:
+                part, n = self._fetch_tile(image, names, half, depth + 1)
+                block[:, r0 : r0 + half.height, c0 : c0 + half.width] = part
+                total += n
+            return block, total
+        if getattr(arr, "shape", None) != (sub.height, sub.width) or arr.dtype.names is None:
+            raise ProviderError(
+                f"Earth Engine computePixels returned shape {getattr(arr, 'shape', None)} "
+                f"for a {sub.height}x{sub.width} grid."
+            )
+        missing = [n for n in names if n not in arr.dtype.names]
+        if missing:
+            raise ProviderError(
+                f"Earth Engine computePixels did not return bands {missing}; "
+                f"got {list(arr.dtype.names)}."
+            )
+        block = np.stack([np.asarray(arr[n], dtype=np.float32) for n in names])
+        return block, 1
+
+    def close(self) -> None:
+        """Close this provider's HTTP sessions (the ee configuration itself is process-wide)."""
+        if self._transport is not None:
+            self._transport.close()
+
+
+__all__ = [
+    "GEEProvider",
+    "DEFAULT_URL",
+    "HIGH_VOLUME_URL",
+    "URL_ENV",
+    "GSE_COLLECTION",
+    "GSE_BANDS",
+    "MAX_REQUEST_BYTES",
+    "MAX_SIDE",
+    "classify_error",
+    "redact",
+    "resolve_band",
+    "split_date_range",
+]
