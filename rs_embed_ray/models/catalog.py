@@ -1,4 +1,16 @@
-"""The model catalog as data: ids, aliases, default sensors, dims, weight sources, status."""
+"""The model catalog as data: ids, aliases, default sensors, dims, weight sources, status.
+
+All 20 canonical ids of rs-embed's catalog are listed (spec providers_and_models.md §3), so
+``models`` can describe them and a request for an unimplemented one fails with a clear
+message. ``status="available"`` only where ``IMPLEMENTATIONS`` has a class. Importing this
+module is cheap: no torch, no weights.
+
+``weights_source`` spelling: ``hf:<repo>/<file>`` (a Hugging Face model repo file),
+``hf-dataset:<repo>/<file>@<rev>``, ``gee:<collection>``, ``url:...``, ``gdrive:<id>``,
+``dropbox:<file>``, or a short phrase. Multi-temporal models whose frame count is decided at
+run time (galileo, prithvi, olmoearth) record their maximum as ``n_frames``; their notes say
+how the count is chosen.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,14 @@ from rs_embed_ray.models.base import ModelInfo
 from rs_embed_ray.specs import SensorSpec
 
 S2 = "COPERNICUS/S2_SR_HARMONIZED"
+S1_FLOAT = "COPERNICUS/S1_GRD_FLOAT"
+GSE = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
+MODIS_SR = "MODIS/061/MOD09GA"
+
+S2_RGB = ("B4", "B3", "B2")
+S2_10 = ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+S2_12 = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12")
+GSE_BANDS = tuple(f"A{i:02d}" for i in range(64))
 
 MODEL_ALIASES: dict[str, str] = {
     "gse_annual": "gse",
@@ -24,17 +44,305 @@ MODEL_ALIASES: dict[str, str] = {
 # implemented ids -> "module:Class"
 IMPLEMENTATIONS: dict[str, str] = {
     "remoteclip": "rs_embed_ray.models.remoteclip:RemoteCLIP",
+    "dofa": "rs_embed_ray.models.dofa:DOFA",
 }
 
+
+def _s2(bands: tuple[str, ...], scale_m: int = 10) -> SensorSpec:
+    return SensorSpec(collection=S2, bands=bands, scale_m=scale_m)
+
+
 CATALOG: dict[str, ModelInfo] = {
+    # ---- precomputed products -----------------------------------------------------------
+    "gse": ModelInfo(
+        model_id="gse",
+        status="planned",
+        kind="precomputed",
+        sensor=SensorSpec(
+            collection=GSE,
+            bands=GSE_BANDS,
+            scale_m=10,
+            cloudy_pct=None,
+            fill_value=-9999.0,
+            composite="mosaic",
+        ),
+        dim_pooled=64,
+        dim_grid=64,
+        weights_source=f"gee:{GSE}",
+        notes="Annual 64-D product; -9999 -> NaN, nanmean/nanmax pooling; year temporal; "
+        "pixel grid on the 3857 lattice; manages its own tiling.",
+    ),
+    "tessera": ModelInfo(
+        model_id="tessera",
+        status="planned",
+        kind="precomputed",
+        sensor=None,
+        dim_pooled=128,
+        dim_grid=128,
+        weights_source="geotessera tiles (RS_EMBED_TESSERA_CACHE)",
+        notes="128-D at 10 m, resampled (nearest) onto the EPSG:3857 common grid; "
+        "year temporal, default 2021.",
+    ),
+    "copernicus": ModelInfo(
+        model_id="copernicus",
+        status="planned",
+        kind="precomputed",
+        sensor=None,
+        dim_pooled=768,
+        dim_grid=768,
+        weights_source="hf-dataset:torchgeo/copernicus_embed/embed_map_310k.tif"
+        "@435b4a7bdce6f6fdbf4272f9d6e54f2604f35fdb",
+        notes="768-D global grid at 0.25 deg (EPSG:4326); year 2021 only.",
+    ),
+    # ---- RGB models -----------------------------------------------------------------------
     "remoteclip": ModelInfo(
         model_id="remoteclip",
         status="available",
-        sensor=SensorSpec(collection=S2, bands=("B4", "B3", "B2"), scale_m=10),
+        sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=512,
         dim_grid=768,
         grid_hw=(7, 7),
         weights_source="hf:MVRL/remote-clip-vit-base-patch32/model.safetensors",
+        notes="open_clip ViT-B-32; pooled = encode_image (not L2-normalised); grid = last "
+        "block patch tokens before ln_post.",
+    ),
+    "satmae": ModelInfo(
+        model_id="satmae",
+        status="planned",
+        sensor=_s2(S2_RGB),
+        image_size=224,
+        dim_pooled=1024,
+        dim_grid=1024,
+        grid_hw=(14, 14),
+        weights_source="hf:MVRL/satmae-vitlarge-fmow-pretrain-800",
+        notes="MAE ViT-L/16 (timm blocks); mean of patch tokens; fMoW RGB normalisation; "
+        "image-level ViT grid (tiling can show seams).",
+    ),
+    "satmaepp": ModelInfo(
+        model_id="satmaepp",
+        status="planned",
+        sensor=_s2(S2_RGB),
+        image_size=224,
+        dim_pooled=1024,
+        dim_grid=1024,
+        grid_hw=(14, 14),
+        weights_source="hf:MVRL/satmaepp_ViT-L_pretrain_fmow_rgb",
+        variants=("rgb", "s2_10b"),
+        notes="rgb (default) ViT-L/16; s2_10b: bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 at 96 px, "
+        "patch 8, grouped channels (1024x12x12).",
+    ),
+    "scalemae": ModelInfo(
+        model_id="scalemae",
+        status="planned",
+        sensor=_s2(S2_RGB),
+        image_size=224,
+        dim_pooled=1024,
+        dim_grid=1024,
+        grid_hw=(14, 14),
+        weights_source="hf:MVRL/scalemae-vitlarge-800",
+        notes="ViT-L/16 with GSD-scaled pos-embed; input_res = scale_m * short_side / 224.",
+    ),
+    "wildsat": ModelInfo(
+        model_id="wildsat",
+        status="planned",
+        sensor=_s2(S2_RGB),
+        image_size=224,
+        dim_pooled=256,
+        dim_grid=768,
+        grid_hw=(14, 14),
+        weights_source="gdrive:1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE (vitb16-imagenet-bnfc.pth)",
+        variants=("vitb16", "resnet50", "swint"),
+        notes="torchvision backbones + image-head MLP; per-tile min-max normalisation.",
+    ),
+    # ---- multispectral single-frame ---------------------------------------------------------
+    "dofa": ModelInfo(
+        model_id="dofa",
+        status="available",
+        sensor=_s2(("B4", "B3", "B2", "B5", "B6", "B7", "B8", "B11", "B12")),
+        image_size=224,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(14, 14),
+        weights_source="hf:earthflow/DOFA/DOFA_ViT_base_e100.pth",
+        variants=("base", "large"),
+        notes="Wavelength-conditioned patch embed; pooled = fc_norm(mean patch tokens); "
+        "large = 1024-D.",
+    ),
+    "clay": ModelInfo(
+        model_id="clay",
+        status="planned",
+        sensor=_s2(S2_10),
+        image_size=256,
+        dim_pooled=1024,
+        dim_grid=1024,
+        grid_hw=(32, 32),
+        weights_source="hf:made-with-clay/Clay/v1.5/clay-v1.5.ckpt",
+        notes="Clay v1.5 large, patch 8; CLS pooled; needs lat/lon, time and gsd side inputs.",
+    ),
+    "terrafm": ModelInfo(
+        model_id="terrafm",
+        status="planned",
+        sensor=SensorSpec(collection=S2, bands=S2_12, scale_m=10, modality="s2"),
+        image_size=224,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(14, 14),
+        weights_source="hf:MBZUAI/TerraFM/TerraFM-B.pth",
+        notes=f"ViT-B/16 with 12-ch S2 and 2-ch S1 patch embeds; modality s1 = VV,VH from "
+        f"{S1_FLOAT} (log1p/p99); CLS pooled.",
+    ),
+    "terramind": ModelInfo(
+        model_id="terramind",
+        status="planned",
+        sensor=_s2(S2_12),
+        image_size=224,
+        dim_pooled=384,
+        dim_grid=384,
+        grid_hw=(14, 14),
+        weights_source="hf:ibm-esa-geospatial/TerraMind-1.0-small/TerraMind_v1_small.pt",
+        notes="terratorch terramind_v1_small, S2L2A z-score; mean of tokens.",
+    ),
+    "fomo": ModelInfo(
+        model_id="fomo",
+        status="planned",
+        sensor=_s2(S2_12),
+        image_size=64,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(4, 4),
+        weights_source="dropbox:fomo_single_embedding_layer_weights.pt",
+        notes="MultiSpectralViT (patch 16), DN/10000; grid averaged over modalities.",
+    ),
+    "thor": ModelInfo(
+        model_id="thor",
+        status="planned",
+        sensor=SensorSpec(collection=S2, bands=S2_10, scale_m=10, modality="s2"),
+        image_size=288,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(36, 36),
+        weights_source="hf:FM4CS/THOR-1.0-base/thor_v1_vit_base.pt",
+        variants=("tiny", "small", "base", "large"),
+        notes=f"FlexiViT patch 8 with GSD groups; modality s1 = VV,VH from {S1_FLOAT}.",
+    ),
+    "satvision": ModelInfo(
+        model_id="satvision",
+        status="planned",
+        sensor=SensorSpec(
+            collection=MODIS_SR,
+            bands=(
+                "sur_refl_b01",
+                "sur_refl_b02",
+                "sur_refl_b03",
+                "sur_refl_b04",
+                "sur_refl_b06",
+                "sur_refl_b07",
+            ),
+            scale_m=1000,
+            cloudy_pct=None,
+            composite="mosaic",
+        ),
+        image_size=128,
+        dim_pooled=4096,
+        dim_grid=4096,
+        grid_hw=(4, 4),
+        weights_source="hf:nasa-cisto-data-science-group/satvision-toa-giant-patch8-window8-128",
+        notes="SwinV2-giant, 14 MODIS channels (MOD09GA reflectance + MOD21A1D LST_1KM proxy).",
+    ),
+    # ---- multi-temporal ---------------------------------------------------------------------
+    "prithvi": ModelInfo(
+        model_id="prithvi",
+        status="planned",
+        sensor=_s2(("B2", "B3", "B4", "B8A", "B11", "B12"), scale_m=30),
+        temporal_mode="multi",
+        n_frames=4,
+        image_size=224,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(14, 14),
+        weights_source="hf:ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL/Prithvi_EO_V2_100M_TL.pt",
+        variants=("prithvi_eo_v2_100_tl", "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600_tl"),
+        notes="T = clamp(window_days // 28, 1, 4), duplicate frames dropped; needs lat/lon "
+        "and dates.",
+    ),
+    "galileo": ModelInfo(
+        model_id="galileo",
+        status="planned",
+        sensor=_s2(S2_10),
+        temporal_mode="multi",
+        n_frames=12,
+        image_size=64,
+        dim_pooled=128,
+        dim_grid=128,
+        grid_hw=(8, 8),
+        weights_source="hf:nasaharvest/galileo/models/nano/encoder.pt",
+        notes="nano encoder, patch 8; one frame per 30-day bin, at most 12.",
+    ),
+    "anysat": ModelInfo(
+        model_id="anysat",
+        status="planned",
+        sensor=_s2(S2_10),
+        temporal_mode="multi",
+        n_frames=8,
+        image_size=24,
+        dim_pooled=768,
+        dim_grid=None,
+        weights_source="hf:g-astruc/AnySat/models/AnySat.pth",
+        notes="T=8 equal bins; per-tile z-score; dense grid dimension not verified.",
+    ),
+    "agrifm": ModelInfo(
+        model_id="agrifm",
+        status="planned",
+        sensor=_s2(S2_10),
+        temporal_mode="multi",
+        n_frames=8,
+        image_size=224,
+        dim_pooled=1024,
+        dim_grid=1024,
+        grid_hw=(14, 14),
+        weights_source="url:https://glass.hku.hk/casual/AgriFM/AgriFM.pth",
+        notes="Video-Swin encoder, T=8 equal bins; grid size inferred, not verified.",
+    ),
+    "olmoearth": ModelInfo(
+        model_id="olmoearth",
+        status="planned",
+        sensor=SensorSpec(
+            collection=S2,
+            bands=("B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12", "B1", "B9"),
+            scale_m=10,
+            modality="s2",
+        ),
+        temporal_mode="multi",
+        n_frames=12,
+        image_size=256,
+        dim_pooled=768,
+        dim_grid=768,
+        grid_hw=(64, 64),
+        weights_source="hf:allenai/OlmoEarth-v1_2-Base",
+        notes="FlexiViT patch 4; 30-day bins (<= 12, empty dropped); S1 dB modality too.",
     ),
 }
+
+CATALOG_IDS: tuple[str, ...] = (
+    "gse",
+    "remoteclip",
+    "copernicus",
+    "tessera",
+    "satmae",
+    "satmaepp",
+    "scalemae",
+    "anysat",
+    "galileo",
+    "wildsat",
+    "prithvi",
+    "terrafm",
+    "terramind",
+    "dofa",
+    "fomo",
+    "thor",
+    "agrifm",
+    "satvision",
+    "olmoearth",
+    "clay",
+)

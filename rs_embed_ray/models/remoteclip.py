@@ -1,0 +1,217 @@
+"""RemoteCLIP (ViT-B/32, open_clip) on Sentinel-2 RGB: pooled 512-D, grid 768x7x7.
+
+Why this shape: RemoteCLIP is an open_clip ``ViT-B-32`` fine-tuned on remote-sensing
+captions. The published HF repo ``MVRL/remote-clip-vit-base-patch32`` stores the open_clip
+state dict under the wrapper attribute ``model.`` (PyTorchModelHubMixin); the original
+``chendelong/RemoteCLIP`` ``RemoteCLIP-ViT-B-32.pt`` is the bare state dict. Both load
+strictly into ``open_clip.create_model("ViT-B-32", pretrained=None)`` (no network).
+
+One forward per batch (``visual.forward_intermediates``) gives both outputs:
+
+* pooled: the projected image embedding, identical to ``encode_image`` (512-D); it is NOT
+  L2-normalised (``meta["l2_normalized"] = False``);
+* grid: the last transformer block's patch tokens before ``ln_post`` (768 x 7 x 7), rows
+  north -> south.
+
+The text tower is loaded (the published file holds it and strict loading checks it), then
+dropped: only ``visual`` is kept and moved to the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.catalog import CATALOG
+from rs_embed_ray.models.preprocess import (
+    CLIP_MEAN,
+    CLIP_STD,
+    as_chw,
+    clip_style_batch,
+    crop_grid,
+    roi_window_from_meta,
+    roi_window_in_crop,
+)
+from rs_embed_ray.models.runtime import (
+    autocast_context,
+    autocast_dtype,
+    load_state_dict_file,
+    load_strict,
+    precision_label,
+    resolve_device,
+    strip_prefix,
+)
+from rs_embed_ray.models.weights import resolve_weights
+from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
+
+log = logging.getLogger(__name__)
+
+HF_REPO = "MVRL/remote-clip-vit-base-patch32"
+HF_FILENAME = "model.safetensors"
+OPEN_CLIP_ARCH = "ViT-B-32"
+IMAGE_SIZE = 224
+PREPROCESS_ID = "clip_rgb_uint8"
+
+
+@contextmanager
+def _quiet_open_clip() -> Iterator[None]:
+    """Hide open_clip's 'No pretrained weights loaded' root-logger warning: we load next."""
+
+    class _F(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    f = _F()
+    root = logging.getLogger()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
+def build_open_clip(arch: str = OPEN_CLIP_ARCH) -> Any:
+    """The open_clip model with random init and no download."""
+    import open_clip
+
+    with _quiet_open_clip():
+        return open_clip.create_model(arch, pretrained=None)
+
+
+class RemoteCLIP(Embedder):
+    """RemoteCLIP ViT-B/32 on S2 B4,B3,B2; see the module docstring for why it is built so.
+
+    ``model_config`` keys: ``hf_repo`` (alias ``model_id``), ``hf_revision``, ``filename``.
+    """
+
+    info: ModelInfo = CATALOG["remoteclip"]
+    batch_size_cpu = 8
+    batch_size_cuda = 64
+
+    def _load(self, weights: str | None) -> None:
+        import torch
+
+        cfg = self.model_config
+        repo = str(cfg.get("hf_repo") or cfg.get("model_id") or HF_REPO)
+        filename = str(cfg.get("filename") or HF_FILENAME)
+        self.device = resolve_device(self.device)
+        self._amp_dtype = autocast_dtype(self.device, self.precision)
+
+        resolved = resolve_weights(
+            "remoteclip",
+            weights,
+            filename=filename,
+            hf_repo=repo,
+            hf_revision=cfg.get("hf_revision"),
+        )
+        self.weights_record = resolved.record()
+        # Seeded (without touching the caller's RNG) so random-init runs are reproducible.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_open_clip()
+        if resolved.path is not None:
+            sd = strip_prefix(load_state_dict_file(str(resolved.path)))
+            load_strict(model, sd, path=str(resolved.path))
+        visual = model.visual
+        del model
+        self.visual = visual.to(self.device).eval()
+        self.patch_size = int(self.visual.patch_size[0])
+        self.width = int(self.visual.conv1.out_channels)
+        log.info(
+            "remoteclip loaded on %s (amp=%s, weights=%s)",
+            self.device,
+            self._amp_dtype,
+            self.weights_record.get("weights"),
+        )
+
+    # ---- inference -------------------------------------------------------------------
+
+    def preprocess(self, inputs: list[np.ndarray]) -> tuple[Any, list[Any]]:
+        """Raw DN (B4,B3,B2) patches -> normalised (B,3,224,224) on the model's device."""
+        chw = [as_chw(x, channels=3, model_id="remoteclip") for x in inputs]
+        return clip_style_batch(
+            chw, size=IMAGE_SIZE, mean=CLIP_MEAN, std=CLIP_STD, device=self.device
+        )
+
+    def forward(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One forward: (pooled (B,512), grid (B,768,7,7)) as float32 numpy."""
+        import torch
+
+        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+            out = self.visual.forward_intermediates(
+                x, indices=1, normalize_intermediates=False, output_fmt="NCHW"
+            )
+        pooled = out["image_features"].float().cpu().numpy()
+        grid = out["image_intermediates"][-1].float().cpu().numpy()
+        return pooled.astype(np.float32, copy=False), grid.astype(np.float32, copy=False)
+
+    def embed_batch(
+        self,
+        inputs: list[np.ndarray],
+        *,
+        output: OutputSpec,
+        spatials: list[SpatialSpec],
+        temporal: TemporalSpec | None,
+        fetch_metas: list[dict[str, Any]],
+    ) -> list[Embedding]:
+        """Embed raw S2 B4,B3,B2 patches with one forward; grids are cropped to the ROI."""
+        if not inputs:
+            return []
+        n = len(inputs)
+        metas = list(fetch_metas or [{}] * n)
+        if len(metas) != n:
+            raise ModelError(f"remoteclip got {n} inputs but {len(metas)} fetch_metas.")
+        x, geoms = self.preprocess(inputs)
+        pooled, grid = self.forward(x)
+        precision = precision_label(self._amp_dtype)
+        out: list[Embedding] = []
+        for i in range(n):
+            meta: dict[str, Any] = {
+                "model": "remoteclip",
+                "weights": dict(self.weights_record),
+                "input_hw": list(geoms[i].input_hw),
+                "image_size": IMAGE_SIZE,
+                "preprocess": PREPROCESS_ID,
+                "output_mode": output.mode,
+                "device": self.device,
+                "precision": precision,
+            }
+            win = roi_window_from_meta(metas[i])
+            if output.mode == "pooled":
+                meta["pooling"] = "encode_image"
+                meta["l2_normalized"] = False
+                if output.pooling != "mean":
+                    meta["pooling_note"] = (
+                        "remoteclip returns its native projected vector; "
+                        f"pooling={output.pooling!r} does not apply"
+                    )
+                if win is not None:
+                    meta["roi_window_ignored"] = True
+                    meta["roi_window_geo"] = list(win)
+                    meta["roi_note"] = (
+                        "pooled remoteclip is the global projected vector (512-D); the grid "
+                        "tokens are 768-D, so a ROI-cropped pool would change the dimension"
+                    )
+                out.append(Embedding(data=np.ascontiguousarray(pooled[i]), meta=meta))
+                continue
+            g = grid[i]
+            meta["pooling"] = "none"
+            meta["grid_type"] = "vit_tokens_pre_ln_post"
+            meta["grid_hw_full"] = [int(g.shape[-2]), int(g.shape[-1])]
+            if win is not None:
+                crop_win = roi_window_in_crop(win, geoms[i])
+                g = crop_grid(g, crop_win)
+                meta["roi_cropped"] = True
+                meta["roi_window_geo"] = list(win)
+            meta["grid_hw"] = [int(g.shape[-2]), int(g.shape[-1])]
+            out.append(Embedding(data=np.ascontiguousarray(g, dtype=np.float32), meta=meta))
+        return out
+
+
+__all__ = ["HF_FILENAME", "HF_REPO", "OPEN_CLIP_ARCH", "RemoteCLIP", "build_open_clip"]
