@@ -113,6 +113,19 @@ def plan_export(
     return plan
 
 
+def preflight(plan: ExportPlan) -> None:
+    """Check the provider can start (credentials, project, source) before any item runs."""
+    if plan.backend == "gee":
+        from rs_embed_ray.providers.gee import GEEProvider
+
+        opts = {k: v for k, v in plan.provider_options.items() if k != "faults"}
+        provider = GEEProvider(**opts)
+        try:
+            provider.ensure_ready()
+        finally:
+            provider.close()
+
+
 def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
     """Export inputs + embeddings + manifests for many places x models, on Ray.
 
@@ -121,6 +134,7 @@ def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
     of per-item manifests (``layout="per_item"`` / ``out_dir``) or the combined manifest.
     """
     plan = plan_export(**kwargs)
+    preflight(plan)
     from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
 
     return run_plan(plan)

@@ -83,6 +83,9 @@ def main(verbose: int) -> None:
               help="Cluster-wide Earth Engine requests in flight.")
 @click.option("--ee-max-qps", type=float, default=100.0, show_default=True,
               help="Cluster-wide Earth Engine requests per second.")
+@click.option("--ee-project", help="Earth Engine project (default: EE_PROJECT, GOOGLE_CLOUD_PROJECT).")
+@click.option("--ee-url", help="Earth Engine base URL (default: RS_EMBED_RAY_EE_URL or Google's).")
+@click.option("--ee-high-volume", is_flag=True, help="Use Earth Engine's high-volume endpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def export(**o: Any) -> None:
     """Fetch imagery, embed it and write inputs, embeddings and manifests."""
@@ -106,7 +109,15 @@ def export(**o: Any) -> None:
         output = (
             OutputSpec.pooled(o["pooling"]) if o["output_mode"] == "pooled" else OutputSpec.grid()
         )
+        popts: dict[str, Any] = {}
+        if o["ee_project"]:
+            popts["project"] = o["ee_project"]
+        if o["ee_url"]:
+            popts["url"] = o["ee_url"]
+        if o["ee_high_volume"]:
+            popts["high_volume"] = True
         kwargs = dict(
+            provider_options=popts or None,
             spatials=spatials,
             temporal=temporal,
             models=models,

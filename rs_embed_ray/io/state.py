@@ -51,6 +51,7 @@ class Record:
     error: str | None = None
     shape: list[int] | None = None
     sha1: str | None = None
+    node: str | None = None  # the Ray node that did the step
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class RemoteCLIP(Embedder):
     ``model_config`` keys: ``hf_repo`` (alias ``model_id``), ``hf_revision``, ``filename``.
     """
 
-    info: ModelInfo = CATALOG["remoteclip"]
+    info: ClassVar[ModelInfo] = CATALOG["remoteclip"]
     batch_size_cpu = 8
     batch_size_cuda = 64
 

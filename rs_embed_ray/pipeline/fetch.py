@@ -26,6 +26,16 @@ from rs_embed_ray.specs import SensorSpec, spatial_from_dict, temporal_from_dict
 log = logging.getLogger(__name__)
 
 
+def current_node() -> str:
+    """The Ray node this worker runs on (recorded in the log: where each step ran)."""
+    try:
+        import ray
+
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return ""
+
+
 def with_retries(fn: Any, retries: int, backoff_s: float) -> Any:
     """Run ``fn`` up to ``retries + 1`` times, sleeping ``backoff_s * 2**k`` between tries."""
     attempt = 0
@@ -131,4 +141,5 @@ class FetchWorker:
             "shard": np.asarray([shard if s == "ok" else "" for s in status], dtype=object),
             "shape": np.asarray(shape, dtype=object),
             "sha1": np.asarray(sha, dtype=object),
+            "node": np.asarray([current_node()] * len(indices), dtype=object),
         }

@@ -16,7 +16,7 @@ from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
 from rs_embed_ray.models.tiling import embed_with_prep
-from rs_embed_ray.pipeline.fetch import with_retries
+from rs_embed_ray.pipeline.fetch import current_node, with_retries
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
@@ -145,4 +145,5 @@ class ModelWorker:
             "error": np.asarray(error, dtype=object),
             "emb": np.asarray(emb, dtype=object),
             "meta": np.asarray(meta, dtype=object),
+            "node": np.asarray([current_node()] * n, dtype=object),
         }

@@ -90,6 +90,7 @@ class Runner:
         self.cpus, self.gpus = _cluster_resources()
         self.device = self._resolve_device()
         self.counts = {"fetched": 0, "fetch_failed": 0, "embedded": 0, "embed_failed": 0}
+        self._quota: tuple[str, Any] | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -201,9 +202,11 @@ class Runner:
     # -- stages --------------------------------------------------------------------------
     def _record(self, kind: str, key: str, rows: dict[str, Any], fp: Any) -> list[Record]:
         recs = []
-        for idx, status, error, shard, shape, sha in zip(
+        nodes = rows.get("node")
+        nodes = nodes if nodes is not None else [""] * len(rows["index"])
+        for idx, status, error, shard, shape, sha, node in zip(
             rows["index"], rows["status"], rows["error"], rows["shard"], rows["shape"],
-            rows["sha1"], strict=True,
+            rows["sha1"], nodes, strict=True,
         ):
             i = int(idx)
             rel = os.path.relpath(str(shard), self.state.folder) if shard else None
@@ -217,6 +220,7 @@ class Runner:
                 error=str(error) or None,
                 shape=json.loads(shape) if shape else None,
                 sha1=str(sha) or None,
+                node=str(node) or None,
             )
             recs.append(rec)
             src = {"status": rec.status, "shard": str(shard), "error": rec.error,
@@ -235,6 +239,21 @@ class Runner:
                 "rerun with resume=True (CLI --resume) to continue, or with "
                 "continue_on_error=True (CLI --continue-on-error) to record failures and go on."
             )
+
+    def _limiter_name(self) -> str | None:
+        """Earth Engine fetches share one named quota actor per cluster and limits."""
+        p = self.plan
+        if p.backend != "gee":
+            return None
+        from rs_embed_ray.pipeline.ee_quota import get_or_create_quota_actor
+
+        if self._quota is None:
+            mc, qps = int(p.extra["ee_max_concurrent"]), float(p.extra["ee_max_qps"])
+            name = f"rs_embed_ray_ee_quota_{os.getpid()}_{id(self):x}"
+            # the driver owns the actor and keeps its handle for the whole run, so every
+            # fetch actor on every node shares it and it dies with the run
+            self._quota = (name, get_or_create_quota_actor(name, mc, qps))
+        return self._quota[0]
 
     def _fetch(self, group: FetchGroup, todo: list[int]) -> None:
         p = self.plan
@@ -259,7 +278,7 @@ class Runner:
                 "retry_backoff_s": p.retry_backoff_s,
                 "fail_on_bad_input": p.fail_on_bad_input,
                 "threads": int(p.extra.get("fetch_threads", 1)),
-                "limiter_name": p.extra.get("limiter_name"),
+                "limiter_name": self._limiter_name(),
             },
             compute=ActorPoolStrategy(size=size),
             num_cpus=fetch_cpus,

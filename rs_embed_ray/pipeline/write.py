@@ -46,6 +46,7 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
         "shard": np.asarray([shard if s == "ok" else "" for s in batch["status"]], dtype=object),
         "shape": np.asarray(shape, dtype=object),
         "sha1": np.asarray(sha, dtype=object),
+        "node": np.asarray(batch["node"], dtype=object),
     }
 
 
