@@ -13,7 +13,7 @@ from rs_embed_ray.specs import (
 )
 
 
-def load_export(path, **kwargs):  # noqa: ANN001, ANN201 - thin lazy wrapper
+def load_export(path, **kwargs):
     """Read an export (either layout, either format); see rs_embed_ray.io.load."""
     from rs_embed_ray.io.load import load_export as _load
 

@@ -60,7 +60,7 @@ def plan_export(
     model_configs: dict[str, dict[str, Any]] | None = None,
     precision: str = "auto",
     provider_options: dict[str, Any] | None = None,
-    fetch_threads: int = 1,
+    fetch_threads: int = 4,
     ee_max_concurrent: int = 40,
     ee_max_qps: float = 100.0,
 ) -> ExportPlan:

@@ -24,7 +24,9 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     for v in values:
         model, sep, path = v.partition("=")
         if not sep or not model.strip() or not path.strip():
-            raise click.BadParameter(f"{v!r}: use MODEL=PATH or MODEL=random", param_hint="--weights")
+            raise click.BadParameter(
+                f"{v!r}: use MODEL=PATH or MODEL=random", param_hint="--weights"
+            )
         out[model.strip()] = path.strip()
     return out
 
@@ -40,50 +42,95 @@ def main(verbose: int) -> None:
     """Export remote-sensing foundation-model embeddings at scale on Ray."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:  # Ray Data announces every dataset it finishes; our bars say enough
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @main.command()
-@click.option("--points", "points", required=True, type=click.Path(dir_okay=False),
-              help="CSV, Parquet or GeoJSON: lon,lat[,buffer_m][,name] or minlon,minlat,maxlon,maxlat[,name].")
+@click.option(
+    "--points",
+    "points",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="CSV, Parquet or GeoJSON: lon,lat[,buffer_m][,name] or "
+    "minlon,minlat,maxlon,maxlat[,name].",
+)
 @click.option("--models", required=True, help="Comma-separated model ids, e.g. remoteclip,prithvi.")
 @click.option("--start", help="Window start (YYYY-MM-DD), with --end.")
 @click.option("--end", help="Window end, exclusive (YYYY-MM-DD).")
 @click.option("--year", type=int, help="A calendar year instead of --start/--end.")
 @click.option("--out", required=True, help="Output folder (per_item) or file (combined).")
-@click.option("--layout", type=click.Choice(["per_item", "combined"]), default="per_item",
-              show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["npz", "netcdf"]), default="npz",
-              show_default=True)
+@click.option(
+    "--layout", type=click.Choice(["per_item", "combined"]), default="per_item", show_default=True
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["npz", "netcdf"]), default="npz", show_default=True
+)
 @click.option("--buffer-m", type=float, help="Buffer for points files without a buffer_m column.")
-@click.option("--backend", type=click.Choice(["auto", "gee", "local"]), default="auto",
-              show_default=True)
+@click.option(
+    "--backend", type=click.Choice(["auto", "gee", "local"]), default="auto", show_default=True
+)
 @click.option("--source", help="Raster source for --backend local (file or folder).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--output", "output_mode", type=click.Choice(["pooled", "grid"]), default="pooled",
-              show_default=True)
+@click.option(
+    "--output",
+    "output_mode",
+    type=click.Choice(["pooled", "grid"]),
+    default="pooled",
+    show_default=True,
+)
 @click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
-@click.option("--chunk-size", type=int, default=16, show_default=True,
-              help="Inference batch size.")
-@click.option("--num-workers", type=int, default=8, show_default=True,
-              help="Fetch actors (concurrent fetches).")
+@click.option("--chunk-size", type=int, default=16, show_default=True, help="Inference batch size.")
+@click.option(
+    "--num-workers",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Fetch actors (concurrent fetches).",
+)
 @click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
 @click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")
 @click.option("--max-retries", type=int, default=0, show_default=True)
 @click.option("--retry-backoff-s", type=float, default=0.0, show_default=True)
-@click.option("--input-prep", type=click.Choice(["resize", "tile", "auto"]), default="resize",
-              show_default=True)
+@click.option(
+    "--input-prep",
+    type=click.Choice(["resize", "tile", "auto"]),
+    default="resize",
+    show_default=True,
+)
 @click.option("--no-save-inputs", is_flag=True, help="Do not store the fetched input patches.")
 @click.option("--no-save-manifest", is_flag=True, help="Do not write JSON sidecars.")
-@click.option("--weights", multiple=True, metavar="MODEL=PATH|random",
-              help="Weights file per model, or 'random' for random init (recorded).")
-@click.option("--precision", type=click.Choice(["auto", "float32"]), default="auto",
-              show_default=True, help="auto: mixed precision on GPU; float32: always fp32.")
+@click.option(
+    "--weights",
+    multiple=True,
+    metavar="MODEL=PATH|random",
+    help="Weights file per model, or 'random' for random init (recorded).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "float32"]),
+    default="auto",
+    show_default=True,
+    help="auto: mixed precision on GPU; float32: always fp32.",
+)
 @click.option("--address", "ray_address", help="Ray address (default: local, or RAY_ADDRESS).")
-@click.option("--ee-max-concurrent", type=int, default=40, show_default=True,
-              help="Cluster-wide Earth Engine requests in flight.")
-@click.option("--ee-max-qps", type=float, default=100.0, show_default=True,
-              help="Cluster-wide Earth Engine requests per second.")
-@click.option("--ee-project", help="Earth Engine project (default: EE_PROJECT, GOOGLE_CLOUD_PROJECT).")
+@click.option(
+    "--ee-max-concurrent",
+    type=int,
+    default=40,
+    show_default=True,
+    help="Cluster-wide Earth Engine requests in flight.",
+)
+@click.option(
+    "--ee-max-qps",
+    type=float,
+    default=100.0,
+    show_default=True,
+    help="Cluster-wide Earth Engine requests per second.",
+)
+@click.option(
+    "--ee-project", help="Earth Engine project (default: EE_PROJECT, GOOGLE_CLOUD_PROJECT)."
+)
 @click.option("--ee-url", help="Earth Engine base URL (default: RS_EMBED_RAY_EE_URL or Google's).")
 @click.option("--ee-high-volume", is_flag=True, help="Use Earth Engine's high-volume endpoint.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -154,20 +201,39 @@ def export(**o: Any) -> None:
     except RSEmbedRayError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED_ITEMS)
-    items = result if isinstance(result, list) else [result]
-    statuses = [r.get("status") for r in items]
-    n_ok = sum(s == "ok" for s in statuses)
+    statuses = item_statuses(result)
+    n_ok = statuses.count("ok")
+    if isinstance(result, list):
+        out = str(Path(o["out"]).resolve())
+    else:
+        out = result.get("npz_path") or result.get("nc_path") or result.get("resume_output_path")
     click.echo(
         json.dumps(
             {
-                "out": str(Path(o["out"]).resolve()),
+                "out": out,
                 "layout": o["layout"],
-                "items": len(items) if isinstance(result, list) else result.get("n_items"),
-                "status_counts": {s: statuses.count(s) for s in sorted(set(map(str, statuses)))},
+                "items": len(statuses),
+                "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
             }
         )
     )
-    sys.exit(EXIT_OK if n_ok == len(items) else EXIT_FAILED_ITEMS)
+    sys.exit(EXIT_OK if n_ok == len(statuses) else EXIT_FAILED_ITEMS)
+
+
+def item_statuses(result: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
+    """Per-place status for either layout (combined: from the models' failed_indices)."""
+    if isinstance(result, list):
+        return [str(r.get("status")) for r in result]
+    n = int(result.get("n_items") or 0)
+    models = result.get("models") or []
+    failed_in = [0] * n
+    for m in models:
+        bad = range(n) if m.get("status") == "failed" else m.get("failed_indices") or []
+        for i in bad:
+            if 0 <= int(i) < n:
+                failed_in[int(i)] += 1
+    k = len(models)
+    return ["ok" if f == 0 else "failed" if f >= k else "partial" for f in failed_in]
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Error hierarchy: every error a user can cause is one of these, with a message saying what to change."""
+"""Error hierarchy: every error a user can cause is one of these, saying what to change."""
 
 
 class RSEmbedRayError(Exception):

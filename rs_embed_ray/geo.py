@@ -124,10 +124,10 @@ def grid_for(spatial: SpatialSpec, scale_m: float) -> Grid:
     """
     s = float(scale_m)
     if isinstance(spatial, PointBuffer):
-        n = max(1, int(round(2.0 * float(spatial.buffer_m) / s)))
+        n = max(1, round(2.0 * float(spatial.buffer_m) / s))
         cx, cy = lonlat_to_3857(spatial.lon, spatial.lat)
-        c0 = int(round(cx / s - n / 2.0))
-        r0 = int(round(-cy / s - n / 2.0))
+        c0 = round(cx / s - n / 2.0)
+        r0 = round(-cy / s - n / 2.0)
         return Grid(x0=c0 * s, y0=-r0 * s, scale=s, width=n, height=n)
     minx, miny, maxx, maxy = bounds_3857(spatial)
     c0 = math.floor(minx / s + _EPS)

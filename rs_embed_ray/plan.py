@@ -248,8 +248,14 @@ def resolve_target(
         if out is None or layout is None:
             raise ModelError("Provide both out and layout when using the decoupled output API.")
         lay = str(layout).strip().lower().replace("-", "_")
-        aliases = {"combined": "combined", "single_file": "combined", "file": "combined",
-                   "per_item": "per_item", "dir": "per_item", "directory": "per_item"}
+        aliases = {
+            "combined": "combined",
+            "single_file": "combined",
+            "file": "combined",
+            "per_item": "per_item",
+            "dir": "per_item",
+            "directory": "per_item",
+        }
         if lay not in aliases:
             raise ModelError(f"Unknown layout {layout!r}: use 'per_item' or 'combined'.")
         resolved: Layout = aliases[lay]  # type: ignore[assignment]
@@ -341,7 +347,9 @@ def resolve_models(
             return {}
         out: dict[str, Any] = {}
         for k, v in table.items():
-            match = [r for r in reqs if k in (r.name, r.model_id) or canonical_model_id(k) == r.model_id]
+            match = [
+                r for r in reqs if k in (r.name, r.model_id) or canonical_model_id(k) == r.model_id
+            ]
             if not match:
                 raise ModelError(
                     f"{what} has an entry for {k!r}, which is not among the requested models "
@@ -359,7 +367,9 @@ def resolve_models(
         if sens is not None and not isinstance(sens, SensorSpec):
             raise ModelError(f"sensor for model {r.name!r} must be a SensorSpec.")
         if sens is None and r.info.kind == "on_the_fly":
-            raise ModelError(f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...).")
+            raise ModelError(
+                f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...)."
+            )
         w = per_weights.get(r.key)
         if w is not None and not isinstance(w, str):
             raise ModelError(f"weights for {r.name!r} must be a path string or 'random'.")

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from rs_embed_ray.errors import ModelError, SpecError
 
@@ -85,12 +85,14 @@ class PointBuffer:
         return (float(self.lon), float(self.lat))
 
 
-SpatialSpec = Union[BBox, PointBuffer]
+SpatialSpec = BBox | PointBuffer
 
 
 def _parse_iso(value: str, what: str) -> date:
     if not isinstance(value, str) or not _ISO_DATE.match(value):
-        raise SpecError(f"TemporalSpec.range requires ISO dates (YYYY-MM-DD); got {what}={value!r}.")
+        raise SpecError(
+            f"TemporalSpec.range requires ISO dates (YYYY-MM-DD); got {what}={value!r}."
+        )
     try:
         return date.fromisoformat(value)
     except ValueError:

@@ -41,9 +41,19 @@ def write_scene(folder: Path, day: str, bands=BANDS, offset: float = 0.0) -> Non
     for b, name in enumerate(bands):
         data = (500.0 + 300.0 * b + 0.5 * xx + 0.25 * yy + offset).astype(np.float32)
         with rasterio.open(
-            folder / f"{day}_{name}.tif", "w", driver="GTiff", width=2000, height=2000,
-            count=1, dtype="float32", crs="EPSG:32633", transform=transform,
-            tiled=True, blockxsize=256, blockysize=256, nodata=-9999.0,
+            folder / f"{day}_{name}.tif",
+            "w",
+            driver="GTiff",
+            width=2000,
+            height=2000,
+            count=1,
+            dtype="float32",
+            crs="EPSG:32633",
+            transform=transform,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            nodata=-9999.0,
         ) as ds:
             ds.write(data, 1)
 

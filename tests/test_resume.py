@@ -112,8 +112,9 @@ def test_failed_items_are_retried_on_resume(tmp_path, raster_source, remoteclip_
     assert before == {i: (out / f"p{i:05d}.npz").stat().st_mtime_ns for i in (0, 1, 3)}
 
     ref = tmp_path / "ref"
-    export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref),
-                 layout="per_item")
+    export_batch(
+        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout="per_item"
+    )
     assert_same_export(out, ref, [f"p{i:05d}" for i in range(6)])
 
 
@@ -122,8 +123,13 @@ def test_combined_partial_then_resume(tmp_path, raster_source, remoteclip_ckpt):
     marker = tmp_path / "fixed"
     faults = {"fail_items": [spatials[1].center()], "unless_exists": str(marker)}
     out = tmp_path / "c.npz"
-    args = dict(spatials=spatials, out=str(out), layout="combined", continue_on_error=True,
-                provider_options={"faults": faults})
+    args = dict(
+        spatials=spatials,
+        out=str(out),
+        layout="combined",
+        continue_on_error=True,
+        provider_options={"faults": faults},
+    )
     res = export_batch(**kw(raster_source, remoteclip_ckpt), **args)
     assert res["status"] == "partial"
     entry = res["models"][0]
@@ -141,8 +147,9 @@ def test_combined_partial_then_resume(tmp_path, raster_source, remoteclip_ckpt):
     assert res3["resume_skipped"] is True
 
     ref = tmp_path / "ref.npz"
-    export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref),
-                 layout="combined")
+    export_batch(
+        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout="combined"
+    )
     with np.load(out) as za, np.load(ref) as zb:
         assert sorted(za.files) == sorted(zb.files)
         for k in za.files:
@@ -159,12 +166,23 @@ def test_without_continue_on_error_the_run_stops_and_resume_finishes(
     faults = {"fail_items": [spatials[3].center()], "unless_exists": str(marker)}
     out = tmp_path / "pi"
     with pytest.raises(StageFailed, match="resume=True"):
-        export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(out),
-                     layout="per_item", provider_options={"faults": faults})
+        export_batch(
+            **kw(raster_source, remoteclip_ckpt),
+            spatials=spatials,
+            out=str(out),
+            layout="per_item",
+            provider_options={"faults": faults},
+        )
     assert not (out / "_rs_embed_ray" / "lock").exists()
     marker.write_text("ok")
-    res = export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(out),
-                       layout="per_item", resume=True, provider_options={"faults": faults})
+    res = export_batch(
+        **kw(raster_source, remoteclip_ckpt),
+        spatials=spatials,
+        out=str(out),
+        layout="per_item",
+        resume=True,
+        provider_options={"faults": faults},
+    )
     assert all(r["status"] == "ok" for r in res)
     counts = patch_counts(out / "_rs_embed_ray")
     assert all(c == 1 for i, c in counts.items() if i != 3)
@@ -173,13 +191,24 @@ def test_without_continue_on_error_the_run_stops_and_resume_finishes(
 def test_transient_fetch_errors_are_retried(tmp_path, raster_source, remoteclip_ckpt):
     spatials = points(4)
     faults = {"transient_every": True}
-    res = export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials,
-                       out=str(tmp_path / "pi"), layout="per_item", max_retries=2,
-                       provider_options={"faults": faults})
+    res = export_batch(
+        **kw(raster_source, remoteclip_ckpt),
+        spatials=spatials,
+        out=str(tmp_path / "pi"),
+        layout="per_item",
+        max_retries=2,
+        provider_options={"faults": faults},
+    )
     assert all(r["status"] == "ok" for r in res)
-    res = export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials,
-                       out=str(tmp_path / "pi0"), layout="per_item", max_retries=0,
-                       continue_on_error=True, provider_options={"faults": faults})
+    res = export_batch(
+        **kw(raster_source, remoteclip_ckpt),
+        spatials=spatials,
+        out=str(tmp_path / "pi0"),
+        layout="per_item",
+        max_retries=0,
+        continue_on_error=True,
+        provider_options={"faults": faults},
+    )
     assert all(r["status"] == "failed" for r in res)
     assert "transient" in res[0]["models"][0]["error"]
 
@@ -219,8 +248,12 @@ def test_resume_after_killed_driver(tmp_path, raster_source, remoteclip_ckpt, la
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT, json.dumps(spec)], env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1],
+        [sys.executable, "-c", SCRIPT, json.dumps(spec)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).parents[1],
     )
     deadline = time.time() + 240
     log_file = state / "log.jsonl"
@@ -237,17 +270,23 @@ def test_resume_after_killed_driver(tmp_path, raster_source, remoteclip_ckpt, la
     assert done_before and len(embedded) < 20  # killed mid-run
 
     spec.update(resume=True, latency=0.0)
-    out2 = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(spec)], env=env,
-                          capture_output=True, text=True, timeout=400,
-                          cwd=Path(__file__).parents[1])
+    out2 = subprocess.run(
+        [sys.executable, "-c", SCRIPT, json.dumps(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=Path(__file__).parents[1],
+    )
     assert "DONE" in out2.stdout, out2.stdout[-2000:] + out2.stderr[-3000:]
     counts = patch_counts(state)
     assert all(counts[i] == 1 for i in done_before), counts  # nothing fetched twice
     assert sorted(counts) == list(range(10))
 
     ref = tmp_path / ("ref" if layout == "per_item" else "ref.npz")
-    export_batch(**kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref),
-                 layout=layout)
+    export_batch(
+        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout=layout
+    )
     if layout == "per_item":
         assert_same_export(out, ref, [f"p{i:05d}" for i in range(10)])
     else:

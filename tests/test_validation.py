@@ -43,7 +43,12 @@ CASES = [
     ("not a spec", dict(spatials=[(15, 45)]), ModelError, "Invalid spatial spec type"),
     ("lon out of range", dict(spatials=[PointBuffer(200, 45, 10)]), SpecError, "lon"),
     ("lat NaN", dict(spatials=[PointBuffer(15, math.nan, 10)]), SpecError, "finite"),
-    ("buffer <= 0", dict(spatials=[PointBuffer(15, 45, 0)]), SpecError, "buffer_m must be positive"),
+    (
+        "buffer <= 0",
+        dict(spatials=[PointBuffer(15, 45, 0)]),
+        SpecError,
+        "buffer_m must be positive",
+    ),
     ("bbox inverted", dict(spatials=[BBox(15, 45, 14, 46)]), SpecError, "Invalid bbox bounds"),
     ("bbox crs", dict(spatials=[BBox(15, 45, 16, 46, crs="EPSG:3857")]), SpecError, "EPSG:4326"),
     ("names length", dict(names=["a"]), ModelError, "same length"),
@@ -59,20 +64,45 @@ CASES = [
     ("out without layout", dict(layout=None), ModelError, "Provide both out and layout"),
     ("out + out_dir", dict(out_dir="x"), ModelError, "not both"),
     ("bad layout", dict(layout="flat"), ModelError, "Unknown layout"),
-    ("range start>=end", dict(temporal=TemporalSpec.range("2022-09-01", "2022-06-01")), SpecError, "start < end"),
-    ("range not iso", dict(temporal=TemporalSpec.range("2022/06/01", "2022-09-01")), SpecError, "ISO dates"),
+    (
+        "range start>=end",
+        dict(temporal=TemporalSpec.range("2022-09-01", "2022-06-01")),
+        SpecError,
+        "start < end",
+    ),
+    (
+        "range not iso",
+        dict(temporal=TemporalSpec.range("2022/06/01", "2022-09-01")),
+        SpecError,
+        "ISO dates",
+    ),
     ("year missing", dict(temporal=TemporalSpec(mode="year")), SpecError, "requires year"),
     ("year range", dict(temporal=TemporalSpec.year(0)), SpecError, "[1, 9999]"),
     ("local without source", dict(source=None), ModelError, "needs source"),
     ("missing source", dict(source="/nonexistent/x"), ModelError, "does not exist"),
-    ("missing weights file", dict(weights={"remoteclip": "/nonexistent.pt"}), ModelError, "does not exist"),
+    (
+        "missing weights file",
+        dict(weights={"remoteclip": "/nonexistent.pt"}),
+        ModelError,
+        "does not exist",
+    ),
     ("weights for other model", dict(weights={"prithvi": "random"}), ModelError, "not among"),
-    ("per_model_sensors other", dict(per_model_sensors={"dofa": SensorSpec("C", ("B1",))}), ModelError, "not among"),
+    (
+        "per_model_sensors other",
+        dict(per_model_sensors={"dofa": SensorSpec("C", ("B1",))}),
+        ModelError,
+        "not among",
+    ),
     ("chunk_size 0", dict(chunk_size=0), ModelError, "chunk_size must be >= 1"),
     ("num_workers bad", dict(num_workers="many"), ModelError, "num_workers must be an integer"),
     ("input_prep bad", dict(input_prep="crop"), ModelError, "input_prep string"),
     ("device bad", dict(device="tpu"), ModelError, "Unknown device"),
-    ("nothing to save", dict(save_inputs=False, save_embeddings=False), ModelError, "Nothing to export"),
+    (
+        "nothing to save",
+        dict(save_inputs=False, save_embeddings=False),
+        ModelError,
+        "Nothing to export",
+    ),
     ("unknown backend", dict(backend="s3"), ModelError, "Unknown backend"),
 ]
 
@@ -101,8 +131,9 @@ def test_output_spec_validation():
 def test_combined_extension_replaced_not_appended(tmp_path):
     plan = plan_export(**base(tmp_path, out=str(tmp_path / "g.nc"), layout="combined"))
     assert plan.out_path.name == "g.npz"
-    plan = plan_export(**base(tmp_path, out=str(tmp_path / "run"), layout="combined",
-                              format="netcdf"))
+    plan = plan_export(
+        **base(tmp_path, out=str(tmp_path / "run"), layout="combined", format="netcdf")
+    )
     assert plan.out_path.name == "run.nc"
 
 

@@ -37,6 +37,17 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return df.to_dict(orient="records")
 
 
+def _positions(coords: Any) -> list[list[float]]:
+    """Every [x, y, ...] position in a GeoJSON coordinates array, at any nesting depth."""
+    if isinstance(coords, list) and coords and isinstance(coords[0], (int, float)):
+        return [coords]
+    out: list[list[float]] = []
+    if isinstance(coords, list):
+        for c in coords:
+            out.extend(_positions(c))
+    return out
+
+
 def _geojson_records(path: Path) -> list[dict[str, Any]]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -54,20 +65,18 @@ def _geojson_records(path: Path) -> list[dict[str, Any]]:
         if gtype == "Point" and isinstance(coords, list) and len(coords) >= 2:
             out.append({**props, "lon": coords[0], "lat": coords[1]})
         elif gtype in ("Polygon", "MultiPolygon") and coords:
-            flat: list[list[float]] = []
-
-            def walk(c: Any) -> None:
-                if isinstance(c, list) and c and isinstance(c[0], (int, float)):
-                    flat.append(c)
-                elif isinstance(c, list):
-                    for x in c:
-                        walk(x)
-
-            walk(coords)
+            flat = _positions(coords)
             xs = [c[0] for c in flat]
             ys = [c[1] for c in flat]
-            out.append({**props, "minlon": min(xs), "minlat": min(ys),
-                        "maxlon": max(xs), "maxlat": max(ys)})
+            out.append(
+                {
+                    **props,
+                    "minlon": min(xs),
+                    "minlat": min(ys),
+                    "maxlon": max(xs),
+                    "maxlat": max(ys),
+                }
+            )
         else:
             raise SpecError(f"Points file {path}: feature {i} has unsupported geometry {gtype!r}.")
     return out
@@ -110,8 +119,10 @@ def read_points(
         if is_box:
             spec: SpatialSpec = BBox(*(_num(row, c, where) for c in BOX_COLS))
         else:
-            if "buffer_m" in cols and row.get("buffer_m") is not None and not (
-                isinstance(row.get("buffer_m"), float) and math.isnan(row["buffer_m"])
+            if (
+                "buffer_m" in cols
+                and row.get("buffer_m") is not None
+                and not (isinstance(row.get("buffer_m"), float) and math.isnan(row["buffer_m"]))
             ):
                 buf = _num(row, "buffer_m", where)
             elif buffer_m is not None:

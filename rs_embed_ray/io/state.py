@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
         d["t"] = utc_ts()
+        d["ts"] = round(time.time(), 3)  # for throughput figures
         return d
 
 

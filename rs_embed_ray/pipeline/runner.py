@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,8 +206,14 @@ class Runner:
         nodes = rows.get("node")
         nodes = nodes if nodes is not None else [""] * len(rows["index"])
         for idx, status, error, shard, shape, sha, node in zip(
-            rows["index"], rows["status"], rows["error"], rows["shard"], rows["shape"],
-            rows["sha1"], nodes, strict=True,
+            rows["index"],
+            rows["status"],
+            rows["error"],
+            rows["shard"],
+            rows["shape"],
+            rows["sha1"],
+            nodes,
+            strict=True,
         ):
             i = int(idx)
             rel = os.path.relpath(str(shard), self.state.folder) if shard else None
@@ -223,8 +230,12 @@ class Runner:
                 node=str(node) or None,
             )
             recs.append(rec)
-            src = {"status": rec.status, "shard": str(shard), "error": rec.error,
-                   "shape": rec.shape}
+            src = {
+                "status": rec.status,
+                "shard": str(shard),
+                "error": rec.error,
+                "shape": rec.shape,
+            }
             (self.patch_src if kind == "patch" else self.embed_src)[key][i] = src
         self.state.append(recs)
         return recs
@@ -257,14 +268,15 @@ class Runner:
 
     def _fetch(self, group: FetchGroup, todo: list[int]) -> None:
         p = self.plan
-        rows = [
-            {"index": i, "spatial": json.dumps(spatial_to_dict(p.spatials[i]))} for i in todo
-        ]
-        size = max(1, min(p.num_workers, len(todo)))
+        rows = [{"index": i, "spatial": json.dumps(spatial_to_dict(p.spatials[i]))} for i in todo]
+        # num_workers = fetches in flight: actors x threads (an actor is a process, so a few
+        # threaded actors cost far less memory and start-up than one actor per fetch)
+        conc = max(1, min(p.num_workers, len(todo)))
+        threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
+        size = math.ceil(conc / threads)
+        threads = math.ceil(conc / size)
         fetch_cpus = min(1.0, max(0.05, self.cpus / size / 2))
-        ds = ray.data.from_items(
-            rows, override_num_blocks=_n_blocks(len(rows), size, p.chunk_size)
-        )
+        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), size, p.chunk_size))
         ds = ds.map_batches(
             FetchWorker,
             fn_constructor_kwargs={
@@ -277,7 +289,7 @@ class Runner:
                 "max_retries": p.max_retries,
                 "retry_backoff_s": p.retry_backoff_s,
                 "fail_on_bad_input": p.fail_on_bad_input,
-                "threads": int(p.extra.get("fetch_threads", 1)),
+                "threads": threads,
                 "limiter_name": self._limiter_name(),
             },
             compute=ActorPoolStrategy(size=size),
@@ -302,14 +314,24 @@ class Runner:
         failed = [i for i in todo if model.fetch_key and src.get(i, {}).get("status") != "ok"]
         if failed:
             recs = [
-                Record("embed", model.key, i, "failed", p.pair_fingerprint(i, model),
-                       error=f"fetch failed: {src.get(i, {}).get('error')}")
+                Record(
+                    "embed",
+                    model.key,
+                    i,
+                    "failed",
+                    p.pair_fingerprint(i, model),
+                    error=f"fetch failed: {src.get(i, {}).get('error')}",
+                )
                 for i in failed
             ]
             self.state.append(recs)
             for r in recs:
-                self.embed_src[model.key][r.index] = {"status": "failed", "shard": "",
-                                                      "error": r.error, "shape": None}
+                self.embed_src[model.key][r.index] = {
+                    "status": "failed",
+                    "shard": "",
+                    "error": r.error,
+                    "shape": None,
+                }
             self.counts["embed_failed"] += len(recs)
         run = [i for i in todo if i not in set(failed)]
         if not run:
@@ -375,10 +397,16 @@ class Runner:
         rows = []
         for i in todo:
             sources = {
-                "patch": {g: self.patch_src[g].get(i) for g in self.patch_src
-                          if self.patch_src[g].get(i) is not None},
-                "embed": {m: self.embed_src[m].get(i) for m in self.embed_src
-                          if self.embed_src[m].get(i) is not None},
+                "patch": {
+                    g: self.patch_src[g].get(i)
+                    for g in self.patch_src
+                    if self.patch_src[g].get(i) is not None
+                },
+                "embed": {
+                    m: self.embed_src[m].get(i)
+                    for m in self.embed_src
+                    if self.embed_src[m].get(i) is not None
+                },
             }
             payload = {
                 "index": i,
@@ -454,37 +482,53 @@ class Runner:
             self.state.write_run(self._run_info("running", len(skipped)))
             log.info(
                 "export: %d items (%d already complete), %d model(s), %d fetch group(s)",
-                p.n_items, len(skipped), len(p.models), len(p.groups),
+                p.n_items,
+                len(skipped),
+                len(p.models),
+                len(p.groups),
             )
             for g in p.groups:
                 members = [p.model(k) for k in g.members]
                 need = [
-                    i for i in todo_items
-                    if i not in self.patch_src[g.key]
-                    or self.patch_src[g.key][i]["status"] != "ok"
+                    i
+                    for i in todo_items
+                    if i not in self.patch_src[g.key] or self.patch_src[g.key][i]["status"] != "ok"
                 ]
                 if not p.save_inputs:
                     need = [
-                        i for i in need
+                        i
+                        for i in need
                         if p.save_embeddings
-                        and any(self.embed_src[m.key].get(i, {}).get("status") != "ok"
-                                for m in members)
+                        and any(
+                            self.embed_src[m.key].get(i, {}).get("status") != "ok" for m in members
+                        )
                     ]
                 if need:
+                    t0 = time.perf_counter()
                     self._fetch(g, need)
+                    log.info(
+                        "fetch[%s]: %d items in %.1fs", g.key, len(need), time.perf_counter() - t0
+                    )
             if p.save_embeddings:
                 for m in p.models:
                     need = [
-                        i for i in todo_items
+                        i
+                        for i in todo_items
                         if self.embed_src[m.key].get(i, {}).get("status") != "ok"
                     ]
                     if need:
+                        t0 = time.perf_counter()
                         self._infer(m, need)
+                        log.info(
+                            "infer[%s]: %d items in %.1fs",
+                            m.name,
+                            len(need),
+                            time.perf_counter() - t0,
+                        )
+            t0 = time.perf_counter()
             if p.layout == "per_item":
                 written = self._finalize_per_item(todo_items)
-                result: Any = [
-                    skipped.get(i) or written[i] for i in range(p.n_items)
-                ]
+                result: Any = [skipped.get(i) or written[i] for i in range(p.n_items)]
                 statuses = [r.get("status") for r in result]
             else:
                 ctx = self._ctx()
@@ -502,6 +546,7 @@ class Runner:
 
                 write_text(self.state.folder / "final.json", json.dumps(result, indent=2))
                 statuses = [result["status"]]
+            log.info("write: %d items in %.1fs", len(todo_items), time.perf_counter() - t0)
             all_ok = all(s == "ok" for s in statuses)
             if all_ok:
                 self.state.drop_cache()

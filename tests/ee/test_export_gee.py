@@ -7,9 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rs_embed_ray import PointBuffer, ProviderError, TemporalSpec, export_batch
+from rs_embed_ray import PointBuffer, ProviderError, TemporalSpec, export_batch, geo
 from rs_embed_ray.testing.ee_emulator import EEEmulator, expected_pixels
-from rs_embed_ray import geo
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -68,7 +67,11 @@ def test_gee_export_survives_injected_errors(tmp_path):
 def test_gee_bad_project_fails_before_any_item(tmp_path):
     with EEEmulator(retry_after_s=0, projects=["good-project"]) as emu:
         with pytest.raises(ProviderError, match="project"):
-            run(emu, tmp_path, "per_item",
-                provider_options={"url": emu.url, "project": "other-project"})
+            run(
+                emu,
+                tmp_path,
+                "per_item",
+                provider_options={"url": emu.url, "project": "other-project"},
+            )
         assert emu.requests_of("computePixels") == []
     assert not (tmp_path / "pi").exists()

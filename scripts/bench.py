@@ -1,0 +1,297 @@
+"""Benchmark an export: wall time, steady-state items/s, bounds, efficiency, peak memory.
+
+Runs a real export on a local Ray cluster against the Earth Engine emulator (``--backend
+emulator``, with injected latency) or the local raster backend (``--backend local``, a
+synthetic scene is written if no ``--source`` is given), and prints ONE JSON line:
+
+  items_per_s (steady state: 10%..90% of the last model's results), wall_s, fetch_bound
+  (concurrency limit / measured fetch latency, emulator only), model_bound (items/s of the
+  same model's forward alone, measured in this run), efficiency = items/s / min(bounds),
+  peak RSS of the driver and of all Ray processes together, requests per item.
+
+Example:
+  python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
+  python scripts/bench.py --n 2000 --latency-ms 300 --num-workers 40 --models remoteclip
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+class PeakRSS:
+    """Samples the RSS of this process and all its descendants (the local Ray cluster)."""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        self.every_s = every_s
+        self.peak_total = 0
+        self.peak_driver = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            try:
+                driver = me.memory_info().rss
+                total = driver
+                for c in me.children(recursive=True):
+                    try:
+                        total += c.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                driver = 0
+            self.peak_driver = max(self.peak_driver, driver)
+            self.peak_total = max(self.peak_total, total)
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def make_points(n: int, lon0: float, lat0: float, buffer_m: float, spread_deg: float):
+    from rs_embed_ray import PointBuffer
+
+    side = int(np.ceil(np.sqrt(n)))
+    step = spread_deg / max(1, side)
+    return [
+        PointBuffer(lon0 + (i % side) * step, lat0 + (i // side) * step, buffer_m) for i in range(n)
+    ]
+
+
+def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int) -> float:
+    """items/s of the slowest model's forward alone on random raw-unit inputs, in-process."""
+    import torch
+
+    from rs_embed_ray.models.registry import get_info, load_embedder
+    from rs_embed_ray.models.tiling import embed_with_prep
+    from rs_embed_ray.specs import InputPrepSpec, OutputSpec, PointBuffer
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    rates = []
+    for m in models:
+        info = get_info(m)
+        emb = load_embedder(m, device="cpu", weights=weights.get(m))
+        c = len(info.sensor.bands) if info.sensor else 3
+        shape = (c, hw, hw) if info.temporal_mode != "multi" else (info.n_frames or 4, c, hw, hw)
+        rng = np.random.default_rng(0)
+        xs = [rng.uniform(0, 3000, shape).astype(np.float32) for _ in range(chunk)]
+        sp = [PointBuffer(15.0, 45.0, 160.0)] * chunk
+        kw = dict(
+            prep=InputPrepSpec.resize(),
+            output=OutputSpec.pooled(),
+            spatials=sp,
+            temporal=None,
+            fetch_metas=[{}] * chunk,
+            batch_size=chunk,
+        )
+        embed_with_prep(emb, xs, **kw)  # warm-up
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 3.0 or reps < 2:
+            embed_with_prep(emb, xs, **kw)
+            reps += 1
+        rates.append(reps * chunk / (time.perf_counter() - t0))
+    return min(rates)
+
+
+def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
+    """(items/s between 10% and 90% of the step's records, median gap) from the log."""
+    from rs_embed_ray.io.state import RunState
+
+    ts = sorted(
+        r["ts"]
+        for r in RunState(state_dir).read_log()
+        if r["kind"] == kind and r["key"] == key and "ts" in r
+    )
+    if len(ts) < 10:
+        return float("nan"), float("nan")
+    a, b = int(0.1 * len(ts)), int(0.9 * len(ts))
+    dt = ts[b] - ts[a]
+    return ((b - a) / dt if dt > 0 else float("inf")), dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--models", default="spectral_stats")
+    ap.add_argument("--layout", choices=["per_item", "combined"], default="per_item")
+    ap.add_argument("--format", choices=["npz", "netcdf"], default="npz")
+    ap.add_argument("--backend", choices=["emulator", "local"], default="emulator")
+    ap.add_argument("--source", help="raster source for --backend local")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--jitter-ms", type=float, default=0.0)
+    ap.add_argument("--ee-max-concurrent", type=int, default=40)
+    ap.add_argument("--ee-max-qps", type=float, default=100.0)
+    ap.add_argument("--num-workers", type=int, default=8)
+    ap.add_argument("--fetch-threads", type=int, default=4)
+    ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--buffer-m", type=float, default=160.0)
+    ap.add_argument("--spread-deg", type=float, default=0.5)
+    ap.add_argument("--no-save-inputs", action="store_true")
+    ap.add_argument("--skip-model-bound", action="store_true")
+    ap.add_argument("--out", help="output folder (default: a temp dir, removed after)")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+
+    import ray
+
+    from rs_embed_ray import TemporalSpec, export_batch
+
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    weights = {m: "random" for m in models if m not in ("spectral_stats",)}
+    work = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="rs_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / ("export" if a.layout == "per_item" else "export.npz")
+    pts = make_points(a.n, 15.0, 45.0, a.buffer_m, a.spread_deg)
+    kw = dict(
+        spatials=pts,
+        temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+        models=models,
+        out=str(out),
+        layout=a.layout,
+        format=a.format,
+        weights=weights,
+        num_workers=a.num_workers,
+        fetch_threads=a.fetch_threads,
+        chunk_size=a.chunk_size,
+        save_inputs=not a.no_save_inputs,
+        show_progress=False,
+        ee_max_concurrent=a.ee_max_concurrent,
+        ee_max_qps=a.ee_max_qps,
+    )
+    emu = None
+    if a.backend == "emulator":
+        from rs_embed_ray.testing.ee_emulator import EEEmulator
+
+        emu = EEEmulator(latency_ms=a.latency_ms, jitter_ms=a.jitter_ms, retry_after_s=0)
+        url = emu.start()
+        kw.update(backend="gee", provider_options={"url": url})
+    else:
+        source = a.source
+        if source is None:
+            import sys
+
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from tests.conftest import write_scene
+
+            source = str(work / "source")
+            write_scene(Path(source), "2022-07-01")
+        kw.update(backend="local", source=source)
+        pts = make_points(a.n, 14.95, 44.95, a.buffer_m, min(a.spread_deg, 0.1))
+        kw["spatials"] = pts
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("rs_embed_ray").setLevel(logging.INFO)
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            res = export_batch(**kw)
+            wall = time.perf_counter() - t0
+        items = res if isinstance(res, list) else [res]
+        statuses = [r.get("status") for r in items]
+        state = (
+            out / "_rs_embed_ray"
+            if a.layout == "per_item"
+            else out.with_name("export.rs_embed_ray")
+        )
+        from rs_embed_ray.io.keys import sanitize_key
+
+        rate, _ = steady_rate(state, "embed", sanitize_key(models[-1]))
+        all_ts = [
+            r["ts"]
+            for r in __import__("rs_embed_ray.io.state", fromlist=["RunState"])
+            .RunState(state)
+            .read_log()
+            if "ts" in r
+        ]
+        span = (max(all_ts) - min(all_ts)) if all_ts else float("nan")
+        fetch_rate, _ = steady_rate(
+            state,
+            "patch",
+            next(
+                (
+                    r["key"]
+                    for r in __import__("rs_embed_ray.io.state", fromlist=["RunState"])
+                    .RunState(state)
+                    .read_log()
+                    if r["kind"] == "patch"
+                ),
+                "",
+            ),
+        )
+        result = {
+            "n": a.n,
+            "models": models,
+            "layout": a.layout,
+            "format": a.format,
+            "backend": a.backend,
+            "latency_ms": a.latency_ms,
+            "num_workers": a.num_workers,
+            "fetch_threads": a.fetch_threads,
+            "chunk_size": a.chunk_size,
+            "wall_s": round(wall, 2),
+            "items_per_s_overall": round(a.n / wall, 2),
+            "items_per_s_span": round(a.n / span, 2) if span == span and span > 0 else None,
+            "items_per_s_last_model_steady": round(rate, 2),
+            "fetch_items_per_s_steady": round(fetch_rate, 2),
+            "statuses": {s: statuses.count(s) for s in set(map(str, statuses))},
+            "peak_rss_driver_mb": round(mem.peak_driver / 2**20),
+            "peak_rss_total_mb": round(mem.peak_total / 2**20),
+        }
+        if emu is not None:
+            px = emu.requests_of("computePixels")
+            per_item = [r for r in emu.request_log if r["kind"] in ("value", "computePixels")]
+            # server time one place costs (its size query + its pixels), averaged
+            busy = sum(r["end"] - r["time"] for r in per_item) / max(1, a.n)
+            conc = min(a.num_workers, a.ee_max_concurrent)
+            qps_bound = a.ee_max_qps / max(1e-9, len(per_item) / a.n)
+            result.update(
+                requests_per_item=round(len(emu.request_log) / a.n, 3),
+                pixel_requests_per_item=round(len(px) / a.n, 3),
+                fetch_latency_per_item_s=round(busy, 4),
+                fetch_bound=round(min(conc / busy if busy > 0 else 1e12, qps_bound), 2),
+                emulator_peak_in_flight=emu.peak_in_flight,
+            )
+        ray.shutdown()
+        if not a.skip_model_bound:
+            result["model_bound"] = round(
+                model_bound(models, weights, a.chunk_size, round(2 * a.buffer_m / 10)), 2
+            )
+        bounds = [b for b in (result.get("fetch_bound"), result.get("model_bound")) if b]
+        if bounds and result["items_per_s_span"]:
+            # end-to-end rate from the first fetched to the last embedded place
+            result["efficiency"] = round(result["items_per_s_span"] / min(bounds), 3)
+        print(json.dumps(result))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if emu is not None:
+            emu.stop()
+        if not a.keep and not a.out:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
