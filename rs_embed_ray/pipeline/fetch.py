@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.inspection import inspect_input
+from rs_embed_ray.io.atomic import storage_errors
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.shards import write_shard
 from rs_embed_ray.providers import create_provider
@@ -67,6 +68,7 @@ class FetchWorker:
         limiter_name: str | None = None,
     ) -> None:
         opts = dict(provider_options)
+        self.faults = opts.get("faults") or None  # test hook: rs_embed_ray.testing.faults
         if limiter_name and backend == "gee":
             from rs_embed_ray.pipeline.ee_quota import limiter_for
 
@@ -132,9 +134,16 @@ class FetchWorker:
         shard = ""
         if ok:
             path = self.shard_dir / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
-            write_shard(path, ok)
+            # a full or read-only disk stops the run (OutputWriteError): it is not the place's
+            # fault, and every later place would fail the same way
+            with storage_errors(path):
+                if self.faults:
+                    from rs_embed_ray.testing.faults import check_disk_full
+
+                    check_disk_full(self.faults, self.shard_dir)
+                write_shard(path, ok)
             shard = str(path)
-        return {
+        out = {
             "index": np.asarray(indices, dtype=np.int64),
             "status": np.asarray(status, dtype=object),
             "error": np.asarray(error, dtype=object),
@@ -143,3 +152,7 @@ class FetchWorker:
             "sha1": np.asarray(sha, dtype=object),
             "node": np.asarray([current_node()] * len(indices), dtype=object),
         }
+        # other columns (the place, what to embed next) flow on to a chained model stage
+        for k, v in batch.items():
+            out.setdefault(k, v)
+        return out

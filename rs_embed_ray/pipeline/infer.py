@@ -61,11 +61,19 @@ class ModelWorker:
         # Ray pins OMP threads to the actor's num_cpus; a CPU-only actor may use the machine
         torch.set_num_threads(max(1, torch_threads))
         self.device = resolve_torch_device(device)
+        cfg = dict(model_config or {})
+        faults = cfg.pop("faults", None)  # test hook (testing.faults), not the model's
+        self.crash = None
+        if faults:
+            from rs_embed_ray.testing.faults import CrashOnce
+
+            self.crash = CrashOnce(faults)
+            self.crash.starting()
         self.embedder = load_embedder(
             model_id,
             device=self.device,
             weights=weights,
-            model_config=model_config,
+            model_config=cfg or None,
             precision=precision,
         )
         self.output = OutputSpec(**output)
@@ -94,6 +102,8 @@ class ModelWorker:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.crash is not None:
+            self.crash.tick()
         indices = [int(i) for i in batch["index"]]
         n = len(indices)
         status = ["ok"] * n
@@ -103,7 +113,16 @@ class ModelWorker:
         inputs: list[np.ndarray | None] = [None] * n
         fmetas: list[dict[str, Any]] = [{}] * n
         spatials = [spatial_from_dict(json.loads(s)) for s in batch["spatial"]]
+        # chained after the fetch stage: the batch carries the fetch's own result columns
+        chained = "sha1" in batch
+        for j in range(n):
+            if chained and batch["status"][j] != "ok":
+                status[j], error[j] = "failed", f"fetch failed: {batch['error'][j]}"
+            elif "embed" in batch and not bool(batch["embed"][j]):
+                status[j] = "skip"  # already embedded in an earlier run; fetched for inputs
         for j, (idx, shard) in enumerate(zip(indices, batch["shard"], strict=True)):
+            if status[j] != "ok":
+                continue
             try:
                 arr, fmeta = self.reader.read(str(shard), idx)
                 if self.channels is not None:
@@ -139,7 +158,7 @@ class ModelWorker:
             m.setdefault("weights", self.embedder.weights_record)
             m.setdefault("device", self.device)
             meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
-        return {
+        out = {
             "index": np.asarray(indices, dtype=np.int64),
             "status": np.asarray(status, dtype=object),
             "error": np.asarray(error, dtype=object),
@@ -147,3 +166,7 @@ class ModelWorker:
             "meta": np.asarray(meta, dtype=object),
             "node": np.asarray([current_node()] * n, dtype=object),
         }
+        if chained:
+            for k in ("status", "error", "shard", "shape", "sha1", "node"):
+                out[f"fetch_{k}"] = np.asarray(batch[k], dtype=object)
+        return out

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
@@ -266,18 +267,19 @@ class Runner:
             self._quota = (name, get_or_create_quota_actor(name, mc, qps))
         return self._quota[0]
 
-    def _fetch(self, group: FetchGroup, todo: list[int]) -> None:
+    def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
+        """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
         p = self.plan
-        rows = [{"index": i, "spatial": json.dumps(spatial_to_dict(p.spatials[i]))} for i in todo]
-        # num_workers = fetches in flight: actors x threads (an actor is a process, so a few
-        # threaded actors cost far less memory and start-up than one actor per fetch)
-        conc = max(1, min(p.num_workers, len(todo)))
+        # an actor is a process: a few threaded actors cost far less memory and start-up
+        # than one actor per fetch
+        conc = max(1, min(p.num_workers, n))
         threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
         size = math.ceil(conc / threads)
         threads = math.ceil(conc / size)
-        fetch_cpus = min(1.0, max(0.05, self.cpus / size / 2))
-        ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), size, p.chunk_size))
-        ds = ds.map_batches(
+        # IO-bound: small CPU shares, leaving room for the model actor when chained
+        share = 0.25 if chained else 0.5
+        fetch_cpus = min(1.0, max(0.05, share * self.cpus / size))
+        return ds.map_batches(
             FetchWorker,
             fn_constructor_kwargs={
                 "backend": p.backend,
@@ -297,17 +299,108 @@ class Runner:
             batch_size=max(1, min(p.chunk_size, 64)),
             batch_format="numpy",
         )
-        fp = lambda i: p.patch_fingerprint(i, group)  # noqa: E731
-        with _progress(len(todo), f"fetch[{group.sensor.collection}]", p.show_progress) as bar:
+
+    def _infer_op(self, ds: Any, model: ModelRequest) -> Any:
+        """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model."""
+        p = self.plan
+        use_gpu = self.device.startswith("cuda")
+        n_actors = max(1, int(self.gpus)) if use_gpu else 1
+        torch_threads = max(1, int(self.cpus) - 1) if not use_gpu else 1
+        ds = ds.map_batches(
+            ModelWorker,
+            fn_constructor_kwargs={
+                "model_id": model.model_id,
+                "weights": model.weights,
+                "model_config": model.model_config,
+                "device": self.device,
+                "precision": p.precision,
+                "output": jsonable(p.output),
+                "temporal": jsonable(p.temporal),
+                "input_prep": jsonable(p.input_prep),
+                "channels": list(model.channels) if model.channels is not None else None,
+                "batch_size": p.chunk_size,
+                "max_retries": p.max_retries,
+                "retry_backoff_s": p.retry_backoff_s,
+                "torch_threads": torch_threads,
+            },
+            compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=1,
+            batch_size=p.chunk_size,
+            batch_format="numpy",
+        )
+        return ds.map_batches(
+            write_embed_shard,
+            fn_kwargs={"shard_dir": str(self.state.shard_dir("embeds", model.key))},
+            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
+            num_cpus=0.1,
+            batch_size=None,
+            batch_format="numpy",
+        )
+
+    def _rows(self, todo: list[int], **cols: Any) -> Any:
+        p = self.plan
+        rows = [
+            {
+                "index": i,
+                "spatial": json.dumps(spatial_to_dict(p.spatials[i])),
+                **{k: f(i) for k, f in cols.items()},
+            }
+            for i in todo
+        ]
+        return ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), 4, p.chunk_size))
+
+    def _consume_patches(self, group: FetchGroup, batch: dict[str, Any], prefix: str = "") -> None:
+        p = self.plan
+        rows = {k: batch[prefix + k] for k in ("status", "error", "shard", "shape", "sha1")}
+        rows["index"] = batch["index"]
+        rows["node"] = batch.get(prefix + "node")
+        recs = self._record("patch", group.key, rows, lambda i: p.patch_fingerprint(i, group))
+        ok = sum(r.status == "ok" for r in recs)
+        self.counts["fetched"] += ok
+        self.counts["fetch_failed"] += len(recs) - ok
+        self._fail_fast(recs, f"fetch[{group.sensor.collection}]")
+
+    def _consume_embeds(self, model: ModelRequest, batch: dict[str, Any]) -> int:
+        p = self.plan
+        keep = np.asarray([s != "skip" for s in batch["status"]], dtype=bool)
+        if not keep.any():
+            return 0
+        rows = {
+            k: np.asarray(batch[k])[keep]
+            for k in ("index", "status", "error", "shard", "shape", "sha1", "node")
+        }
+        recs = self._record("embed", model.key, rows, lambda i: p.pair_fingerprint(i, model))
+        ok = sum(r.status == "ok" for r in recs)
+        self.counts["embedded"] += ok
+        self.counts["embed_failed"] += len(recs) - ok
+        self._fail_fast(recs, f"infer[{model.name}]")
+        return len(recs)
+
+    def _fetch(self, group: FetchGroup, todo: list[int], first: ModelRequest | None) -> None:
+        """Fetch the pending places of a group; when ``first`` is given, its model runs in
+        the same streaming dataset, so fetching and inference overlap."""
+        p = self.plan
+        desc = f"fetch[{group.sensor.collection}]"
+        if first is None:
+            ds = self._fetch_op(self._rows(todo), group, len(todo), chained=False)
+            with _progress(len(todo), desc, p.show_progress) as bar:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    self._consume_patches(group, batch)
+                    bar.update(len(batch["index"]))
+            return
+        done = self.embed_src[first.key]
+        embed = lambda i: done.get(i, {}).get("status") != "ok"  # noqa: E731
+        ds = self._fetch_op(self._rows(todo, embed=embed), group, len(todo), chained=True)
+        ds = self._infer_op(ds, first)
+        with _progress(len(todo), f"{desc}+infer[{first.name}]", p.show_progress) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                recs = self._record("patch", group.key, batch, fp)
-                ok = sum(r.status == "ok" for r in recs)
-                self.counts["fetched"] += ok
-                self.counts["fetch_failed"] += len(recs) - ok
-                bar.update(len(recs))
-                self._fail_fast(recs, f"fetch[{group.sensor.collection}]")
+                self._consume_patches(group, batch, prefix="fetch_")
+                self._consume_embeds(first, batch)
+                bar.update(len(batch["index"]))
 
     def _infer(self, model: ModelRequest, todo: list[int]) -> None:
+        """Embed places whose patches are cached (later models of a group, resumed runs)."""
         p = self.plan
         src = self.patch_src[model.fetch_key] if model.fetch_key else {}
         # places whose patch failed are settled without any cluster work
@@ -333,63 +426,15 @@ class Runner:
                     "shape": None,
                 }
             self.counts["embed_failed"] += len(recs)
+            self._fail_fast(recs, f"infer[{model.name}]")
         run = [i for i in todo if i not in set(failed)]
         if not run:
             return
-        rows = [
-            {
-                "index": i,
-                "shard": src[i]["shard"] if model.fetch_key else "",
-                "spatial": json.dumps(spatial_to_dict(p.spatials[i])),
-            }
-            for i in run
-        ]
-        use_gpu = self.device.startswith("cuda")
-        n_actors = max(1, int(self.gpus)) if use_gpu else 1
-        torch_threads = max(1, int(self.cpus) - 1) if not use_gpu else 1
-        ds = ray.data.from_items(
-            rows, override_num_blocks=_n_blocks(len(rows), 2 * n_actors, p.chunk_size)
-        )
-        ds = ds.map_batches(
-            ModelWorker,
-            fn_constructor_kwargs={
-                "model_id": model.model_id,
-                "weights": model.weights,
-                "model_config": model.model_config,
-                "device": self.device,
-                "precision": p.precision,
-                "output": jsonable(p.output),
-                "temporal": jsonable(p.temporal),
-                "input_prep": jsonable(p.input_prep),
-                "channels": list(model.channels) if model.channels is not None else None,
-                "batch_size": p.chunk_size,
-                "max_retries": p.max_retries,
-                "retry_backoff_s": p.retry_backoff_s,
-                "torch_threads": torch_threads,
-            },
-            compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
-            num_gpus=1 if use_gpu else 0,
-            num_cpus=1,
-            batch_size=p.chunk_size,
-            batch_format="numpy",
-        )
-        ds = ds.map_batches(
-            write_embed_shard,
-            fn_kwargs={"shard_dir": str(self.state.shard_dir("embeds", model.key))},
-            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
-            num_cpus=0.25,
-            batch_size=None,
-            batch_format="numpy",
-        )
-        fp = lambda i: p.pair_fingerprint(i, model)  # noqa: E731
+        shard = lambda i: src[i]["shard"] if model.fetch_key else ""  # noqa: E731
+        ds = self._infer_op(self._rows(run, shard=shard), model)
         with _progress(len(run), f"infer[{model.name}]", p.show_progress) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                recs = self._record("embed", model.key, batch, fp)
-                ok = sum(r.status == "ok" for r in recs)
-                self.counts["embedded"] += ok
-                self.counts["embed_failed"] += len(recs) - ok
-                bar.update(len(recs))
-                self._fail_fast(recs, f"infer[{model.name}]")
+                bar.update(self._consume_embeds(model, batch))
 
     def _finalize_per_item(self, todo: list[int]) -> dict[int, dict[str, Any]]:
         p = self.plan
@@ -505,7 +550,8 @@ class Runner:
                     ]
                 if need:
                     t0 = time.perf_counter()
-                    self._fetch(g, need)
+                    first = members[0] if p.save_embeddings else None
+                    self._fetch(g, need, first)
                     log.info(
                         "fetch[%s]: %d items in %.1fs", g.key, len(need), time.perf_counter() - t0
                     )

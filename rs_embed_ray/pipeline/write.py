@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.io.assemble import write_item
+from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import array_from_bytes
 from rs_embed_ray.io.shards import ShardReader, write_shard
@@ -47,6 +48,7 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
         "shape": np.asarray(shape, dtype=object),
         "sha1": np.asarray(sha, dtype=object),
         "node": np.asarray(batch["node"], dtype=object),
+        **{k: v for k, v in batch.items() if k.startswith("fetch_")},
     }
 
 
@@ -61,7 +63,11 @@ def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[st
                 man = write_item(ctx, row, reader)
                 out_status.append(man["status"])
                 out_manifest.append(json.dumps(man, ensure_ascii=False))
+            except OutputWriteError:
+                raise  # disk full / read-only: stop the run, whatever continue_on_error says
             except Exception as exc:  # the file is not written; the place is reported
+                if is_storage_error(exc):
+                    raise output_write_error(exc, ctx["out_dir"]) from exc
                 out_status.append("write_failed")
                 out_manifest.append(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
             out_index.append(int(idx))
