@@ -128,3 +128,40 @@ def test_per_item_matches_combined(tmp_path, raster_source, remoteclip_ckpt):
                 np.testing.assert_array_equal(
                     zi["input_chw__remoteclip"], zc["inputs_bchw__remoteclip"][i]
                 )
+
+
+def test_export_npz_one_place(tmp_path, raster_source, remoteclip_ckpt):
+    from rs_embed_ray import export_npz
+
+    res = export_npz(
+        spatial=points(1)[0],
+        temporal=WINDOW,
+        models=["spectral_stats"],
+        out_path=str(tmp_path / "sub" / "one"),
+        backend="local",
+        source=str(raster_source),
+        show_progress=False,
+    )
+    assert res["status"] == "ok" and res["npz_path"].endswith("one.npz")
+    with np.load(tmp_path / "sub" / "one.npz") as z:
+        assert z["embeddings__spectral_stats"].shape == (1, 20)
+
+
+def test_grid_output_and_tiling(tmp_path, raster_source, remoteclip_ckpt):
+    """Grid embeddings (D, h, w) per place; input_prep='tile' records its tiling."""
+    res = export_batch(
+        **_kw(raster_source, remoteclip_ckpt),
+        spatials=points(2, buffer_m=2400.0),  # 480 px a side: 4 tiles of 224 at 10 m
+        models=["remoteclip"],
+        out=str(tmp_path / "g"),
+        layout="per_item",
+        output=OutputSpec.grid(),
+        input_prep="tile",
+        save_inputs=False,
+    )
+    m = res[0]["models"][0]
+    assert m["status"] == "ok"
+    assert m["embedding"]["shape"][0] == 768 and len(m["embedding"]["shape"]) == 3
+    assert m["meta"]["input_prep"]["resolved_mode"] == "tile"
+    assert m["meta"]["input_prep"]["tile_count"] >= 4
+    assert m["input"] is None
