@@ -159,3 +159,59 @@ def split_grid(grid: Grid, max_pixels: int, max_side: int) -> list[tuple[int, in
             )
             out.append((r, c, sub))
     return out
+
+
+def lattice_origin(grid: Grid) -> tuple[int, int] | None:
+    """(row, col) of a grid's top-left pixel on its scale's origin-anchored lattice.
+
+    ``None`` if the grid's corner is not on a lattice line (then it cannot share pixels
+    exactly with another grid). Grids from :func:`grid_for` are always on the lattice.
+    """
+    s = float(grid.scale)
+    if not (s > 0 and math.isfinite(s)):
+        return None
+    c = grid.x0 / s
+    r = -grid.y0 / s
+    ci, ri = round(c), round(r)
+    if abs(c - ci) > _EPS or abs(r - ri) > _EPS:
+        return None
+    return int(ri), int(ci)
+
+
+def union_grid(grids: list[Grid] | tuple[Grid, ...]) -> Grid:
+    """The smallest lattice grid covering every grid (same crs and scale, all on the lattice).
+
+    Its corner is computed like :func:`grid_for` does (``index * scale``), so a grid's pixels
+    sit at integer offsets inside it (:func:`grid_offset`).
+    """
+    if not grids:
+        raise ValueError("union_grid needs at least one grid")
+    g0 = grids[0]
+    boxes = []
+    for g in grids:
+        if g.crs != g0.crs or g.scale != g0.scale:
+            raise ValueError("union_grid: grids differ in crs or scale")
+        o = lattice_origin(g)
+        if o is None:
+            raise ValueError("union_grid: a grid is not on the lattice")
+        boxes.append((o[0], o[1], o[0] + g.height, o[1] + g.width))
+    r0 = min(b[0] for b in boxes)
+    c0 = min(b[1] for b in boxes)
+    r1 = max(b[2] for b in boxes)
+    c1 = max(b[3] for b in boxes)
+    s = g0.scale
+    return Grid(x0=c0 * s, y0=-r0 * s, scale=s, width=c1 - c0, height=r1 - r0, crs=g0.crs)
+
+
+def grid_offset(outer: Grid, inner: Grid) -> tuple[int, int]:
+    """(row, col) of ``inner``'s top-left pixel inside ``outer``; ValueError unless ``inner``
+    lies wholly inside ``outer`` on the same lattice (so slicing is exact)."""
+    if outer.crs != inner.crs or outer.scale != inner.scale:
+        raise ValueError("grid_offset: grids differ in crs or scale")
+    oo, io = lattice_origin(outer), lattice_origin(inner)
+    if oo is None or io is None:
+        raise ValueError("grid_offset: a grid is not on the lattice")
+    r, c = io[0] - oo[0], io[1] - oo[1]
+    if r < 0 or c < 0 or r + inner.height > outer.height or c + inner.width > outer.width:
+        raise ValueError("grid_offset: inner grid is not inside outer grid")
+    return r, c

@@ -45,6 +45,11 @@ MODEL_ALIASES: dict[str, str] = {
 IMPLEMENTATIONS: dict[str, str] = {
     "remoteclip": "rs_embed_ray.models.remoteclip:RemoteCLIP",
     "dofa": "rs_embed_ray.models.dofa:DOFA",
+    "prithvi": "rs_embed_ray.models.prithvi:Prithvi",
+    "satmae": "rs_embed_ray.models.satmae:SatMAE",
+    "scalemae": "rs_embed_ray.models.scalemae:ScaleMAE",
+    "gse": "rs_embed_ray.models.gse:GoogleSatelliteEmbedding",
+    "terrafm": "rs_embed_ray.models.terrafm:TerraFM",
 }
 
 
@@ -56,7 +61,7 @@ CATALOG: dict[str, ModelInfo] = {
     # ---- precomputed products -----------------------------------------------------------
     "gse": ModelInfo(
         model_id="gse",
-        status="planned",
+        status="available",
         kind="precomputed",
         sensor=SensorSpec(
             collection=GSE,
@@ -69,8 +74,9 @@ CATALOG: dict[str, ModelInfo] = {
         dim_pooled=64,
         dim_grid=64,
         weights_source=f"gee:{GSE}",
-        notes="Annual 64-D product; -9999 -> NaN, nanmean/nanmax pooling; year temporal; "
-        "pixel grid on the 3857 lattice; manages its own tiling.",
+        notes="Annual 64-D product fetched as pixels; -9999 -> NaN, nanmean/nanmax pooling "
+        "(all-nodata ROI raises); grid = the 64 x H x W pixels on the 3857 lattice with NaN "
+        "kept (model_config grid_nodata fills them); year temporal; no tiling.",
     ),
     "tessera": ModelInfo(
         model_id="tessera",
@@ -109,14 +115,15 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "satmae": ModelInfo(
         model_id="satmae",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=1024,
         dim_grid=1024,
         grid_hw=(14, 14),
-        weights_source="hf:MVRL/satmae-vitlarge-fmow-pretrain-800",
-        notes="MAE ViT-L/16 (timm blocks); mean of patch tokens; fMoW RGB normalisation; "
+        weights_source="hf:MVRL/satmae-vitlarge-fmow-pretrain-800/model.safetensors",
+        notes="MAE ViT-L/16 (timm); uint8 -> bicubic 224 (no crop) -> fMoW RGB norm; mean of "
+        "patch tokens after the final norm; grid in spatial order (no MAE shuffle); "
         "image-level ViT grid (tiling can show seams).",
     ),
     "satmaepp": ModelInfo(
@@ -134,14 +141,15 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "scalemae": ModelInfo(
         model_id="scalemae",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=1024,
         dim_grid=1024,
         grid_hw=(14, 14),
-        weights_source="hf:MVRL/scalemae-vitlarge-800",
-        notes="ViT-L/16 with GSD-scaled pos-embed; input_res = scale_m * short_side / 224.",
+        weights_source="hf:MVRL/scalemae-vitlarge-800/model.safetensors",
+        notes="ViT-L/16 with GSD-scaled sin-cos pos-embed; input_res = scale_m * short_side "
+        "/ 224; ImageNet norm; tokens are the last block's (rshf fc_norm = identity).",
     ),
     "wildsat": ModelInfo(
         model_id="wildsat",
@@ -182,15 +190,16 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "terrafm": ModelInfo(
         model_id="terrafm",
-        status="planned",
+        status="available",
         sensor=SensorSpec(collection=S2, bands=S2_12, scale_m=10, modality="s2"),
         image_size=224,
         dim_pooled=768,
         dim_grid=768,
         grid_hw=(14, 14),
         weights_source="hf:MBZUAI/TerraFM/TerraFM-B.pth",
-        notes=f"ViT-B/16 with 12-ch S2 and 2-ch S1 patch embeds; modality s1 = VV,VH from "
-        f"{S1_FLOAT} (log1p/p99); CLS pooled.",
+        notes=f"ViT-B/16 with 12-ch S2 (L2A/L1C) and 2-ch S1 stems chosen by channel count; "
+        f"S2 DN/10000, S1 = VV,VH from {S1_FLOAT} (log1p/p99, pass an S1 sensor); bilinear "
+        "224; CLS pooled (ROI: mean of cropped tokens); grid = final-norm patch tokens.",
     ),
     "terramind": ModelInfo(
         model_id="terramind",
@@ -253,7 +262,7 @@ CATALOG: dict[str, ModelInfo] = {
     # ---- multi-temporal ---------------------------------------------------------------------
     "prithvi": ModelInfo(
         model_id="prithvi",
-        status="planned",
+        status="available",
         sensor=_s2(("B2", "B3", "B4", "B8A", "B11", "B12"), scale_m=30),
         temporal_mode="multi",
         n_frames=4,
@@ -263,8 +272,10 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="hf:ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL/Prithvi_EO_V2_100M_TL.pt",
         variants=("prithvi_eo_v2_100_tl", "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600_tl"),
-        notes="T = clamp(window_days // 28, 1, 4), duplicate frames dropped; needs lat/lon "
-        "and dates.",
+        notes="Fetched as 4 equal bins over the window; bit-identical (back-filled) frames "
+        "dropped, so T is 1..4 (rs-embed's T = clamp(days // 28, 1, 4) is not applied); "
+        "temporal coords = bin midpoints, location = place centre (needs georef); "
+        "grid = mean over frames; 600_tl variant: 1280-D, 16x16.",
     ),
     "galileo": ModelInfo(
         model_id="galileo",

@@ -150,7 +150,10 @@ class ModelWorker:
                         status[j], error[j] = "failed", f"{type(one_exc).__name__}: {one_exc}"
         for j, e in results.items():
             data = np.asarray(e.data, dtype=np.float32)
-            if not np.isfinite(data).all():
+            # precomputed products mark nodata pixels NaN on purpose (gse grids)
+            nodata_ok = self.embedder.info.kind == "precomputed"
+            bad = np.isinf(data).any() if nodata_ok else not np.isfinite(data).all()
+            if bad:
                 status[j], error[j] = "failed", "ModelError: embedding contains NaN or Inf"
                 continue
             emb[j] = array_to_bytes(data)

@@ -6,13 +6,42 @@ Why it looks like this:
   ``affineTransform`` from ``rs_embed_ray.geo.grid_for`` of the fetch square), so Earth Engine
   resamples onto exactly the lattice every other provider cuts; nothing is flipped afterwards.
 * **Size limits.** A computePixels request may carry at most 48 MB (pixels x bands x 4 bytes,
-  every image is cast to float32) and 32768 px a side, and 1024 bands. Bigger grids are cut
-  with ``geo.split_grid`` on whole pixels and pasted back, so stitching is exact; a 400
-  "Total request size" answer still splits the tile reactively.
-* **Round trips.** One ``value:compute`` returns every collection size the fetch needs (the
-  emptiness check, per-bin counts for a time series, S1's strict and relaxed counts), then
-  one computePixels per tile. A time series is stacked into one multi-band image (bands
-  renamed ``<band>__t<i>``), so T frames cost one request per tile, not T.
+  every image is cast to float32, the image-count band included) and 32768 px a side, and
+  1024 bands. Bigger grids are cut with ``geo.split_grid`` on whole pixels and pasted back,
+  so stitching is exact; a 400 "Total request size" answer still splits the tile reactively.
+* **Round trips.** A single composite is ONE computePixels per tile: the composite goes
+  with ``__n_images``, a per-pixel count of the images whose footprint covers the pixel
+  (``collection.select(b0).map(unmask(0, sameFootprint)).count()``), and a place whose count
+  is 0 everywhere raises the same "No images found" ProviderError the size query used to
+  (``meta["n_images"]`` is the count's maximum over the place). ``ee.Algorithms.If(size,
+  composite, constants)`` keeps the request valid for an empty collection (whose
+  reductions have no bands); the constants stand in only then, so a band the collection
+  lacks still fails as before. A time series still asks one
+  ``value:compute`` for the window and per-bin sizes first (they decide the back-filling),
+  then stacks its T frames into one multi-band image (bands ``<band>__t<i>``): one request
+  per tile, not T. Requests per place (tiles = 1 below 48 MB):
+
+  ================================  ==========================  ==========================
+  path                              before                      now
+  ================================  ==========================  ==========================
+  optical / GSE composite           1 value + tiles             tiles
+  S1, IW scenes found               1 value + tiles             tiles
+  S1, IW relaxed on empty           1 value + tiles             2 x tiles (strict, relaxed)
+  no images (optical / GSE)         1 value                     tiles
+  no images (S1)                    1 value + 1 diagnostics     tiles (x2 if relaxing) + 1
+  time series (n_frames)            1 value + tiles             1 value + tiles (unchanged)
+  ``fetch_many`` group of n places  n x the above               see below
+  ================================  ==========================  ==========================
+
+* **Spatial batching** (``fetch_many``, opt-in). Places are grouped by
+  :func:`plan_spatial_batches` (same scale, union within the per-request limits, at most
+  ``batch_max_group`` places, union area at most ``batch_max_area_ratio`` x the places'
+  areas); a group is fetched over its union grid and every place is cut out by whole-pixel
+  offsets, so its pixels are those of ``fetch``. A composite group costs ONE computePixels
+  (the count band tells each place's emptiness; an S1 place without IW scenes is then
+  fetched alone with the relaxed filter); a time-series group costs one value:compute for
+  all its places plus one computePixels per set of places that agree on which bins are
+  empty (usually one). Places that fit no group are fetched alone, exactly as ``fetch``.
 * **Retries.** The ee client retries 429/5xx by itself (googleapiclient, ``max_retries=5``,
   random 2**n s sleeps, no Retry-After). The provider sets ``ee.data.setMaxRetries(0)`` and
   owns the policy: 429, 5xx, 408 and connection errors are retried with exponential backoff
@@ -44,7 +73,8 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
@@ -53,7 +83,15 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from rs_embed_ray.errors import ProviderError, SpecError
-from rs_embed_ray.geo import Grid, fetch_square, grid_for, split_grid
+from rs_embed_ray.geo import (
+    Grid,
+    fetch_square,
+    grid_for,
+    grid_offset,
+    lattice_origin,
+    split_grid,
+    union_grid,
+)
 from rs_embed_ray.providers.base import Patch
 from rs_embed_ray.providers.ratelimit import (
     DEFAULT_MAX_CONCURRENT,
@@ -78,6 +116,9 @@ MAX_REQUEST_BYTES = 50331648
 MAX_SIDE = 32768
 MAX_BANDS = 1024
 BYTES_PER_VALUE = 4  # images are cast with toFloat() before transfer
+N_IMAGES_BAND = "__n_images"  # per-pixel image count sent with every single composite
+DEFAULT_BATCH_MAX_GROUP = 16
+DEFAULT_BATCH_MAX_AREA_RATIO = 2.0
 
 S2_PREFIX = "COPERNICUS/S2"
 S1_FLOAT = "COPERNICUS/S1_GRD_FLOAT"
@@ -345,6 +386,131 @@ def _no_catalog_fetch(active: bool) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------
+# spatial batching: which places share a request
+
+
+def plan_spatial_batches(
+    grids: Sequence[Grid],
+    *,
+    max_pixels: int,
+    max_side: int = MAX_SIDE,
+    max_group: int = DEFAULT_BATCH_MAX_GROUP,
+    max_area_ratio: float = DEFAULT_BATCH_MAX_AREA_RATIO,
+) -> list[list[int]]:
+    """Group places (by their pixel grids) so that each group can be fetched in one request.
+
+    Returns a partition of ``range(len(grids))``: lists of indices, each ascending, ordered
+    by their first index. A group's union grid (``geo.union_grid``) is at most ``max_pixels``
+    pixels and ``max_side`` pixels a side, it holds at most ``max_group`` places, and its area
+    is at most ``max_area_ratio`` times the sum of its places' areas (the pixels moved that
+    no place needs stay bounded). Only grids of one crs and scale whose corners are on the
+    lattice share a group; a grid too big for one request, or one that fits no group, is a
+    group of its own (fetched alone, tiled as usual).
+
+    Greedy and deterministic: seeds are taken north-west first; a group then grows by the
+    place that enlarges its union least (ties: nearest centre, then lowest index) until no
+    place fits. Pure: no Earth Engine, no I/O.
+    """
+    if max_group < 1:
+        raise ValueError(f"max_group must be >= 1, got {max_group}")
+    if not max_area_ratio > 0:
+        raise ValueError(f"max_area_ratio must be > 0, got {max_area_ratio}")
+    groups: list[list[int]] = []
+    by_key: dict[tuple[str, float], list[int]] = {}
+    boxes: dict[int, tuple[int, int, int, int]] = {}
+    for i, g in enumerate(grids):
+        origin = lattice_origin(g)
+        if (
+            origin is None
+            or max_group == 1
+            or g.width * g.height > max_pixels
+            or max(g.width, g.height) > max_side
+        ):
+            groups.append([i])
+            continue
+        boxes[i] = (origin[0], origin[1], origin[0] + g.height, origin[1] + g.width)
+        by_key.setdefault((g.crs, float(g.scale)), []).append(i)
+    for idx in by_key.values():
+        ids = np.asarray(idx, dtype=np.int64)
+        b = np.asarray([boxes[i] for i in idx], dtype=np.int64).reshape(-1, 4)
+        r0, c0, r1, c1 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+        area = (r1 - r0) * (c1 - c0)
+        cy, cx = (r0 + r1) / 2.0, (c0 + c1) / 2.0
+        free = np.ones(len(idx), dtype=bool)
+        for seed in np.lexsort((ids, c0, r0)):
+            if not free[seed]:
+                continue
+            free[seed] = False
+            members = [int(seed)]
+            R0, C0, R1, C1 = int(r0[seed]), int(c0[seed]), int(r1[seed]), int(c1[seed])
+            total = int(area[seed])
+            while len(members) < max_group:
+                cand = np.flatnonzero(free)
+                if cand.size == 0:
+                    break
+                h = np.maximum(R1, r1[cand]) - np.minimum(R0, r0[cand])
+                w = np.maximum(C1, c1[cand]) - np.minimum(C0, c0[cand])
+                a = h * w
+                ok = (
+                    (h <= max_side)
+                    & (w <= max_side)
+                    & (a <= max_pixels)
+                    & (a <= max_area_ratio * (total + area[cand]))
+                )
+                if not ok.any():
+                    break
+                cand, a = cand[ok], a[ok]
+                dist = np.hypot(cy[cand] - (R0 + R1) / 2.0, cx[cand] - (C0 + C1) / 2.0)
+                j = int(cand[np.lexsort((ids[cand], dist, a))[0]])
+                free[j] = False
+                members.append(j)
+                R0, C0 = min(R0, int(r0[j])), min(C0, int(c0[j]))
+                R1, C1 = max(R1, int(r1[j])), max(C1, int(c1[j]))
+                total += int(area[j])
+            groups.append(sorted(idx[m] for m in members))
+    groups.sort(key=lambda g: g[0])
+    return groups
+
+
+def _batched(size: int, union: Grid, offset: tuple[int, int], requests: int) -> dict[str, Any]:
+    """The ``meta["batched"]`` of a place fetched through a union request."""
+    return {
+        "group_size": size,
+        "union_grid": union.to_meta(),
+        "offset": [int(offset[0]), int(offset[1])],
+        "requests": requests,
+    }
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a fetch needs besides the place (shared by every place of a ``fetch_many``).
+
+    ``variants`` are the collections to try in turn: ``("main",)``; S1 ``("strict",)`` or,
+    when the IW filter may be relaxed on empty, ``("strict", "relaxed")``.
+    """
+
+    sensor: SensorSpec
+    kind: str
+    start: str
+    end: str
+    resolved: list[str]
+    uniq: list[str]
+    bins: list[tuple[str, str]]
+    n_frames: int | None
+    composite: str
+    fill: float
+    variants: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Place:
+    spatial: SpatialSpec
+    grid: Grid
+    win: tuple[float, float, float, float]
+
+
+# ------------------------------------------------------------------------------------------
 # the provider
 
 
@@ -387,6 +553,9 @@ class GEEProvider:
         max_bands: int = MAX_BANDS,
         workload_tag: str | None = None,
         auto_auth: bool = True,
+        batch_max_group: int = DEFAULT_BATCH_MAX_GROUP,
+        batch_max_area_ratio: float = DEFAULT_BATCH_MAX_AREA_RATIO,
+        batch_threads: int = 1,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -406,6 +575,13 @@ class GEEProvider:
         self.max_bands = int(max_bands)
         self.workload_tag = workload_tag
         self.auto_auth = auto_auth
+        if int(batch_max_group) < 1:
+            raise ValueError(f"batch_max_group must be >= 1, got {batch_max_group}")
+        if not float(batch_max_area_ratio) > 0:
+            raise ValueError(f"batch_max_area_ratio must be > 0, got {batch_max_area_ratio}")
+        self.batch_max_group = int(batch_max_group)
+        self.batch_max_area_ratio = float(batch_max_area_ratio)
+        self.batch_threads = max(1, int(batch_threads))
         self._setup_runtime()
 
     def _setup_runtime(self) -> None:
@@ -673,6 +849,162 @@ class GEEProvider:
             f"collection={cid} window={start}..{end} ({detail})."
         )
 
+    # -- what a fetch needs -----------------------------------------------------------------
+
+    def _job(self, temporal: TemporalSpec | None, sensor: SensorSpec, n_frames: int | None) -> _Job:
+        """Everything about a fetch except the place; raises for an invalid request."""
+        if temporal is not None:
+            temporal.validate()
+        if n_frames is not None and int(n_frames) < 1:
+            raise SpecError(f"n_frames must be >= 1, got {n_frames}.")
+        kind = self._kind(sensor)
+        if kind == "gse":
+            if temporal is None:
+                raise ProviderError("gse needs a TemporalSpec (TemporalSpec.year(YYYY)).")
+            year = temporal.year if temporal.mode == "year" else int(str(temporal.start)[:4])
+            if temporal.mode != "year":
+                log.warning("gse is annual: using the start year %s of the range", year)
+            start, end = f"{year:04d}-01-01", f"{year + 1:04d}-01-01"
+        else:
+            start, end = window_of(temporal)
+        bands_out = tuple(sensor.bands) or (GSE_BANDS if kind == "gse" else ())
+        if not bands_out:
+            raise SpecError(f"SensorSpec.bands is empty for {sensor.collection!r}.")
+        composite = "mosaic" if kind == "gse" else sensor.composite
+        if composite not in ("median", "mosaic"):
+            raise SpecError(f"Unknown composite {composite!r} (use 'median' or 'mosaic').")
+        if kind == "s1":
+            orbit = (sensor.orbit or "").upper() or None
+            if orbit is not None and orbit not in ("ASCENDING", "DESCENDING"):
+                raise SpecError(f"SensorSpec.orbit must be ASCENDING or DESCENDING, got {orbit!r}.")
+            relax = sensor.s1_require_iw and sensor.s1_relax_iw_on_empty
+            variants = ("strict", "relaxed") if relax else ("strict",)
+        else:
+            variants = ("main",)
+        resolved = [resolve_band(sensor.collection, b) for b in bands_out]
+        uniq = list(dict.fromkeys(resolved))
+        return _Job(
+            sensor=sensor,
+            kind=kind,
+            start=start,
+            end=end,
+            resolved=resolved,
+            uniq=uniq,
+            bins=split_date_range(start, end, int(n_frames)) if n_frames else [],
+            n_frames=int(n_frames) if n_frames else None,
+            composite=composite,
+            fill=GSE_FILL if kind == "gse" else float(sensor.fill_value),
+            variants=variants,
+        )
+
+    @staticmethod
+    def _place(spatial: SpatialSpec, scale_m: float) -> _Place:
+        spatial.validate()
+        square, win = fetch_square(spatial)
+        return _Place(spatial=spatial, grid=grid_for(square, scale_m), win=win)
+
+    def _collection(self, job: _Job, region: Any, variant: str) -> Any:
+        """The filtered collection a composite is made of (``variant``: see ``_Job``)."""
+        import ee
+
+        if job.kind == "s1":
+            _, _, _, strict, relaxed = self._s1_collections(job.sensor, region, job.start, job.end)
+            return strict if variant == "strict" else relaxed
+        collection = job.sensor.collection
+        col = ee.ImageCollection(collection).filterBounds(region).filterDate(job.start, job.end)
+        if job.sensor.cloudy_pct is not None and job.kind == "optical":
+            if S2_PREFIX in collection:
+                col = col.filter(
+                    ee.Filter.lte("CLOUDY_PIXEL_PERCENTAGE", int(job.sensor.cloudy_pct))
+                )
+            elif collection.startswith("LANDSAT/"):
+                col = col.filter(ee.Filter.lte("CLOUD_COVER", int(job.sensor.cloudy_pct)))
+        return col
+
+    @staticmethod
+    def _region(grid: Grid) -> Any:
+        import ee
+
+        return ee.Geometry.Rectangle(list(grid.bounds()), proj="EPSG:3857", geodesic=False)
+
+    def _empty_error(self, job: _Job, grid: Grid) -> ProviderError:
+        """The clear "no images" error (S1 asks Earth Engine for its filter-stage counts)."""
+        if job.kind == "s1":
+            cid, base, iw, _, _ = self._s1_collections(
+                job.sensor, self._region(grid), job.start, job.end
+            )
+            return self._s1_empty_error(base, iw, cid, job.start, job.end)
+        return ProviderError(
+            "No images found for the selected region/time window. "
+            f"collection={job.sensor.collection} window={job.start}..{job.end}."
+        )
+
+    def _counted_composite(self, job: _Job, col: Any) -> Any:
+        """The composite's bands plus ``__n_images``, the number of images per pixel.
+
+        A reduction of an empty collection has no bands at all, so for an empty collection
+        (and only then: a band the collection lacks still fails loudly) constant placeholders
+        stand in, with a count of 0. The count is taken over each image's footprint
+        (``unmask(0, sameFootprint=True)``), so masked pixels still count: like the
+        collection size it replaces, it says whether images exist, not whether they are clear.
+        """
+        import ee
+
+        uniq, b0 = job.uniq, job.uniq[0]
+        size = col.size()
+        composite = ee.Image(
+            ee.Algorithms.If(
+                size,
+                self._composite(col, job.composite),
+                ee.Image.constant([job.fill] * len(uniq)).rename(uniq),
+            )
+        )
+        per_image = col.map(lambda img: ee.Image(img).select([b0]).unmask(0, True))
+        count = ee.Image(
+            ee.Algorithms.If(size, per_image.count(), ee.Image.constant(0).rename([b0]))
+        )
+        return (
+            composite.select(uniq)
+            .toFloat()
+            .unmask(job.fill, False)
+            .addBands(count.select([b0], [N_IMAGES_BAND]).unmask(0, False).toFloat())
+        )
+
+    def _fetch_counted(self, job: _Job, grid: Grid, variant: str) -> tuple[np.ndarray, int]:
+        """One composite on ``grid`` with its image count: ((Cu + 1), H, W), pixel requests."""
+        col = self._collection(job, self._region(grid), variant)
+        names = [*job.uniq, N_IMAGES_BAND]
+        return self._pull(self._counted_composite(job, col), names, grid)
+
+    def _frame_images(self, job: _Job, col: Any, bin_empty: list[bool]) -> list[Any]:
+        """One image per time bin; an empty bin is back-filled with the window composite."""
+        whole = self._composite(col, job.composite)
+
+        def prep(img: Any) -> Any:
+            return img.select(job.uniq).toFloat().unmask(job.fill, False)
+
+        return [
+            prep(whole if empty else self._composite(col.filterDate(s, e), job.composite))
+            for (s, e), empty in zip(job.bins, bin_empty, strict=True)
+        ]
+
+    def _size_values(self, job: _Job, region: Any) -> list[Any]:
+        """Sizes a time series needs: per variant, the window and then every bin."""
+        out: list[Any] = []
+        for v in job.variants:
+            col = self._collection(job, region, v)
+            out.append(col.size())
+            out.extend(col.filterDate(s, e).size() for s, e in job.bins)
+        return out
+
+    def _decide(self, job: _Job, counts: list[int]) -> tuple[int | None, int, list[int]]:
+        """From ``_size_values`` answers: (variant index or None if empty, total, per-bin)."""
+        per = 1 + len(job.bins)
+        for k in range(len(job.variants)):
+            if counts[k * per] > 0:
+                return k, counts[k * per], counts[k * per + 1 : (k + 1) * per]
+        return None, 0, []
+
     # -- fetch ------------------------------------------------------------------------------
 
     def fetch(
@@ -684,144 +1016,321 @@ class GEEProvider:
         n_frames: int | None = None,
     ) -> Patch:
         """One place: (C,H,W) float32, or (T,C,H,W) when ``n_frames`` asks for equal bins."""
-        import ee
-
-        spatial.validate()
-        if temporal is not None:
-            temporal.validate()
-        if n_frames is not None and int(n_frames) < 1:
-            raise SpecError(f"n_frames must be >= 1, got {n_frames}.")
+        place = self._place(spatial, sensor.scale_m)
+        job = self._job(temporal, sensor, n_frames)
         self.ensure_ready()
-        assert self._transport is not None
-        req0 = self._transport.thread_requests()
-        self._local.retries = 0
+        return self._fetch_place(job, place)
 
-        square, win = fetch_square(spatial)
-        grid = grid_for(square, sensor.scale_m)
-        kind = self._kind(sensor)
-        meta: dict[str, Any] = {"provider": "gee", "grid": grid.to_meta()}
-        if win != (0.0, 1.0, 0.0, 1.0):
-            meta["roi_window_geo"] = list(win)
+    def fetch_many(
+        self,
+        spatials: Sequence[SpatialSpec],
+        temporal: TemporalSpec | None,
+        sensor: SensorSpec,
+        *,
+        n_frames: int | None = None,
+        max_group: int | None = None,
+        max_area_ratio: float | None = None,
+        threads: int | None = None,
+    ) -> list[Patch | Exception]:
+        """Many places, one request for each group of nearby places (spatial batching).
 
-        if kind == "gse":
-            if temporal is None:
-                raise ProviderError("gse needs a TemporalSpec (TemporalSpec.year(YYYY)).")
-            year = temporal.year if temporal.mode == "year" else int(str(temporal.start)[:4])
-            if temporal.mode != "year":
-                log.warning("gse is annual: using the start year %s of the range", year)
-            start, end = f"{year:04d}-01-01", f"{year + 1:04d}-01-01"
+        Places whose grids lie close together are fetched with one request over their union
+        grid (see :func:`plan_spatial_batches`; ``max_group``/``max_area_ratio`` default to
+        the provider's ``batch_max_group``/``batch_max_area_ratio``) and cut out locally by
+        whole-pixel offsets, so each place's pixels equal those of ``fetch`` for it; its meta
+        is ``fetch``'s plus ``"batched"``. Places that fit no group are fetched alone, exactly
+        as ``fetch`` does. Returns one entry per place, in input order: a Patch, or the
+        Exception that place's fetch raised (a group whose request fails gives every place of
+        the group that exception). Nothing is raised for a place; an invalid temporal/sensor
+        spec or a failed Earth Engine initialisation is returned for every place. ``threads``
+        (default ``batch_threads``) fetches that many groups at once.
+        """
+        spatials = list(spatials)
+        n = len(spatials)
+        out: list[Patch | Exception | None] = [None] * n
+        places: dict[int, _Place] = {}
+        for i, sp in enumerate(spatials):
+            try:
+                places[i] = self._place(sp, sensor.scale_m)
+            except Exception as exc:
+                out[i] = exc
+        if places:
+            try:
+                job = self._job(temporal, sensor, n_frames)
+                self.ensure_ready()
+            except Exception as exc:
+                for i in places:
+                    out[i] = exc
+                places = {}
+        if places:
+            order = list(places)
+            groups = plan_spatial_batches(
+                [places[i].grid for i in order],
+                max_pixels=self._max_pixels(job),
+                max_side=self.max_side,
+                max_group=self.batch_max_group if max_group is None else int(max_group),
+                max_area_ratio=(
+                    self.batch_max_area_ratio if max_area_ratio is None else float(max_area_ratio)
+                ),
+            )
+            units = [[order[k] for k in g] for g in groups]
+
+            def run(unit: list[int]) -> list[tuple[int, Patch | Exception]]:
+                try:
+                    if len(unit) == 1:
+                        res: list[Patch | Exception] = [self._fetch_place(job, places[unit[0]])]
+                    else:
+                        res = self._fetch_group(job, [places[i] for i in unit])
+                except Exception as exc:
+                    res = [exc] * len(unit)
+                return list(zip(unit, res, strict=True))
+
+            n_threads = max(1, int(self.batch_threads if threads is None else threads))
+            if n_threads > 1 and len(units) > 1:
+                with ThreadPoolExecutor(min(n_threads, len(units))) as pool:
+                    done = list(pool.map(run, units))
+            else:
+                done = [run(u) for u in units]
+            for pairs in done:
+                for i, res in pairs:
+                    out[i] = res
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    def _max_pixels(self, job: _Job) -> int:
+        """Pixels one request may carry for this job's bands (what one group may cover)."""
+        c = len(job.uniq)
+        if job.bins:
+            bands = min(len(job.bins), max(1, self.max_bands // c)) * c
         else:
-            start, end = window_of(temporal)
-        collection = sensor.collection
-        bands_out = tuple(sensor.bands) or (GSE_BANDS if kind == "gse" else ())
-        if not bands_out:
-            raise SpecError(f"SensorSpec.bands is empty for {sensor.collection!r}.")
-        resolved = [resolve_band(collection, b) for b in bands_out]
-        uniq = list(dict.fromkeys(resolved))
-        region = ee.Geometry.Rectangle(list(grid.bounds()), proj="EPSG:3857", geodesic=False)
-        bins = split_date_range(start, end, int(n_frames)) if n_frames else []
+            bands = c + 1
+        return max(1, self.max_request_bytes // (bands * BYTES_PER_VALUE))
 
-        # collections and their sizes, in one value:compute round trip
-        if kind == "s1":
-            cid, base, iw, strict, relaxed = self._s1_collections(sensor, region, start, end)
-            use_relaxed = sensor.s1_require_iw and sensor.s1_relax_iw_on_empty
-            cols = [strict, relaxed] if use_relaxed else [strict]
-            sizes = []
-            for c in cols:
-                sizes.append(c.size())
-                sizes.extend(c.filterDate(s, e).size() for s, e in bins)
-            counts = self._counts(sizes, "collection size")
-            per = 1 + len(bins)
-            chosen = 0 if counts[0] > 0 else (1 if use_relaxed and counts[per] > 0 else None)
-            if chosen is None:
-                raise self._s1_empty_error(base, iw, cid, start, end)
-            col = cols[chosen]
-            total, bin_counts = counts[chosen * per], counts[chosen * per + 1 : (chosen + 1) * per]
-            collection = cid
+    def _start(self) -> int:
+        assert self._transport is not None
+        self._local.retries = 0
+        return self._transport.thread_requests()
+
+    def _spent(self, req0: int) -> tuple[int, int]:
+        assert self._transport is not None
+        return self._transport.thread_requests() - req0, getattr(self._local, "retries", 0)
+
+    def _fetch_place(self, job: _Job, place: _Place) -> Patch:
+        """``fetch`` for one prepared place."""
+        req0 = self._start()
+        if not job.bins:
+            return self._fetch_composite_alone(job, place, job.variants, req0)
+        region = self._region(place.grid)
+        counts = self._counts(self._size_values(job, region), "collection size")
+        k, total, bin_counts = self._decide(job, counts)
+        if k is None:
+            raise self._empty_error(job, place.grid)
+        col = self._collection(job, region, job.variants[k])
+        frames = self._frame_images(job, col, [b == 0 for b in bin_counts])
+        data, n_px = self._fetch_frames(frames, job.uniq, place.grid, stacked=True)
+        requests, retries = self._spent(req0)
+        return self._finish(
+            job, place, data, k, total, bin_counts,
+            requests=requests, pixel_requests=n_px, retries=retries,
+        )  # fmt: skip
+
+    def _fetch_composite_alone(
+        self, job: _Job, place: _Place, variants: tuple[str, ...], req0: int
+    ) -> Patch:
+        """Try each variant in turn (S1: strict, then relaxed); 1 request each (per tile)."""
+        n_px = 0
+        for v in variants:
+            block, n = self._fetch_counted(job, place.grid, v)
+            n_px += n
+            n_images = int(block[-1].max()) if block[-1].size else 0
+            if n_images > 0:
+                requests, retries = self._spent(req0)
+                return self._finish(
+                    job, place, block[None, :-1], job.variants.index(v), n_images, [],
+                    requests=requests, pixel_requests=n_px, retries=retries,
+                )  # fmt: skip
+        raise self._empty_error(job, place.grid)
+
+    def _fetch_group(self, job: _Job, places: list[_Place]) -> list[Patch | Exception]:
+        """Several places through requests over their union grid (see ``fetch_many``)."""
+        if job.bins:
+            return self._fetch_group_frames(job, places)
+        union = union_grid([p.grid for p in places])
+        req0 = self._start()
+        try:
+            block, n_px = self._fetch_counted(job, union, job.variants[0])
+        except Exception as exc:
+            return [exc] * len(places)
+        requests, retries = self._spent(req0)
+        out: list[Patch | Exception] = []
+        for p in places:
+            r, c = grid_offset(union, p.grid)
+            cut = block[:, r : r + p.grid.height, c : c + p.grid.width]
+            n_images = int(cut[-1].max()) if cut[-1].size else 0
+            if n_images > 0:
+                patch = self._finish(
+                    job, p, cut[None, :-1], 0, n_images, [],
+                    requests=requests, pixel_requests=n_px, retries=retries,
+                )  # fmt: skip
+                patch.meta["batched"] = _batched(len(places), union, (r, c), requests)
+                out.append(patch)
+                continue
+            # no image of the first variant here: go on alone as fetch would (S1: the relaxed
+            # filter), or fail with fetch's clear "no images" error
+            try:
+                patch = self._fetch_composite_alone(job, p, job.variants[1:], self._start())
+            except Exception as exc:
+                out.append(exc)
+                continue
+            patch.meta["requests"] += requests
+            patch.meta["pixel_requests"] += n_px
+            patch.meta["retries"] += retries
+            patch.meta["batched"] = _batched(len(places), union, (r, c), requests)
+            patch.meta["batched"]["refetched_alone"] = True
+            out.append(patch)
+        return out
+
+    def _fetch_group_frames(self, job: _Job, places: list[_Place]) -> list[Patch | Exception]:
+        """Time series: one value:compute for every place's sizes, then one union request
+        per set of places that agree on the variant and on which bins are empty."""
+        req0 = self._start()
+        values_per = [self._size_values(job, self._region(p.grid)) for p in places]
+        try:
+            counts = self._counts([v for vs in values_per for v in vs], "collection size")
+        except Exception as exc:
+            return [exc] * len(places)
+        shared, shared_retries = self._spent(req0)
+        per = len(values_per[0])
+        out: list[Patch | Exception | None] = [None] * len(places)
+        decided: dict[tuple[int, tuple[bool, ...]], list[int]] = {}
+        info: dict[int, tuple[int, int, list[int]]] = {}
+        for i, p in enumerate(places):
+            k, total, bin_counts = self._decide(job, counts[i * per : (i + 1) * per])
+            if k is None:
+                try:
+                    out[i] = self._empty_error(job, p.grid)
+                except Exception as exc:
+                    out[i] = exc
+                continue
+            info[i] = (k, total, bin_counts)
+            decided.setdefault((k, tuple(b == 0 for b in bin_counts)), []).append(i)
+        for (k, empty), members in decided.items():
+            sub = union_grid([places[i].grid for i in members])
+            req1 = self._start()
+            try:
+                col = self._collection(job, self._region(sub), job.variants[k])
+                frames = self._frame_images(job, col, list(empty))
+                data, n_px = self._fetch_frames(frames, job.uniq, sub, stacked=True)
+            except Exception as exc:
+                for i in members:
+                    out[i] = exc
+                continue
+            spent, retries = self._spent(req1)
+            for i in members:
+                g = places[i].grid
+                r, c = grid_offset(sub, g)
+                _, total, bin_counts = info[i]
+                patch = self._finish(
+                    job, places[i], data[:, :, r : r + g.height, c : c + g.width], k, total,
+                    bin_counts, requests=shared + spent, pixel_requests=n_px,
+                    retries=shared_retries + retries,
+                )  # fmt: skip
+                patch.meta["batched"] = _batched(len(members), sub, (r, c), shared + spent)
+                patch.meta["batched"]["value_group_size"] = len(places)
+                out[i] = patch
+        assert all(r is not None for r in out)
+        return out  # type: ignore[return-value]
+
+    def _finish(
+        self,
+        job: _Job,
+        place: _Place,
+        data: np.ndarray,
+        k: int,
+        total: int,
+        bin_counts: list[int],
+        *,
+        requests: int,
+        pixel_requests: int,
+        retries: int,
+    ) -> Patch:
+        """(T, Cu, H, W) on the place's grid -> the Patch ``fetch`` returns."""
+        sensor = job.sensor
+        meta: dict[str, Any] = {"provider": "gee", "grid": place.grid.to_meta()}
+        if place.win != (0.0, 1.0, 0.0, 1.0):
+            meta["roi_window_geo"] = list(place.win)
+        collection = sensor.collection
+        if job.kind == "s1":
+            cid = S1_FLOAT if sensor.use_float_linear else S1_DB
+            relaxed = job.variants[k] == "relaxed"
             meta.update(
                 {
                     "s1_iw_requested": sensor.s1_require_iw,
-                    "s1_iw_applied": sensor.s1_require_iw and chosen == 0,
-                    "s1_iw_relaxed_on_empty": chosen == 1,
+                    "s1_iw_applied": sensor.s1_require_iw and not relaxed,
+                    "s1_iw_relaxed_on_empty": relaxed,
                     "s1_relax_iw_on_empty": sensor.s1_relax_iw_on_empty,
                     "s1_orbit_requested": sensor.orbit,
                     "s1_orbit_applied": (sensor.orbit or "").upper() or None,
                     "s1_collection_used": cid,
                 }
             )
-            if chosen == 1:
+            if relaxed:
                 log.info("S1: no IW scenes in the window, relaxed the IW filter")
-        else:
-            col = ee.ImageCollection(collection).filterBounds(region).filterDate(start, end)
-            if sensor.cloudy_pct is not None and kind == "optical":
-                if S2_PREFIX in collection:
-                    col = col.filter(
-                        ee.Filter.lte("CLOUDY_PIXEL_PERCENTAGE", int(sensor.cloudy_pct))
-                    )
-                elif collection.startswith("LANDSAT/"):
-                    col = col.filter(ee.Filter.lte("CLOUD_COVER", int(sensor.cloudy_pct)))
-            counts = self._counts(
-                [col.size()] + [col.filterDate(s, e).size() for s, e in bins], "collection size"
-            )
-            total, bin_counts = counts[0], counts[1:]
-            if total == 0:
-                raise ProviderError(
-                    "No images found for the selected region/time window. "
-                    f"collection={collection} window={start}..{end}."
-                )
+            collection = cid
         meta.update(
-            {"collection": collection, "window": [start, end], "n_images": total, "bands": uniq}
+            {
+                "collection": collection,
+                "window": [job.start, job.end],
+                "n_images": total,
+                "bands": list(job.uniq),
+            }
         )
-
-        composite = "mosaic" if kind == "gse" else sensor.composite
-        fill = GSE_FILL if kind == "gse" else float(sensor.fill_value)
-        whole = self._composite(col, composite)
-
-        def prep(img: Any) -> Any:
-            return img.select(uniq).toFloat().unmask(fill, False)
-
-        if bins:
-            frames = [
-                prep(self._composite(col.filterDate(s, e), composite) if n > 0 else whole)
-                for (s, e), n in zip(bins, bin_counts, strict=True)
-            ]
-        else:
-            frames = [prep(whole)]
-        data, n_pixel_requests = self._fetch_frames(frames, uniq, grid, stacked=bool(bins))
-
-        # (T, Cu, H, W) -> sensor band order
-        idx = [uniq.index(b) for b in resolved]
-        data = data[:, idx]
-        if kind == "gse":
+        # (T, Cu, H, W) -> sensor band order (fancy indexing copies: never a view of a union)
+        data = data[:, [job.uniq.index(b) for b in job.resolved]]
+        if job.kind == "gse":
             data[data == GSE_FILL] = np.nan
             meta["nodata_fraction"] = float(np.isnan(data).mean()) if data.size else 0.0
         else:
             bad = ~np.isfinite(data)
             if bad.any():
                 data[bad] = np.float32(sensor.fill_value)
-            if bins and S2_PREFIX in collection:
+            if job.bins and S2_PREFIX in collection:
                 np.clip(data, 0.0, 10000.0, out=data)
-        if bins:
+        if job.bins:
             n_back = sum(1 for n in bin_counts if n == 0)
             meta.update(
                 {
-                    "n_frames_requested": int(n_frames or 0),
+                    "n_frames_requested": int(job.n_frames or 0),
                     "n_backfilled_frames": n_back,
-                    "n_distinct_frames": len(bins) - n_back + (1 if n_back else 0),
+                    "n_distinct_frames": len(job.bins) - n_back + (1 if n_back else 0),
                     "frames": [
                         {"start": s, "end": e, "empty": n == 0}
-                        for (s, e), n in zip(bins, bin_counts, strict=True)
+                        for (s, e), n in zip(job.bins, bin_counts, strict=True)
                     ],
                 }
             )
             if n_back:
-                log.info("%d of %d frames back-filled with the window composite", n_back, len(bins))
+                log.info(
+                    "%d of %d frames back-filled with the window composite", n_back, len(job.bins)
+                )
         else:
             data = data[0]
-        meta["requests"] = self._transport.thread_requests() - req0
-        meta["pixel_requests"] = n_pixel_requests
-        meta["retries"] = getattr(self._local, "retries", 0)
+        meta["requests"] = requests
+        meta["pixel_requests"] = pixel_requests
+        meta["retries"] = retries
         return Patch(data=np.ascontiguousarray(data, dtype=np.float32), meta=meta)
+
+    def _pull(self, image: Any, names: list[str], grid: Grid) -> tuple[np.ndarray, int]:
+        """One image's ``names`` bands on ``grid``, tiled within the request limits."""
+        out = np.empty((len(names), grid.height, grid.width), dtype=np.float32)
+        max_pixels = max(1, self.max_request_bytes // (len(names) * BYTES_PER_VALUE))
+        side = max(1, min(self.max_side, max_pixels))
+        n_req = 0
+        for r0, c0, sub in split_grid(grid, max_pixels, side):
+            block, n = self._fetch_tile(image, names, sub)
+            n_req += n
+            out[:, r0 : r0 + sub.height, c0 : c0 + sub.width] = block
+        return out, n_req
 
     def _fetch_frames(
         self, frames: list[Any], bands: list[str], grid: Grid, *, stacked: bool
@@ -845,14 +1354,9 @@ class GEEProvider:
             else:
                 names = list(bands)
                 image = frames[group[0]]
-            bpp = len(names) * BYTES_PER_VALUE
-            max_pixels = max(1, self.max_request_bytes // bpp)
-            side = max(1, min(self.max_side, max_pixels))
-            for r0, c0, sub in split_grid(grid, max_pixels, side):
-                block, n = self._fetch_tile(image, names, sub)
-                n_req += n
-                block = block.reshape(len(group), c, sub.height, sub.width)
-                out[g0 : g0 + len(group), :, r0 : r0 + sub.height, c0 : c0 + sub.width] = block
+            block, n = self._pull(image, names, grid)
+            n_req += n
+            out[g0 : g0 + len(group)] = block.reshape(len(group), c, grid.height, grid.width)
         return out, n_req
 
     def _fetch_tile(self, image: Any, names: list[str], sub: Grid, depth: int = 0):
@@ -924,7 +1428,11 @@ __all__ = [
     "GSE_BANDS",
     "MAX_REQUEST_BYTES",
     "MAX_SIDE",
+    "N_IMAGES_BAND",
+    "DEFAULT_BATCH_MAX_GROUP",
+    "DEFAULT_BATCH_MAX_AREA_RATIO",
     "classify_error",
+    "plan_spatial_batches",
     "redact",
     "resolve_band",
     "split_date_range",

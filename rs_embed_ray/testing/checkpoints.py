@@ -89,6 +89,273 @@ def write_dofa_checkpoint(directory: str | Path, *, variant: str = "base", seed:
     return path
 
 
+def write_prithvi_checkpoint(
+    directory: str | Path,
+    *,
+    variant: str = "prithvi_eo_v2_100_tl",
+    seed: int = 0,
+    with_config: bool = True,
+) -> Path:
+    """Write a Prithvi-EO-2.0 TL MAE checkpoint (e.g. ``Prithvi_EO_V2_100M_TL.pt``).
+
+    Mirrors ``ibm-nasa-geospatial/Prithvi-EO-2.0-*-TL``: a bare ``torch.save`` state dict of
+    the whole ``PrithviMAE``, encoder keys under ``encoder.`` (``pos_embed`` for the 4
+    pretraining frames, ``temporal_embed_enc.scale`` / ``location_embed_enc.scale``) and the
+    MAE decoder under ``decoder.`` (``decoder_embed``, ``mask_token``, ``decoder_pos_embed``,
+    8 timm blocks of width 512, ``decoder_norm``, ``decoder_pred`` to ``p*p*6`` values,
+    ``temporal_embed_dec.scale``, ``location_embed_dec.scale``), with the published shapes
+    and seeded random values. ``with_config`` also writes the repo's ``config.json``
+    (``pretrained_cfg``). About 445 MB for 100M (111 M float32 values).
+    """
+    import torch
+    from timm.models.vision_transformer import Block
+    from torch import nn
+
+    from rs_embed_ray.models.prithvi import (
+        DECODER,
+        IMAGE_SIZE,
+        PRETRAIN_FRAMES,
+        VARIANTS,
+        build_prithvi_encoder,
+        normalize_variant,
+        pos_embed_3d,
+    )
+
+    variant = normalize_variant(variant)
+    cfg = VARIANTS[variant]
+    dim, patch = int(cfg["embed_dim"]), int(cfg["patch"])
+    ddim = int(DECODER["decoder_embed_dim"])
+    side = IMAGE_SIZE // patch
+
+    def build_decoder() -> Any:
+        dec = nn.Module()
+        dec.decoder_embed = nn.Linear(dim, ddim)
+        dec.mask_token = nn.Parameter(torch.randn(1, 1, ddim) * 0.02)
+        table = torch.from_numpy(pos_embed_3d(ddim, PRETRAIN_FRAMES, side, side))
+        dec.register_buffer("decoder_pos_embed", table.unsqueeze(0))
+        dec.decoder_blocks = nn.ModuleList(
+            [
+                Block(ddim, int(DECODER["decoder_num_heads"]), 4.0, qkv_bias=True)
+                for _ in range(int(DECODER["decoder_depth"]))
+            ]
+        )
+        dec.decoder_norm = nn.LayerNorm(ddim)
+        dec.decoder_pred = nn.Linear(ddim, patch * patch * 6)
+        for name in ("temporal_embed_dec", "location_embed_dec"):
+            m = nn.Module()
+            m.scale = nn.Parameter(torch.full((1,), 0.1))
+            setattr(dec, name, m)
+        return dec
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    enc = _seeded_state_dict(lambda: build_prithvi_encoder(variant), seed)
+    dec = _seeded_state_dict(build_decoder, seed + 1)
+    with torch.no_grad():  # trained scales are not 0.1; make them distinguishable
+        enc["temporal_embed_enc.scale"].fill_(0.37)
+        enc["location_embed_enc.scale"].fill_(0.21)
+    sd = {f"encoder.{k}": v for k, v in enc.items()}
+    sd.update({f"decoder.{k}": v for k, v in dec.items()})
+    path = out / str(cfg["file"])
+    torch.save(sd, path)
+    if with_config:
+        pretrained_cfg = {
+            "img_size": IMAGE_SIZE,
+            "num_frames": PRETRAIN_FRAMES,
+            "patch_size": [1, patch, patch],
+            "in_chans": 6,
+            "embed_dim": dim,
+            "depth": int(cfg["depth"]),
+            "num_heads": int(cfg["num_heads"]),
+            **DECODER,
+            "mlp_ratio": 4,
+            "coords_encoding": ["time", "location"],
+            "coords_scale_learn": True,
+            "mask_ratio": 0.75,
+            "norm_pix_loss": False,
+            "bands": ["B02", "B03", "B04", "B05", "B06", "B07"],
+            "mean": [1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0],
+            "std": [2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0],
+        }
+        (out / "config.json").write_text(
+            json.dumps(
+                {"architecture": variant, "num_features": dim, "pretrained_cfg": pretrained_cfg},
+                indent=2,
+            )
+            + "\n"
+        )
+    log.info("wrote random-valued prithvi checkpoint %s (seed=%s)", path, seed)
+    return path
+
+
+def _random_fill(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, Any]:
+    """Seeded random tensors for a key -> shape table, fast (no module init).
+
+    Norm weights ~ 1 + N(0, 0.02), biases and everything else ~ N(0, 0.02): real shapes and
+    names, values that keep a deep ViT numerically tame.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(int(seed))
+    out: dict[str, Any] = {}
+    for k, shape in shapes.items():
+        t = torch.randn(shape, generator=gen, dtype=torch.float32) * 0.02
+        parts = k.split(".")
+        if len(parts) > 1 and "norm" in parts[-2] and parts[-1] == "weight":
+            t += 1.0
+        out[k] = t
+    return out
+
+
+def _mae_sincos_2d(dim: int, side: int) -> Any:
+    """MAE's fixed (1, 1 + side*side, dim) table: [sincos(col) | sincos(row)], CLS row 0."""
+    import numpy as np
+    import torch
+
+    def code(d: int, pos: Any) -> Any:
+        omega = 1.0 / 10000.0 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        ang = np.asarray(pos, dtype=np.float64).reshape(-1, 1) * omega
+        return np.concatenate([np.sin(ang), np.cos(ang)], axis=1)
+
+    rows, cols = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    table = np.concatenate([code(dim // 2, cols), code(dim // 2, rows)], axis=1)
+    table = np.concatenate([np.zeros((1, dim)), table], axis=0)
+    return torch.from_numpy(table).float().unsqueeze(0)
+
+
+def _mae_decoder_shapes(enc_dim: int, patch: int, side: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the MAE decoder (width 512, 8 blocks of 16 heads, RGB pixels)."""
+    import torch
+    from timm.models.vision_transformer import Block
+
+    with torch.device("meta"):
+        block = Block(512, 16, 4.0, qkv_bias=True)
+    shapes: dict[str, tuple[int, ...]] = {
+        "decoder_embed.weight": (512, enc_dim),
+        "decoder_embed.bias": (512,),
+        "mask_token": (1, 1, 512),
+        "decoder_pos_embed": (1, 1 + side * side, 512),
+    }
+    for i in range(8):
+        for k, v in block.state_dict().items():
+            shapes[f"decoder_blocks.{i}.{k}"] = tuple(v.shape)
+    shapes.update(
+        {
+            "decoder_norm.weight": (512,),
+            "decoder_norm.bias": (512,),
+            "decoder_pred.weight": (patch * patch * 3, 512),
+            "decoder_pred.bias": (patch * patch * 3,),
+        }
+    )
+    return shapes
+
+
+def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a SatMAE ViT-L/16 checkpoint as ``model.safetensors`` + ``config.json``.
+
+    Mirrors ``MVRL/satmae-vitlarge-fmow-pretrain-800`` (rshf ``MaskedAutoencoderViT``
+    saved with PyTorchModelHubMixin, no wrapper prefix): encoder keys at the top level under
+    timm names (``cls_token``, ``pos_embed`` (1, 197, 1024), ``patch_embed.proj``,
+    ``blocks.0..23``, ``norm``) and the MAE decoder (``decoder_embed``, ``mask_token``,
+    ``decoder_pos_embed``, ``decoder_blocks.0..7``, ``decoder_norm``, ``decoder_pred``).
+    Names and shapes come from a meta-device timm ViT-L (no init cost); values are seeded
+    N(0, 0.02) draws, the position tables are the real fixed sin-cos. About 1.3 GB
+    (329 M float32 values).
+    """
+    from safetensors.torch import save_file
+
+    from rs_embed_ray.models.satmae import EMBED_DIM, IMAGE_SIZE, PATCH, build_vit_large
+
+    side = IMAGE_SIZE // PATCH
+    enc = build_vit_large(eps=1e-5, meta=True)
+    shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
+    shapes.update(_mae_decoder_shapes(EMBED_DIM, PATCH, side))
+    sd = _random_fill(shapes, seed)
+    sd["pos_embed"] = _mae_sincos_2d(EMBED_DIM, side)
+    sd["decoder_pos_embed"] = _mae_sincos_2d(512, side)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.safetensors"
+    save_file(sd, str(path), metadata={"format": "pt"})
+    config = {
+        "img_size": IMAGE_SIZE,
+        "patch_size": PATCH,
+        "in_chans": 3,
+        "embed_dim": EMBED_DIM,
+        "depth": 24,
+        "num_heads": 16,
+        "decoder_embed_dim": 512,
+        "decoder_depth": 8,
+        "decoder_num_heads": 16,
+        "mlp_ratio": 4.0,
+        "norm_pix_loss": False,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    log.info("wrote random-valued satmae checkpoint %s (seed=%s)", path, seed)
+    return path
+
+
+def write_scalemae_checkpoint(
+    directory: str | Path, *, seed: int = 0, final_norm_key: str = "norm"
+) -> Path:
+    """Write a Scale-MAE ViT-L/16 checkpoint as ``model.safetensors`` + ``config.json``.
+
+    Mirrors ``MVRL/scalemae-vitlarge-800`` (rshf ``ScaleMAE_baseline`` saved with
+    PyTorchModelHubMixin): the timm backbone sits under the wrapper attribute ``model.``:
+    ``model.cls_token``, ``model.patch_embed.proj``, ``model.blocks.0..23`` and
+    ``model.norm`` (rshf's default ``global_pool=False``; ``final_norm_key="fc_norm"``
+    writes the global-pool layout instead). No ``pos_embed`` (computed from the ground
+    resolution) and no head. Seeded N(0, 0.02) values, meta-device shapes. About 1.2 GB.
+    """
+    from safetensors.torch import save_file
+
+    from rs_embed_ray.models.satmae import build_vit_large
+
+    if final_norm_key not in ("norm", "fc_norm"):
+        raise ValueError(f"final_norm_key must be 'norm' or 'fc_norm', got {final_norm_key!r}")
+    enc = build_vit_large(eps=1e-6, pos_embed=False, meta=True)
+    shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
+    sd = _random_fill(shapes, seed)
+    if final_norm_key == "fc_norm":
+        for s in ("weight", "bias"):
+            sd[f"fc_norm.{s}"] = sd.pop(f"norm.{s}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.safetensors"
+    save_file({f"model.{k}": v for k, v in sd.items()}, str(path), metadata={"format": "pt"})
+    config = {"global_pool": final_norm_key == "fc_norm", "cls_token_flag": True}
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    log.info("wrote random-valued scalemae checkpoint %s (seed=%s)", path, seed)
+    return path
+
+
+def write_terrafm_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a TerraFM-B checkpoint as ``TerraFM-B.pth`` (bare ``torch.save`` state dict).
+
+    Mirrors ``MBZUAI/TerraFM`` ``TerraFM-B.pth`` as its ``terrafm.py`` loads it: the
+    encoder's keys at the top level -- ``patch_embed.conv2d_s2_l2a`` / ``conv2d_s2_l1c``
+    (2304 x 12 x 16 x 16), ``conv2d_s1`` (2304 x 2 x 16 x 16), ``patch_embed.projection``
+    (``proj1`` without bias, ``norm_input``, ``proj2``, ``proj3`` to 768), the three
+    modality vectors (1, 2304), ``cls_token``, ``pos_embed`` (1, 197, 768), ``blocks.0..11``
+    and ``norm``. Shapes from a meta-device build, seeded N(0, 0.02) values (norm weights
+    around 1). About 450 MB (113 M float32 values).
+    """
+    import torch
+
+    from rs_embed_ray.models.terrafm import HF_FILENAME, build_terrafm_base
+
+    with torch.device("meta"):
+        model = build_terrafm_base()
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = _random_fill(shapes, seed)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / HF_FILENAME
+    torch.save(sd, path)
+    log.info("wrote random-valued terrafm checkpoint %s (seed=%s)", path, seed)
+    return path
+
+
 def write_hf_cache_entry(
     cache_dir: str | Path,
     repo_id: str,
@@ -124,5 +391,9 @@ __all__ = [
     "REMOTECLIP_CONFIG",
     "write_dofa_checkpoint",
     "write_hf_cache_entry",
+    "write_prithvi_checkpoint",
     "write_remoteclip_checkpoint",
+    "write_satmae_checkpoint",
+    "write_scalemae_checkpoint",
+    "write_terrafm_checkpoint",
 ]

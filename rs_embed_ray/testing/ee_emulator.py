@@ -6,7 +6,8 @@ list that ship with the earthengine-api wheel), ``image:computePixels`` (NPY and
 names from the request (``bandIds`` or the ``Image.select``/``rename`` calls in the expression)
 and the pixel grid, and returns deterministic pixels that encode each pixel's position on the
 EPSG:3857 lattice and the band it came from, so tests can check geometry, orientation, band
-order and stitching exactly.
+order and stitching exactly. A band that is a per-pixel image count (``reduce.count`` of a
+collection) answers the collection's size instead (see ``EEEmulator``).
 
 Pixel encoding (see :func:`encode_pixels`). For a request grid with pixel size ``s`` the pixel
 whose centre is ``(x, y)`` has lattice indices ``col = floor(x / s)`` and ``row = floor(-y / s)``
@@ -247,6 +248,11 @@ def _intersects(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def _inside(a: tuple[float, ...], b: tuple[float, ...], tol: float = 1e-3) -> bool:
+    """Box ``a`` lies within box ``b`` (metres, with a millimetre of slack)."""
+    return a[0] >= b[0] - tol and a[1] >= b[1] - tol and a[2] <= b[2] + tol and a[3] <= b[3] + tol
+
+
 class _ImageInfo:
     """What the emulator knows about an image expression: output and source band names."""
 
@@ -255,15 +261,30 @@ class _ImageInfo:
         self.dtype: str | None = None  # first cast seen from the top
         self.unmask: float | None = None
         self.sources: list[Any] = []  # resolved sub-expressions that load data
+        # bands that are not collection data, by output name: ("count", resolved collection)
+        # for a per-pixel image count, ("constant", value) for an ``Image.constant`` band
+        self.derived: dict[str, tuple[str, Any]] = {}
+        # a per-pixel count of this resolved collection whose band names are not known yet
+        self.count_of: Any = None
 
 
-def _image_info(expr: dict, node: Any, info: _ImageInfo | None = None, depth: int = 0):
-    """Follow an image expression from the top to find its bands, cast and fill value."""
+def _image_info(
+    expr: dict,
+    node: Any,
+    info: _ImageInfo | None = None,
+    depth: int = 0,
+    evaluate: Callable[[Any], Any] | None = None,
+) -> _ImageInfo:
+    """Follow an image expression from the top to find its bands, cast and fill value.
+
+    ``evaluate`` answers a value node (an ``If`` condition); without it, or when it cannot
+    tell (None), ``If`` takes its true case.
+    """
     info = info or _ImageInfo()
     if depth > 100 or not isinstance(node, dict):
         return info
     if "valueReference" in node:
-        return _image_info(expr, expr["values"][node["valueReference"]], info, depth + 1)
+        return _image_info(expr, expr["values"][node["valueReference"]], info, depth + 1, evaluate)
     fiv = node.get("functionInvocationValue")
     if not isinstance(fiv, dict):
         return info
@@ -271,7 +292,7 @@ def _image_info(expr: dict, node: Any, info: _ImageInfo | None = None, depth: in
     args = fiv.get("arguments", {}) or {}
 
     def sub(arg: str) -> _ImageInfo:
-        return _image_info(expr, args.get(arg), _ImageInfo(), depth + 1)
+        return _image_info(expr, args.get(arg), _ImageInfo(), depth + 1, evaluate)
 
     if fn == "Image.select":
         inner = sub("input")
@@ -285,23 +306,59 @@ def _image_info(expr: dict, node: Any, info: _ImageInfo | None = None, depth: in
                 for out_name, src in inner.bands:
                     if out_name == s or re.fullmatch(s, out_name):
                         picked.append((out_name, src))
+        derived = [_derived(inner, old) for old, _ in picked]
         if names:
             picked = [(str(n), src) for n, (_, src) in zip(names, picked, strict=False)]
         info.bands = picked
+        info.derived = {
+            out: d for (out, _), d in zip(picked, derived, strict=False) if d is not None
+        }
         _merge(info, inner)
     elif fn == "Image.rename":
         inner = sub("input")
         names = [str(n) for n in (_const(args.get("names")) or [])]
         srcs = [src for _, src in inner.bands] if inner.bands is not None else names
+        olds = [o for o, _ in inner.bands] if inner.bands is not None else names
         info.bands = list(zip(names, srcs, strict=False))
+        info.derived = {
+            n: d
+            for n, old in zip(names, olds, strict=False)
+            if (d := _derived(inner, old)) is not None
+        }
         _merge(info, inner)
     elif fn in ("Image.addBands", "Image.cat"):
         first = sub("dstImg" if "dstImg" in args else "image1")
         second = sub("srcImg" if "srcImg" in args else "image2")
         if first.bands is not None and second.bands is not None:
-            info.bands = first.bands + second.bands
+            if _const(args.get("overwrite")) is True:  # same-named bands are replaced
+                theirs = {n for n, _ in second.bands}
+                info.bands = [b for b in first.bands if b[0] not in theirs] + second.bands
+                info.derived = {k: v for k, v in first.derived.items() if k not in theirs}
+            else:
+                info.bands = first.bands + second.bands
+                info.derived = dict(first.derived)
+            info.derived.update(second.derived)
         _merge(info, first)
         _merge(info, second)
+    elif fn == "If":
+        cond = evaluate(args.get("condition")) if evaluate is not None else None
+        inner = sub("falseCase" if cond is not None and not _truthy(cond) else "trueCase")
+        info.bands, info.derived, info.count_of = inner.bands, inner.derived, inner.count_of
+        _merge(info, inner)
+    elif fn == "Image.constant":
+        v = _const(args.get("value"))
+        values = v if isinstance(v, list) else [v]
+        if values and all(isinstance(x, (int, float)) for x in values):
+            names = (
+                ["constant"] if len(values) == 1 else [f"constant_{i}" for i in range(len(values))]
+            )
+            info.bands = [(n, n) for n in names]
+            info.derived = {n: ("constant", float(x)) for n, x in zip(names, values, strict=True)}
+        return info
+    elif fn == "reduce.count":
+        # a per-pixel image count of a collection: answered from the collection's size
+        info.count_of = _resolve(expr, args.get("collection"))
+        return info
     else:
         if fn in ("Image.toFloat", "Image.toDouble") and info.dtype is None:
             info.dtype = "<f4" if fn == "Image.toFloat" else "<f8"
@@ -320,12 +377,29 @@ def _image_info(expr: dict, node: Any, info: _ImageInfo | None = None, depth: in
             return info
         for key in ("input", "image", "value", "collection"):
             if key in args:
-                inner = _image_info(expr, args[key], _ImageInfo(), depth + 1)
+                inner = _image_info(expr, args[key], _ImageInfo(), depth + 1, evaluate)
                 if inner.bands is not None:
                     info.bands = inner.bands
+                info.derived, info.count_of = dict(inner.derived), inner.count_of
                 _merge(info, inner)
                 break
     return info
+
+
+def _derived(inner: _ImageInfo, band: str) -> tuple[str, Any] | None:
+    """What ``inner``'s band ``band`` is if it is not collection data (see ``_ImageInfo``)."""
+    if band in inner.derived:
+        return inner.derived[band]
+    if inner.bands is None and inner.count_of is not None:
+        return ("count", inner.count_of)
+    return None
+
+
+def _truthy(value: Any) -> bool:
+    """Earth Engine's ``If`` rules: 0, NaN, "", [], {} and null are false."""
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return bool(value)
 
 
 def _merge(info: _ImageInfo, inner: _ImageInfo) -> None:
@@ -451,14 +525,25 @@ class EEEmulator:
       bucket of ``qps`` tokens/s (burst ``qps``) is empty, like the real per-project quota.
     * ``auth_token``: if set, the bearer token every API call must carry (else 401).
     * ``projects``: if set, the projects that may call (else 403).
-    * ``empty_collections`` / ``empty_regions`` (EPSG:3857 boxes): ``size()`` answers 0 and
-      pixels come back as the unmask value; ``size_hook(resolved_expression) -> int | None``
-      overrides any size; ``default_count`` is the size of every other collection.
+    * ``empty_collections`` / ``empty_regions`` (EPSG:3857 boxes where no image exists): a
+      collection is empty if its id is listed or its ``filterBounds`` region lies inside an
+      empty region; then ``size()`` answers 0 and every pixel is the unmask value. Otherwise
+      pixels whose centre falls in an empty region that the request's region touches come
+      back as the unmask value (so one request over several places leaves only the places
+      inside the region empty). ``size_hook(resolved_expression) -> int | None`` overrides
+      any size; ``default_count`` is the size of every other collection.
+    * Per-pixel image counts (``collection.count()`` bands, found through ``select``/
+      ``rename``/``addBands``): each pixel is the counted collection's size as above
+      (``size_hook`` included), 0 in empty regions; nodata/NaN regions do not touch them.
+      ``Image.constant`` bands are their constant; ``ee.Algorithms.If`` takes the branch its
+      condition (a size, or anything ``value:compute`` answers) selects.
     * ``nodata_regions``: masked pixels (the expression's ``unmask`` value, else 0);
       ``nan_regions``: NaN pixels.
 
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
-    status, project, bytes); ``peak_in_flight`` the most requests handled at once.
+    status, project, bytes); for pixel requests ``bands`` lists the image bands and
+    ``count_bands`` the per-pixel count bands; ``peak_in_flight`` the most requests handled
+    at once.
     """
 
     def __init__(
@@ -637,13 +722,25 @@ class EEEmulator:
                 )
 
     def _is_empty(self, resolved: Any) -> bool:
+        """No images at all: an empty collection, or a region lying inside an empty region."""
         if any(cid in self.empty_collections for cid in _collection_ids(resolved)):
             return True
         if self.empty_regions:
             for b in _geometry_bounds(resolved):
-                if any(_intersects(b, e) for e in self.empty_regions):
+                if any(_inside(b, e) for e in self.empty_regions):
                     return True
         return False
+
+    def _empty_pixels(self, sources: list[Any], xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        """Pixels (by centre) inside an empty region that the sources' geometries touch."""
+        out = np.zeros(xx.shape, dtype=bool)
+        if not self.empty_regions:
+            return out
+        bounds = [b for src in sources for b in _geometry_bounds(src)]
+        for e in self.empty_regions:
+            if any(_intersects(b, e) for b in bounds):
+                out |= (xx >= e[0]) & (xx < e[2]) & (yy >= e[1]) & (yy < e[3])
+        return out
 
     def _count(self, resolved: Any) -> int:
         if self.size_hook is not None:
@@ -684,7 +781,9 @@ class EEEmulator:
             vals = self._evaluate(expr, args.get("values"), depth + 1) or []
             return dict(zip(keys, vals, strict=False))
         if fn == "Image.bandNames":
-            info = _image_info(expr, args.get("image"))
+            info = _image_info(
+                expr, args.get("image"), evaluate=lambda n: self._evaluate(expr, n, depth + 1)
+            )
             return [name for name, _ in info.bands or []]
         return None
 
@@ -794,7 +893,11 @@ class EEEmulator:
         self, req: dict, expr: dict, entry: dict, default_dtype: str = "<f8"
     ) -> tuple[int, dict, bytes]:
         top = _resolve(expr, {"valueReference": expr.get("result")}) if expr else None
-        info = _image_info(expr, top) if expr else _ImageInfo()
+        info = (
+            _image_info(expr, top, evaluate=lambda n: self._evaluate(expr, n))
+            if expr
+            else _ImageInfo()
+        )
         band_ids = req.get("bandIds")
         if band_ids:
             known = dict(info.bands or [])
@@ -807,7 +910,10 @@ class EEEmulator:
                 "Emulator: cannot tell the band names; select bands in the expression or "
                 "pass bandIds.",
             )
-        entry["bands"] = [b for b, _ in bands]
+        derived = {b: info.derived[b] for b, _ in bands if b in info.derived}
+        counts = {b: d[1] for b, d in derived.items() if d[0] == "count"}
+        entry["bands"] = [b for b, _ in bands if b not in counts]
+        entry["count_bands"] = [b for b, _ in bands if b in counts]
         grid = req.get("grid") or {}
         dims = grid.get("dimensions") or {}
         aff = grid.get("affineTransform") or {}
@@ -844,21 +950,35 @@ class EEEmulator:
             )
         fill = info.unmask if info.unmask is not None else 0.0
         empty = any(self._is_empty(src) for src in info.sources)
+        sx, _, tx, _, sy, ty = affine
+        xx, yy = np.meshgrid(
+            tx + (np.arange(width) + 0.5) * sx, ty + (np.arange(height) + 0.5) * sy
+        )
+        data_idx = [i for i, (b, _) in enumerate(bands) if b not in derived]
         planes = []
-        for _, src in bands:
-            if empty:
+        for name, src in bands:
+            if name in counts:  # per-pixel image count: the collection's size, 0 where empty
+                n = self._count(counts[name])
+                plane = np.full((height, width), float(n), dtype=np.float64)
+                plane[self._empty_pixels([counts[name]], xx, yy)] = 0.0
+                planes.append(plane)
+            elif name in derived:  # Image.constant: the same everywhere, never masked
+                planes.append(np.full((height, width), derived[name][1], dtype=np.float64))
+            elif empty:
                 planes.append(np.full((height, width), fill, dtype=np.float64))
             else:
                 planes.append(encode_pixels(affine, width, height, src))
         arr = np.stack(planes)
-        if not empty and (self.nodata_regions or self.nan_regions):
-            sx, _, tx, _, sy, ty = affine
-            xc = tx + (np.arange(width) + 0.5) * sx
-            yc = ty + (np.arange(height) + 0.5) * sy
-            xx, yy = np.meshgrid(xc, yc)
+        if not empty and data_idx:
+            # pixels no image covers are masked (the unmask value); nodata: masked; nan: NaN
+            masks = [(self._empty_pixels(info.sources, xx, yy), fill)]
             for regions, value in ((self.nodata_regions, fill), (self.nan_regions, np.nan)):
                 for x0, y0, x1, y1 in regions:
-                    arr[:, (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)] = value
+                    masks.append(((xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1), value))
+            for mask, value in masks:
+                if mask.any():
+                    for i in data_idx:
+                        arr[i][mask] = value
         fmt = str(req.get("fileFormat", "AUTO_JPEG_PNG")).upper()
         if fmt in ("NPY", "NUMPY_NDARRAY"):
             names = [b for b, _ in bands]

@@ -55,3 +55,70 @@ def dofa(dofa_ckpt: Path):
     from rs_embed_ray.models.dofa import DOFA
 
     return DOFA(device="cpu", weights=str(dofa_ckpt), precision="float32")
+
+
+@pytest.fixture(scope="session")
+def prithvi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of a seeded random ``Prithvi_EO_V2_100M_TL.pt`` (full MAE layout), built once."""
+    pytest.importorskip("timm")
+    from rs_embed_ray.testing.checkpoints import write_prithvi_checkpoint
+
+    return write_prithvi_checkpoint(tmp_path_factory.mktemp("prithvi"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def prithvi(prithvi_ckpt: Path):
+    """A Prithvi-EO-2.0-100M-TL embedder on CPU loaded from the session checkpoint."""
+    from rs_embed_ray.models.prithvi import Prithvi
+
+    return Prithvi(device="cpu", weights=str(prithvi_ckpt), precision="float32")
+
+
+@pytest.fixture(scope="session")
+def satmae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random SatMAE ViT-L ``model.safetensors`` (full MAE layout, ~1.3 GB), once."""
+    pytest.importorskip("timm")
+    pytest.importorskip("safetensors")
+    from rs_embed_ray.testing.checkpoints import write_satmae_checkpoint
+
+    return write_satmae_checkpoint(tmp_path_factory.mktemp("satmae"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def satmae(satmae_ckpt: Path):
+    from rs_embed_ray.models.satmae import SatMAE
+
+    return SatMAE(device="cpu", weights=str(satmae_ckpt), precision="float32")
+
+
+@pytest.fixture(scope="session")
+def scalemae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random Scale-MAE ViT-L ``model.safetensors`` (rshf ``model.`` layout), once."""
+    pytest.importorskip("timm")
+    pytest.importorskip("safetensors")
+    from rs_embed_ray.testing.checkpoints import write_scalemae_checkpoint
+
+    return write_scalemae_checkpoint(tmp_path_factory.mktemp("scalemae"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def scalemae(scalemae_ckpt: Path):
+    from rs_embed_ray.models.scalemae import ScaleMAE
+
+    return ScaleMAE(device="cpu", weights=str(scalemae_ckpt), precision="float32")
+
+
+@pytest.fixture(scope="session")
+def terrafm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random ``TerraFM-B.pth`` (published key layout, ~450 MB), built once."""
+    pytest.importorskip("timm")
+    from rs_embed_ray.testing.checkpoints import write_terrafm_checkpoint
+
+    return write_terrafm_checkpoint(tmp_path_factory.mktemp("terrafm"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def terrafm(terrafm_ckpt: Path):
+    from rs_embed_ray.models.terrafm import TerraFM
+
+    return TerraFM(device="cpu", weights=str(terrafm_ckpt), precision="float32")

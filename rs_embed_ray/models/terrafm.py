@@ -1,0 +1,348 @@
+"""TerraFM-B (ViT-B/16, Sentinel-1 + Sentinel-2 stems): pooled 768-D (CLS), grid 768x14x14.
+
+Why this model: TerraFM is the catalog's SAR-capable model; one network takes 12-band S2 or
+2-band S1 VV/VH, chosen by the channel count.
+
+Architecture, written here from the published description (TerraFM paper and the
+``terrafm.py`` that ships in ``MBZUAI/TerraFM``, as mirrored in terratorch): module names
+follow the published state dict, so ``TerraFM-B.pth`` loads by name and shape:
+
+* ``patch_embed``: per-modality stems ``conv2d_s2_l2a`` / ``conv2d_s2_l1c`` (12 -> 2304 ch)
+  and ``conv2d_s1`` (2 -> 2304 ch), 16x16 kernels, stride 16; the stem's modality vector
+  (``s2_l2a_embed`` / ``s2_l1c_embed`` / ``s1_embed``, (1, 2304)) is added to every patch;
+  then ``projection``: ``proj1`` (2304 -> 2304, no bias) -> ``norm_input`` (LayerNorm) ->
+  ``proj2`` (2304 -> 2304) -> ``proj3`` (2304 -> 768);
+* ``cls_token``, learned ``pos_embed`` (1, 197, 768) added to [CLS, patches];
+* 12 DINO blocks (``norm1``, ``attn.qkv`` (bias), ``attn.proj``, ``norm2``, ``mlp.fc1``,
+  ``mlp.fc2``; GELU; nn.LayerNorm eps 1e-5) -- the same math and key names as timm's
+  ``Block``, which is used; ``norm``.
+
+``head.*`` keys (a classifier) are ignored by name and a ``module.``/``backbone.`` prefix is
+stripped; every other key must match. S2 input (S2_SR_HARMONIZED is L2A) uses the L2A stem
+(``model_config["s2_stem"]="l1c"`` switches).
+
+Preprocessing (spec §3a): S2 DN / 10000 clipped to [0, 1]; S1 linear VV/VH ->
+``log1p(max(x, 0)) / p99`` (the 99th percentile over the whole 2-band patch, 1 when it is
+not positive or the patch is not finite) clipped to [0, 1]; input that looks dB-scaled
+(over half the finite non-zero values negative) is rejected. Then bilinear resize to
+224 x 224 (``align_corners=False``; no pad, no crop). NaN -> 0 first.
+
+Outputs from one forward: the final ``norm`` over [CLS, patches]; pooled = the CLS token
+(rs-embed's ``model(x)``) for a full-frame input, or the mean (max) of the ROI-cropped patch
+tokens when the input carries a fetch-square window; grid = the 14 x 14 normed patch
+tokens (rs-embed's ``extract_feature`` last block), cropped to the ROI. S1 and S2 items in
+one batch run as two forwards (one per stem).
+
+S1 use: give the model an S1 sensor, e.g. ``SensorSpec(collection="COPERNICUS/S1_GRD_FLOAT",
+bands=("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1")`` (:data:`S1_SENSOR`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rs_embed_ray.errors import ModelError, WeightsError
+from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.catalog import CATALOG, S1_FLOAT
+from rs_embed_ray.models.preprocess import roi_token_box, roi_window_from_meta
+from rs_embed_ray.models.runtime import (
+    autocast_context,
+    autocast_dtype,
+    load_state_dict_file,
+    precision_label,
+    resolve_device,
+)
+from rs_embed_ray.models.weights import resolve_weights
+from rs_embed_ray.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+
+log = logging.getLogger(__name__)
+
+HF_REPO = "MBZUAI/TerraFM"
+HF_FILENAME = "TerraFM-B.pth"
+IMAGE_SIZE = 224
+PATCH = 16
+EMBED_DIM = 768
+DEPTH = 12
+NUM_HEADS = 12
+ATTN_DIM = 3 * EMBED_DIM
+S2_CHANNELS = 12
+S1_CHANNELS = 2
+S1_SENSOR = SensorSpec(
+    collection=S1_FLOAT, bands=("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1"
+)
+_IGNORED_PREFIXES = ("head.",)
+
+
+def build_terrafm_base() -> Any:
+    """The TerraFM-B encoder as an ``nn.Module`` (random init; no download)."""
+    import torch
+    from timm.models.vision_transformer import Block
+    from torch import nn
+
+    class TokenProjection(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj1 = nn.Linear(ATTN_DIM, ATTN_DIM, bias=False)
+            self.norm_input = nn.LayerNorm(ATTN_DIM)
+            self.proj2 = nn.Linear(ATTN_DIM, ATTN_DIM)
+            self.proj3 = nn.Linear(ATTN_DIM, EMBED_DIM)
+
+        def forward(self, x: Any) -> Any:
+            return self.proj3(self.proj2(self.norm_input(self.proj1(x))))
+
+    class PatchEmbed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            conv = lambda c: nn.Conv2d(c, ATTN_DIM, kernel_size=PATCH, stride=PATCH)  # noqa: E731
+            self.conv2d_s2_l2a = conv(S2_CHANNELS)
+            self.conv2d_s2_l1c = conv(S2_CHANNELS)
+            self.conv2d_s1 = conv(S1_CHANNELS)
+            self.projection = TokenProjection()
+            self.s2_l2a_embed = nn.Parameter(torch.zeros(1, ATTN_DIM))
+            self.s2_l1c_embed = nn.Parameter(torch.zeros(1, ATTN_DIM))
+            self.s1_embed = nn.Parameter(torch.zeros(1, ATTN_DIM))
+
+        def forward(self, x: Any, stem: str) -> Any:
+            conv = {"s1": self.conv2d_s1, "l2a": self.conv2d_s2_l2a, "l1c": self.conv2d_s2_l1c}
+            emb = {"s1": self.s1_embed, "l2a": self.s2_l2a_embed, "l1c": self.s2_l1c_embed}
+            tok = conv[stem](x).flatten(2).transpose(1, 2)
+            return self.projection(tok + emb[stem])
+
+    class TerraFMEncoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.patch_embed = PatchEmbed()
+            n = (IMAGE_SIZE // PATCH) ** 2
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, EMBED_DIM))
+            self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, EMBED_DIM))
+            self.blocks = nn.ModuleList(
+                [
+                    Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+                    for _ in range(DEPTH)
+                ]
+            )
+            self.norm = nn.LayerNorm(EMBED_DIM)
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+        def forward_tokens(self, x: Any, stem: str) -> Any:
+            """(B, C, 224, 224) -> (B, 197, 768): final-norm [CLS, patches]."""
+            tok = self.patch_embed(x, stem)
+            cls = self.cls_token.expand(tok.shape[0], -1, -1).to(tok.dtype)
+            seq = torch.cat([cls, tok], dim=1) + self.pos_embed
+            for blk in self.blocks:
+                seq = blk(seq)
+            return self.norm(seq)
+
+    return TerraFMEncoder()
+
+
+def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str, Any]:
+    """Published TerraFM keys -> this encoder's keys (strict except ``head.*``)."""
+    sd = dict(sd)
+    for pre in ("module.", "backbone.", "model."):
+        if sd and all(k.startswith(pre) for k in sd):
+            sd = {k[len(pre) :]: v for k, v in sd.items()}
+    ignored = sorted(k for k in sd if k.startswith(_IGNORED_PREFIXES))
+    for k in ignored:
+        sd.pop(k)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    bad = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(sd))
+        if tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or extra or bad:
+        raise WeightsError(
+            f"TerraFM checkpoint {path} does not match the architecture: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
+            f"{len(bad)} shape mismatches (e.g. {bad[:2]})."
+        )
+    if ignored:
+        log.info("terrafm: ignored %d head keys", len(ignored))
+    return sd
+
+
+def normalize_s1(x: np.ndarray) -> np.ndarray:
+    """Linear VV/VH (2, H, W) -> ``clip(log1p(max(x, 0)) / p99, 0, 1)``; dB input rejected."""
+    a = np.asarray(x, dtype=np.float32)
+    fin = a[np.isfinite(a) & (a != 0.0)]
+    if fin.size and float(np.mean(fin < 0)) > 0.5:
+        raise ModelError(
+            "terrafm S1 input looks dB-scaled (mostly negative values); it expects linear "
+            "backscatter (COPERNICUS/S1_GRD_FLOAT). Convert dB with 10 ** (x / 10) first."
+        )
+    v = np.log1p(np.maximum(a, 0.0))
+    denom = float(np.percentile(v, 99)) if np.isfinite(v).all() else 1.0
+    denom = denom if denom > 0 else 1.0
+    return np.clip(v / denom, 0.0, 1.0).astype(np.float32)
+
+
+class TerraFM(Embedder):
+    """TerraFM-B on S2 (12 bands B1..B12 without B10) or S1 VV/VH (by channel count).
+
+    ``model_config``: ``s2_stem`` (``l2a`` default | ``l1c``), ``hf_repo``, ``hf_revision``,
+    ``filename``.
+    """
+
+    info: ClassVar[ModelInfo] = CATALOG["terrafm"]
+    batch_size_cpu = 8
+    batch_size_cuda = 64
+
+    def _load(self, weights: str | None) -> None:
+        import torch
+
+        cfg = self.model_config
+        self.s2_stem = str(cfg.get("s2_stem") or "l2a").lower()
+        if self.s2_stem not in ("l2a", "l1c"):
+            raise ModelError(f"terrafm s2_stem must be 'l2a' or 'l1c', got {self.s2_stem!r}.")
+        self.device = resolve_device(self.device)
+        self._amp_dtype = autocast_dtype(self.device, self.precision)
+        resolved = resolve_weights(
+            "terrafm",
+            weights,
+            filename=str(cfg.get("filename") or HF_FILENAME),
+            hf_repo=str(cfg.get("hf_repo") or HF_REPO),
+            hf_revision=cfg.get("hf_revision"),
+        )
+        self.weights_record = resolved.record()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = build_terrafm_base()
+        if resolved.path is not None:
+            sd = prepare_state_dict(
+                model, load_state_dict_file(str(resolved.path)), path=str(resolved.path)
+            )
+            model.load_state_dict(sd, strict=True)
+        self.model = model.to(self.device).eval()
+
+    def preprocess(self, inputs: list[np.ndarray]) -> tuple[list[Any], list[str]]:
+        """Raw patches -> (C, 224, 224) tensors and each one's stem (``s1``/``l2a``/``l1c``)."""
+        import torch
+        import torch.nn.functional as F
+
+        out: list[Any] = []
+        stems: list[str] = []
+        for x in inputs:
+            a = np.asarray(x, dtype=np.float32)
+            if a.ndim == 4 and a.shape[0] == 1:
+                a = a[0]
+            if a.ndim != 3 or a.shape[0] not in (S2_CHANNELS, S1_CHANNELS) or 0 in a.shape:
+                raise ModelError(
+                    "terrafm expects (12, H, W) Sentinel-2 (B1..B12 without B10) or (2, H, W) "
+                    f"Sentinel-1 VV/VH input, got {tuple(a.shape)}."
+                )
+            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+            if a.shape[0] == S1_CHANNELS:
+                a, stem = normalize_s1(a), "s1"
+            else:
+                a, stem = np.clip(a / 10000.0, 0.0, 1.0), self.s2_stem
+            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)[None]
+            if t.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+                t = F.interpolate(
+                    t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
+                )
+            out.append(t[0])
+            stems.append(stem)
+        return out, stems
+
+    def forward(self, x: Any, stem: str) -> np.ndarray:
+        """One forward: (B, 197, 768) final-norm tokens [CLS, patches] as float32 numpy."""
+        import torch
+
+        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+            tok = self.model.forward_tokens(x, stem)
+        return tok.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_batch(
+        self,
+        inputs: list[np.ndarray],
+        *,
+        output: OutputSpec,
+        spatials: list[SpatialSpec],
+        temporal: TemporalSpec | None,
+        fetch_metas: list[dict[str, Any]],
+    ) -> list[Embedding]:
+        import torch
+
+        if not inputs:
+            return []
+        n = len(inputs)
+        metas = list(fetch_metas or [{}] * n)
+        if len(metas) != n:
+            raise ModelError(f"terrafm got {n} inputs but {len(metas)} fetch_metas.")
+        xs, stems = self.preprocess(inputs)
+        tokens: list[np.ndarray | None] = [None] * n
+        groups: dict[str, list[int]] = {}
+        for i, s in enumerate(stems):
+            groups.setdefault(s, []).append(i)
+        for stem, idx in groups.items():
+            out = self.forward(torch.stack([xs[i] for i in idx]), stem)
+            for j, i in enumerate(idx):
+                tokens[i] = out[j]
+        side = IMAGE_SIZE // PATCH
+        precision = precision_label(self._amp_dtype)
+        results: list[Embedding] = []
+        for i in range(n):
+            tok = tokens[i]
+            assert tok is not None
+            grid = tok[1:].reshape(side, side, EMBED_DIM).transpose(2, 0, 1)
+            a = np.asarray(inputs[i])
+            meta: dict[str, Any] = {
+                "model": "terrafm",
+                "weights": dict(self.weights_record),
+                "modality": "s1" if stems[i] == "s1" else "s2",
+                "patch_embed": stems[i],
+                "input_hw": [int(a.shape[-2]), int(a.shape[-1])],
+                "image_size": IMAGE_SIZE,
+                "preprocess": "s1_log1p_p99_bilinear"
+                if stems[i] == "s1"
+                else "s2_div_10000_clip01_bilinear",
+                "output_mode": output.mode,
+                "device": self.device,
+                "precision": precision,
+            }
+            win = roi_window_from_meta(metas[i])
+            if win is not None:
+                y0, y1, x0, x1 = roi_token_box(win, grid_h=side, grid_w=side)
+                grid = grid[:, y0:y1, x0:x1]
+                meta["roi_cropped"] = True
+                meta["roi_window_geo"] = list(win)
+            if output.mode == "pooled":
+                if win is None:
+                    vec = tok[0]
+                    meta["pooling"] = "cls"
+                    if output.pooling != "mean":
+                        meta["pooling_note"] = (
+                            f"terrafm returns its CLS vector; pooling={output.pooling!r} "
+                            "applies only to ROI-cropped grids"
+                        )
+                else:
+                    reduce = np.max if output.pooling == "max" else np.mean
+                    vec = reduce(grid, axis=(1, 2))
+                    meta["pooling"] = f"roi_grid_{output.pooling}"
+                results.append(Embedding(data=np.ascontiguousarray(vec, np.float32), meta=meta))
+            else:
+                meta["pooling"] = "none"
+                meta["grid_type"] = "vit_patch_tokens_final_norm"
+                meta["grid_hw"] = [int(grid.shape[1]), int(grid.shape[2])]
+                results.append(
+                    Embedding(data=np.ascontiguousarray(grid, dtype=np.float32), meta=meta)
+                )
+        return results
+
+
+__all__ = [
+    "HF_FILENAME",
+    "HF_REPO",
+    "S1_SENSOR",
+    "TerraFM",
+    "build_terrafm_base",
+    "normalize_s1",
+    "prepare_state_dict",
+]
