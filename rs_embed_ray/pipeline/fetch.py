@@ -66,6 +66,7 @@ class FetchWorker:
         fail_on_bad_input: bool,
         threads: int = 1,
         limiter_name: str | None = None,
+        spatial_batching: bool = False,
     ) -> None:
         opts = dict(provider_options)
         self.faults = opts.get("faults") or None  # test hook: rs_embed_ray.testing.faults
@@ -82,16 +83,20 @@ class FetchWorker:
         self.backoff = retry_backoff_s
         self.fail_on_bad_input = fail_on_bad_input
         self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 1 else None
+        self.threads = max(1, threads)
+        # opt-in: nearby places of a batch share one request (providers with fetch_many)
+        self.batched = spatial_batching and hasattr(self.provider, "fetch_many")
 
     def _one(self, spatial_json: str) -> Any:
         spatial = spatial_from_dict(json.loads(spatial_json))
 
         def call() -> Any:
-            return self.provider.fetch(
-                spatial, self.temporal, self.sensor, n_frames=self.n_frames
-            )
+            return self.provider.fetch(spatial, self.temporal, self.sensor, n_frames=self.n_frames)
 
-        patch = with_retries(call, self.retries, self.backoff)
+        return self._check(with_retries(call, self.retries, self.backoff))
+
+    def _check(self, patch: Any) -> Any:
+        """Shape and (optional) input checks of one fetched patch."""
         data = np.asarray(patch.data, dtype=np.float32)
         nb = len(self.sensor.bands)
         if data.ndim not in (3, 4) or data.shape[-3] != nb:
@@ -104,6 +109,30 @@ class FetchWorker:
                 raise ValueError(f"Input inspection failed: {report['issues']}")
         return data, dict(patch.meta or {})
 
+    def _many(self, spatials: list[str], safe: Any) -> list[Any]:
+        """One ``fetch_many`` call for the batch; places it could not serve are retried
+        alone (a deterministic "no images" answer is not retried)."""
+        specs = [spatial_from_dict(json.loads(sj)) for sj in spatials]
+        try:
+            got = self.provider.fetch_many(
+                specs, self.temporal, self.sensor, n_frames=self.n_frames, threads=self.threads
+            )
+        except Exception as exc:  # the whole call failed: every place tries alone
+            got = [exc] * len(specs)
+        out: list[Any] = []
+        for sj, res in zip(spatials, got, strict=True):
+            if isinstance(res, Exception):
+                if "No images found" in str(res):
+                    out.append(res)
+                else:
+                    out.append(safe(sj))
+                continue
+            try:
+                out.append(self._check(res))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices = [int(i) for i in batch["index"]]
         spatials = [str(s) for s in batch["spatial"]]
@@ -115,7 +144,10 @@ class FetchWorker:
             except Exception as exc:
                 return exc
 
-        results = list(mapper(safe, spatials))
+        if self.batched:
+            results = self._many(spatials, safe)
+        else:
+            results = list(mapper(safe, spatials))
         ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         status, error, shape, sha = [], [], [], []
         for idx, res in zip(indices, results, strict=True):

@@ -78,6 +78,16 @@ def _n_blocks(n_rows: int, parallelism: int, rows_per_block: int = 64) -> int:
     return max(1, min(n_rows, want, 2000))
 
 
+def _morton(lonlat: tuple[float, float]) -> int:
+    """Z-order key of a lon/lat: sorting by it puts nearby places in the same batches."""
+    x = int((lonlat[0] + 180.0) / 360.0 * 65535)
+    y = int((lonlat[1] + 90.0) / 180.0 * 65535)
+    key = 0
+    for b in range(16):
+        key |= ((x >> b) & 1) << (2 * b) | ((y >> b) & 1) << (2 * b + 1)
+    return key
+
+
 def _cluster_resources() -> tuple[float, float]:
     res = ray.cluster_resources()
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
@@ -293,6 +303,7 @@ class Runner:
                 "fail_on_bad_input": p.fail_on_bad_input,
                 "threads": threads,
                 "limiter_name": self._limiter_name(),
+                "spatial_batching": bool(p.extra.get("spatial_batching", False)),
             },
             compute=ActorPoolStrategy(size=size),
             num_cpus=fetch_cpus,
@@ -381,6 +392,8 @@ class Runner:
         """Fetch the pending places of a group; when ``first`` is given, its model runs in
         the same streaming dataset, so fetching and inference overlap."""
         p = self.plan
+        if p.extra.get("spatial_batching"):
+            todo = sorted(todo, key=lambda i: _morton(p.spatials[i].center()))
         desc = f"fetch[{group.sensor.collection}]"
         if first is None:
             ds = self._fetch_op(self._rows(todo), group, len(todo), chained=False)
@@ -615,6 +628,7 @@ class Runner:
             "backend": p.backend,
             "device": self.device,
             "counts": dict(self.counts),
+            "spatial_batching": bool(p.extra.get("spatial_batching", False)),
             "package_version": package_version(),
         }
 

@@ -75,3 +75,41 @@ def test_gee_bad_project_fails_before_any_item(tmp_path):
             )
         assert emu.requests_of("computePixels") == []
     assert not (tmp_path / "pi").exists()
+
+
+def test_gee_spatial_batching_fewer_requests(tmp_path):
+    """Opt-in batching: clustered places share requests; arrays equal an unbatched run."""
+    places = [
+        PointBuffer(15.0 + 0.002 * (i % 8), 45.0 + 0.002 * (i // 8), 160.0) for i in range(32)
+    ]
+    with EEEmulator(retry_after_s=0) as emu:
+        run(
+            emu,
+            tmp_path / "a",
+            "per_item",
+            spatials=places,
+            spatial_batching=True,
+            chunk_size=16,
+            models=["spectral_stats"],
+            weights=None,
+        )
+        batched = len(emu.requests_of("computePixels")) + len(emu.requests_of("value"))
+    with EEEmulator(retry_after_s=0) as emu:
+        run(
+            emu,
+            tmp_path / "b",
+            "per_item",
+            spatials=places,
+            models=["spectral_stats"],
+            weights=None,
+        )
+        single = len(emu.requests_of("computePixels")) + len(emu.requests_of("value"))
+    assert batched / len(places) <= 0.25 and single == len(places)
+    for i in range(len(places)):
+        with (
+            np.load(tmp_path / "a" / "pi" / f"p{i:05d}.npz") as za,
+            np.load(tmp_path / "b" / "pi" / f"p{i:05d}.npz") as zb,
+        ):
+            np.testing.assert_array_equal(
+                za["input_chw__spectral_stats"], zb["input_chw__spectral_stats"]
+            )
