@@ -307,7 +307,8 @@ class Runner:
             },
             compute=ActorPoolStrategy(size=size),
             num_cpus=fetch_cpus,
-            batch_size=max(1, min(p.chunk_size, 64)),
+            # small runs still spread over every fetch actor
+            batch_size=max(1, min(p.chunk_size, 64, math.ceil(n / (2 * size)))),
             batch_format="numpy",
         )
 
