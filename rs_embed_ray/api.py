@@ -63,13 +63,20 @@ def plan_export(
     fetch_threads: int = 4,
     ee_max_concurrent: int = 40,
     ee_max_qps: float = 100.0,
+    spatial_batching: bool = False,
+    temporals: list[TemporalSpec | None] | None = None,
 ) -> ExportPlan:
-    """Validate an export request and resolve it into a plan, without starting Ray."""
+    """Validate an export request and resolve it into a plan, without starting Ray.
+
+    ``temporals`` (one ``TemporalSpec`` or ``None`` per place, same length as ``spatials``)
+    gives places their own time windows; ``None`` entries use ``temporal``.
+    """
     if precision not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
     plan = build_plan(
         spatials=spatials,
         temporal=temporal,
+        temporals=temporals,
         models=models,
         out=out,
         layout=layout,
@@ -109,6 +116,7 @@ def plan_export(
         fetch_threads=max(1, int(fetch_threads)),
         ee_max_concurrent=int(ee_max_concurrent),
         ee_max_qps=float(ee_max_qps),
+        spatial_batching=bool(spatial_batching),
     )
     return plan
 
@@ -137,7 +145,23 @@ def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
     preflight(plan)
     from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
 
+    _check_pipeline_supports(plan)
     return run_plan(plan)
+
+
+def _check_pipeline_supports(plan: ExportPlan) -> None:
+    """Refuse per-place windows on a pipeline that would fetch every place with the run's
+    window (outputs would then claim windows that were never asked for)."""
+    if plan.temporals is None:
+        return
+    from rs_embed_ray.pipeline import fetch
+
+    if not hasattr(fetch, "TEMPORAL_COLUMN"):
+        raise ModelError(
+            "per-place time windows (temporals=..., or start/end/year columns in the points "
+            "file) are not supported by this installation's pipeline; give one window for "
+            "the whole run instead."
+        )
 
 
 def export_npz(

@@ -53,7 +53,8 @@ def main(verbose: int) -> None:
     required=True,
     type=click.Path(dir_okay=False),
     help="CSV, Parquet or GeoJSON: lon,lat[,buffer_m][,name] or "
-    "minlon,minlat,maxlon,maxlat[,name].",
+    "minlon,minlat,maxlon,maxlat[,name]; optional per-place windows: start,end or year "
+    "(they override --start/--end/--year for their row).",
 )
 @click.option("--models", required=True, help="Comma-separated model ids, e.g. remoteclip,prithvi.")
 @click.option("--start", help="Window start (YYYY-MM-DD), with --end.")
@@ -64,7 +65,13 @@ def main(verbose: int) -> None:
     "--layout", type=click.Choice(["per_item", "combined"]), default="per_item", show_default=True
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["npz", "netcdf"]), default="npz", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["npz", "netcdf", "geoparquet"]),
+    default="npz",
+    show_default=True,
+    help="geoparquet: one row per place with its geometry and pooled vectors "
+    "(needs --layout combined --output pooled --no-save-inputs).",
 )
 @click.option("--buffer-m", type=float, help="Buffer for points files without a buffer_m column.")
 @click.option(
@@ -133,11 +140,16 @@ def main(verbose: int) -> None:
 )
 @click.option("--ee-url", help="Earth Engine base URL (default: RS_EMBED_RAY_EE_URL or Google's).")
 @click.option("--ee-high-volume", is_flag=True, help="Use Earth Engine's high-volume endpoint.")
+@click.option(
+    "--spatial-batching",
+    is_flag=True,
+    help="Fetch nearby places in one Earth Engine request (fewer requests per place).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def export(**o: Any) -> None:
     """Fetch imagery, embed it and write inputs, embeddings and manifests."""
     from rs_embed_ray.api import export_batch, plan_export
-    from rs_embed_ray.io.points import read_points
+    from rs_embed_ray.io.points import read_places
     from rs_embed_ray.specs import OutputSpec, TemporalSpec
 
     try:
@@ -151,7 +163,7 @@ def export(**o: Any) -> None:
             temporal = TemporalSpec.range(o["start"], o["end"])
         else:
             temporal = None
-        spatials, names = read_points(o["points"], buffer_m=o["buffer_m"])
+        spatials, names, temporals = read_places(o["points"], buffer_m=o["buffer_m"])
         models = [m.strip() for m in o["models"].split(",") if m.strip()]
         output = (
             OutputSpec.pooled(o["pooling"]) if o["output_mode"] == "pooled" else OutputSpec.grid()
@@ -167,6 +179,7 @@ def export(**o: Any) -> None:
             provider_options=popts or None,
             spatials=spatials,
             temporal=temporal,
+            temporals=temporals,
             models=models,
             out=o["out"],
             layout=o["layout"],
@@ -190,6 +203,7 @@ def export(**o: Any) -> None:
             ray_address=o["ray_address"],
             ee_max_concurrent=o["ee_max_concurrent"],
             ee_max_qps=o["ee_max_qps"],
+            spatial_batching=o["spatial_batching"],
             show_progress=not o["no_progress"],
         )
         plan_export(**kwargs)  # every input error surfaces here, before Ray starts
@@ -206,7 +220,12 @@ def export(**o: Any) -> None:
     if isinstance(result, list):
         out = str(Path(o["out"]).resolve())
     else:
-        out = result.get("npz_path") or result.get("nc_path") or result.get("resume_output_path")
+        out = (
+            result.get("npz_path")
+            or result.get("nc_path")
+            or result.get("parquet_path")
+            or result.get("resume_output_path")
+        )
     click.echo(
         json.dumps(
             {
@@ -269,15 +288,41 @@ def models(as_json: bool) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path(exists=True))
-def inspect(path: str) -> None:
-    """Count ok/failed items per model of an export (reads manifests only)."""
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Also write a PNG quick look: pooled: places on a lon/lat map coloured by the "
+    "first 3 principal components of their embeddings (a panel per model); grid: the "
+    "PCA-to-RGB grids of a few places next to their saved input. Needs matplotlib.",
+)
+@click.option("--plot-places", type=int, default=4, show_default=True, help="Places shown (grid).")
+@click.option("--dpi", type=int, default=100, show_default=True, help="PNG resolution.")
+def inspect(path: str, plot_path: str | None, plot_places: int, dpi: int) -> None:
+    """Count ok/failed items per model of an export (reads manifests only); --plot draws it."""
     from rs_embed_ray.io.load import summarize_export
 
+    if plot_path:
+        from rs_embed_ray.io.plot import PlotUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotUnavailable as exc:
+            _fail(f"inspect --plot: {exc}")
+            return
     try:
         summary = summarize_export(path)
     except (RSEmbedRayError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
         return
+    if plot_path:
+        from rs_embed_ray.io.plot import plot_export
+
+        try:
+            summary["plot"] = plot_export(path, plot_path, max_places=plot_places, dpi=dpi)
+        except (RSEmbedRayError, ValueError, FileNotFoundError) as exc:
+            _fail(f"inspect --plot: {exc}")
+            return
     click.echo(json.dumps(summary, indent=2, default=str))
 
 

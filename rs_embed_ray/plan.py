@@ -29,8 +29,8 @@ from rs_embed_ray.specs import (
 )
 
 Layout = Literal["per_item", "combined"]
-FORMATS = ("npz", "netcdf")
-EXTENSIONS = {"npz": ".npz", "netcdf": ".nc"}
+FORMATS = ("npz", "netcdf", "geoparquet")
+EXTENSIONS = {"npz": ".npz", "netcdf": ".nc", "geoparquet": ".parquet"}
 STATE_DIR_PER_ITEM = "_rs_embed_ray"
 STATE_SUFFIX_COMBINED = ".rs_embed_ray"
 
@@ -99,11 +99,20 @@ class ExportPlan:
     resume: bool = False
     show_progress: bool = True
     precision: str = "auto"
+    # per-place windows, fully resolved (a row without its own window holds the run's);
+    # None when every place uses the run's window
+    temporals: list[TemporalSpec | None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
         return len(self.spatials)
+
+    def temporal_of(self, index: int) -> TemporalSpec | None:
+        """The window of place ``index``: its own when given, else the run's."""
+        if self.temporals is not None:
+            return self.temporals[index]
+        return self.temporal
 
     @property
     def ext(self) -> str:
@@ -147,13 +156,20 @@ class ExportPlan:
 
     def item_fingerprint(self, index: int) -> str:
         """Per-item request fingerprint (contract §2.6), deterministic across processes."""
-        return fingerprint({**self._request_payload(), "spatial": jsonable(self.spatials[index])})
+        return fingerprint(
+            {
+                **self._request_payload(),
+                "temporal": jsonable(self.temporal_of(index)),
+                "spatial": jsonable(self.spatials[index]),
+            }
+        )
 
     def run_fingerprint(self) -> str:
         """Combined request fingerprint (contract §2.6)."""
-        return fingerprint(
-            {**self._request_payload(), "spatials": [jsonable(s) for s in self.spatials]}
-        )
+        payload = {**self._request_payload(), "spatials": [jsonable(s) for s in self.spatials]}
+        if self.temporals is not None:  # absent otherwise: fingerprints of older runs hold
+            payload["temporals"] = [jsonable(t) for t in self.temporals]
+        return fingerprint(payload)
 
     def patch_fingerprint(self, index: int, group: FetchGroup) -> str:
         return fingerprint(
@@ -161,7 +177,7 @@ class ExportPlan:
                 "backend": self.backend,
                 "source": self.provider_options.get("source"),
                 "spatial": jsonable(self.spatials[index]),
-                "temporal": jsonable(self.temporal),
+                "temporal": jsonable(self.temporal_of(index)),
                 "sensor": group.sensor.identity(),
                 "n_frames": group.n_frames,
             }
@@ -174,7 +190,7 @@ class ExportPlan:
                 "backend": self.backend,
                 "source": self.provider_options.get("source"),
                 "spatial": jsonable(self.spatials[index]),
-                "temporal": jsonable(self.temporal),
+                "temporal": jsonable(self.temporal_of(index)),
                 "output": jsonable(self.output),
                 "input_prep": jsonable(self.input_prep),
                 "model": model.fingerprint_payload(),
@@ -229,7 +245,7 @@ def validate_names(names: Any, n: int) -> list[str]:
 def normalize_format(fmt: Any) -> str:
     f = str(fmt).strip().lower()
     if f not in FORMATS:
-        raise ModelError(f"Unsupported export format: {fmt!r}. Supported: ('npz', 'netcdf').")
+        raise ModelError(f"Unsupported export format: {fmt!r}. Supported: {FORMATS}.")
     return f
 
 
@@ -269,10 +285,15 @@ def resolve_target(
         target = str(out_dir if out_dir is not None else out_path)
     if not target.strip():
         raise ModelError("The output path is empty.")
+    if "://" in target:
+        raise ModelError(
+            f"Output {target!r} is a URI; the writer needs a file-system path every node can "
+            "see (a local disk, NFS, or a bucket mounted with gcsfuse / s3fs)."
+        )
     path = Path(target).expanduser()
     if resolved == "combined":
         ext = EXTENSIONS[fmt]
-        known = {".npz", ".nc", ".netcdf"}
+        known = {".npz", ".nc", ".netcdf", ".parquet", ".geoparquet"}
         if path.suffix.lower() in known and path.suffix.lower() != ext:
             # the anchor appended ('g.nc' -> 'g.nc.npz'); replacing is what users mean
             path = path.with_suffix(ext)
@@ -445,6 +466,64 @@ def validate_temporal(temporal: Any) -> TemporalSpec | None:
     return temporal
 
 
+def validate_temporals(
+    temporals: Any, n: int, run: TemporalSpec | None
+) -> list[TemporalSpec | None] | None:
+    """Per-place windows: one ``TemporalSpec`` or ``None`` (the run's window) per place.
+
+    Returns the resolved list (``None`` entries replaced by the run's window), or ``None``
+    when no place has a window of its own that differs from the run's.
+    """
+    if temporals is None:
+        return None
+    if not isinstance(temporals, (list, tuple)):
+        raise ModelError("temporals must be a list of TemporalSpec or None (one per place).")
+    if len(temporals) != n:
+        raise ModelError(
+            f"temporals must have the same length as spatials ({len(temporals)} windows for "
+            f"{n} places)."
+        )
+    out: list[TemporalSpec | None] = []
+    for i, t in enumerate(temporals):
+        if t is None:
+            out.append(run)
+            continue
+        if not isinstance(t, TemporalSpec):
+            raise SpecError(f"temporals[{i}] must be a TemporalSpec or None.")
+        try:
+            t.validate()
+        except SpecError as exc:
+            raise SpecError(f"temporals[{i}]: {exc}") from None
+        out.append(t)
+    if all(t == run for t in out):
+        return None
+    return out
+
+
+def validate_format_combination(
+    fmt: str, layout: Layout, output: OutputSpec, save_inputs: bool
+) -> None:
+    """GeoParquet holds one pooled vector per place and model, in one combined file."""
+    if fmt != "geoparquet":
+        return
+    if layout != "combined":
+        raise ModelError(
+            "format='geoparquet' writes one combined file (one row per place): use "
+            "layout='combined' (CLI --layout combined), or format='npz' / 'netcdf' for "
+            "per-item files."
+        )
+    if output.mode != "pooled":
+        raise ModelError(
+            "format='geoparquet' holds pooled vectors only; for output=grid use "
+            "format='netcdf' or 'npz' (CLI --format netcdf)."
+        )
+    if save_inputs:
+        raise ModelError(
+            "format='geoparquet' does not store input patches: pass save_inputs=False "
+            "(CLI --no-save-inputs), or use format='npz' / 'netcdf' to keep the inputs."
+        )
+
+
 def validate_output(output: Any) -> OutputSpec:
     if not isinstance(output, OutputSpec):
         raise ModelError("output must be an OutputSpec (OutputSpec.pooled() or OutputSpec.grid()).")
@@ -486,6 +565,7 @@ def build_plan(
     weights: dict[str, str] | None = None,
     model_configs: dict[str, dict[str, Any]] | None = None,
     provider_options: dict[str, Any] | None = None,
+    temporals: Any = None,
     **options: Any,
 ) -> ExportPlan:
     """Validate everything (in the contract's order) and resolve the request into a plan."""
@@ -494,7 +574,9 @@ def build_plan(
     lay, path = resolve_target(out=out, layout=layout, out_dir=out_dir, out_path=out_path, fmt=fmt)
     final_names = validate_names(names, len(spatials))
     temporal = validate_temporal(temporal)
+    per_place = validate_temporals(temporals, len(spatials), temporal)
     output = validate_output(output)
+    validate_format_combination(fmt, lay, output, bool(options.get("save_inputs", True)))
     if sensor is not None and not isinstance(sensor, SensorSpec):
         raise ModelError("sensor must be a SensorSpec or None.")
     prep = resolve_input_prep(input_prep)
@@ -522,6 +604,7 @@ def build_plan(
         names=final_names,
         spatials=spatials,
         temporal=temporal,
+        temporals=per_place,
         output=output,
         models=reqs,
         groups=groups,

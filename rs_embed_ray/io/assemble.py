@@ -1,8 +1,9 @@
 """Final export files from the run's shards: per-item files and the streamed combined file.
 
 Keys, refs and manifest fields follow rs-embed's contract (§2.16-§2.17) so rs-embed's own
-``load_export`` reads our files. Pure Python (numpy, netCDF4), no ray: per-item files are
-written by Ray tasks, the combined file by the driver, both through these functions.
+``load_export`` reads our files. Pure Python (numpy, netCDF4, pyarrow), no ray: per-item files
+are written by Ray tasks, the combined file by the driver, both through these functions.
+The combined file is npz, netCDF or GeoParquet (pooled vectors, one row per place).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rs_embed_ray.io.manifest import array_sha1, jsonable, summarize_status, utc
 from rs_embed_ray.io.netcdf import NetcdfWriter
 from rs_embed_ray.io.npz import NpzStreamWriter, write_npz
 from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.specs import temporal_from_dict, window_of
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ def write_item(
         entries.append(entry)
     statuses = [e["status"] for e in entries]
     failed = sum(s == "failed" for s in statuses)
+    temporal = row["temporal"] if "temporal" in row else ctx["temporal"]  # the place's own
     manifest: dict[str, Any] = {
         "created_at": utc_ts(),
         "point_index": index,
@@ -113,7 +116,7 @@ def write_item(
         "device": ctx["device"],
         "models": entries,
         "spatial": row["spatial_manifest"],
-        "temporal": ctx["temporal"],
+        "temporal": temporal,
         "output": ctx["output"],
         "input_prep": ctx["input_prep"],
         "package": "rs-embed-ray",
@@ -133,7 +136,7 @@ def write_item(
     else:
         manifest["nc_path"] = str(path)
         manifest["nc_variables"] = sorted(arrays)
-        nc = NetcdfWriter(path, attrs=_nc_attrs(ctx))
+        nc = NetcdfWriter(path, attrs={**_nc_attrs(ctx), "temporal": temporal})
         try:
             for key in sorted(arrays):
                 nc.add(key, arrays[key])
@@ -178,12 +181,26 @@ def write_combined(
     patch_src: dict[str, dict[int, dict[str, Any]]],
     embed_src: dict[str, dict[int, dict[str, Any]]],
     fingerprint: str,
+    temporals: list[dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
     """Stream the combined file from shards in item order; return the final manifest.
 
     ``patch_src[fetch_key][i]`` / ``embed_src[model_key][i]`` are ``{"status", "shard",
-    "error", "shape"}``; memory holds one row at a time (plus a few open shard files).
+    "error", "shape"}``; memory holds one row at a time (plus a few open shard files), one
+    row group for GeoParquet. ``temporals``: each place's own window (manifest form), when
+    places have windows of their own (recorded as the manifest's ``temporals``).
     """
+    if ctx["format"] == "geoparquet":
+        return _write_combined_geoparquet(
+            ctx,
+            path,
+            spatials=spatials,
+            names=names,
+            patch_src=patch_src,
+            embed_src=embed_src,
+            fingerprint=fingerprint,
+            temporals=temporals,
+        )
     n = len(spatials)
     reader = ShardReader()
     is_nc = ctx["format"] == "netcdf"
@@ -279,6 +296,7 @@ def write_combined(
             "input_prep": ctx["input_prep"],
             "spatials": spatials,
             "names": names,
+            **({"temporals": temporals} if temporals is not None else {}),
             "package": "rs-embed-ray",
             "package_version": ctx["package_version"],
             "request_fingerprint": fingerprint,
@@ -366,3 +384,190 @@ def _write_stack(
         writer.add(key, arr)
         keys.append(key)
     return {"npz_keys": keys, "indices": indices, "dtype": "float32"}
+
+
+# -- combined GeoParquet ---------------------------------------------------------------------
+
+
+def _model_errors(
+    m: dict[str, Any],
+    n: int,
+    patch_src: dict[str, dict[int, dict[str, Any]]],
+    embed_src: dict[str, dict[int, dict[str, Any]]],
+) -> dict[int, str]:
+    """Places without an embedding of model ``m``, with the reason (fetch first)."""
+    errors: dict[int, str] = {}
+    psrc = patch_src.get(m["fetch_key"], {}) if m["fetch_key"] else {}
+    for i in range(n):
+        p = psrc.get(i)
+        if m["fetch_key"] and (p is None or p["status"] != "ok"):
+            errors[i] = f"fetch failed: {(p or {}).get('error')}"
+    esrc = embed_src.get(m["key"], {})
+    for i in range(n):
+        e = esrc.get(i)
+        if i not in errors and (e is None or e["status"] != "ok"):
+            errors[i] = (e or {}).get("error") or "embedding missing"
+    return errors
+
+
+def _write_combined_geoparquet(
+    ctx: dict[str, Any],
+    path: Path,
+    *,
+    spatials: list[dict[str, Any]],
+    names: list[str],
+    patch_src: dict[str, dict[int, dict[str, Any]]],
+    embed_src: dict[str, dict[int, dict[str, Any]]],
+    fingerprint: str,
+    temporals: list[dict[str, Any] | None] | None,
+) -> dict[str, Any]:
+    """One row per place, one row group at a time, in place order (see io.geoparquet)."""
+    from rs_embed_ray.io.geoparquet import (
+        GeoParquetWriter,
+        compact_manifest,
+        embedding_column,
+        rows_per_group,
+        spatial_geometry,
+        status_column,
+    )
+
+    n = len(spatials)
+    models = ctx["models"]
+    errors = {m["key"]: _model_errors(m, n, patch_src, embed_src) for m in models}
+    dims: dict[str, int | None] = {}
+    for m in models:
+        esrc = embed_src.get(m["key"], {})
+        shapes = {
+            tuple(esrc[i]["shape"] or ())
+            for i in range(n)
+            if i not in errors[m["key"]] and esrc[i].get("shape") is not None
+        }
+        if len(shapes) > 1 or any(len(s) != 1 for s in shapes):
+            raise ValueError(
+                f"format='geoparquet' needs one pooled vector size per model; model "
+                f"{m['name']!r} has embeddings of shapes {sorted(shapes)}."
+            )
+        dims[m["key"]] = shapes.pop()[0] if shapes else m["describe"].get("dim_pooled")
+    geoms = [spatial_geometry(s) for s in spatials]
+    run_window = window_of(temporal_from_dict(ctx["temporal"]))
+    windows = (
+        [window_of(temporal_from_dict(t)) for t in temporals]
+        if temporals is not None
+        else [run_window] * n
+    )
+    bounds = [g[2] for g in geoms]
+    bbox = (
+        min(b[0] for b in bounds),
+        min(b[1] for b in bounds),
+        max(b[2] for b in bounds),
+        max(b[3] for b in bounds),
+    )
+    reader = ShardReader()
+    writer = GeoParquetWriter(
+        path,
+        models=[(m["key"], dims[m["key"]]) for m in models],
+        geometry_types=[g[1] for g in geoms],
+        bbox=bbox,
+    )
+    metas: dict[str, list[Any]] = {m["key"]: [None] * n for m in models}
+    weights: dict[str, Any] = {}
+    try:
+        step = rows_per_group(list(dims.values()))
+        for a in range(0, n, step):
+            rows = range(a, min(n, a + step))
+            cols: dict[str, Any] = {}
+            for m in models:
+                key, err = m["key"], errors[m["key"]]
+                esrc = embed_src.get(key, {})
+                vecs = np.zeros((len(rows), int(dims[key] or 0)), dtype=np.float32)
+                valid = np.zeros(len(rows), dtype=bool)
+                for j, i in enumerate(rows):
+                    if i in err:
+                        continue
+                    arr, emeta = reader.read(esrc[i]["shard"], i)
+                    vecs[j] = np.asarray(arr, dtype=np.float32).reshape(-1)
+                    valid[j] = True
+                    w = emeta.pop("weights", None)
+                    if key not in weights:
+                        weights[key] = w
+                    metas[key][i] = emeta
+                cols[key] = (
+                    ["failed" if i in err else "ok" for i in rows],
+                    [err.get(i) for i in rows],
+                    vecs,
+                    valid,
+                )
+            writer.write_rows(
+                indices=list(rows),
+                names=[names[i] for i in rows],
+                geometries=[geoms[i][0] for i in rows],
+                bboxes=[geoms[i][2] for i in rows],
+                windows=[windows[i] for i in rows],
+                models=cols,
+            )
+        entries: list[dict[str, Any]] = []
+        for m in models:
+            key, err = m["key"], errors[m["key"]]
+            entry: dict[str, Any] = {
+                "model": m["name"],
+                "sensor": m["sensor"],
+                "status": "ok",
+                "describe": m["describe"],
+                "inputs": None,
+                "embeddings": None,
+                "metas": metas[key],
+            }
+            if len(err) < n:
+                entry["embeddings"] = {
+                    "parquet_column": embedding_column(key),
+                    "status_column": status_column(key),
+                    "dtype": "float32",
+                    "shape": [n, dims[key]],
+                }
+            if key in weights:
+                entry["weights"] = weights[key]
+            if err:
+                entry["failed_indices"] = sorted(err)
+                entry["errors_by_index"] = {str(i): err[i] for i in sorted(err)}
+                entry["status"] = "failed" if len(err) == n else "partial"
+            entries.append(entry)
+        statuses = [e["status"] for e in entries]
+        failed = sum(s == "failed" for s in statuses)
+        partial = sum(s == "partial" for s in statuses)
+        manifest: dict[str, Any] = {
+            "created_at": utc_ts(),
+            "status": summarize_status(statuses),
+            "stage": "done",
+            "resume_incomplete": False,
+            "backend": ctx["backend"],
+            "device": ctx["device"],
+            "models": entries,
+            "n_items": n,
+            "temporal": ctx["temporal"],
+            "output": ctx["output"],
+            "input_prep": ctx["input_prep"],
+            "spatials": spatials,
+            "names": names,
+            **({"temporals": temporals} if temporals is not None else {}),
+            "package": "rs-embed-ray",
+            "package_version": ctx["package_version"],
+            "request_fingerprint": fingerprint,
+            "summary": {
+                "total_models": len(entries),
+                "failed_models": failed,
+                "partial_models": partial,
+                "ok_models": len(entries) - failed - partial,
+            },
+            "completed_at": utc_ts(),
+            "parquet_path": str(path),
+            "parquet_columns": list(writer.columns),
+            "crs": "EPSG:4326",
+        }
+        writer.commit(jsonable(compact_manifest(manifest)))
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        reader.close()
+    _write_sidecar(manifest, path, ctx["save_manifest"])
+    return manifest

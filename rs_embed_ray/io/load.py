@@ -2,8 +2,9 @@
 
 Two layouts (contract §3), each in npz or NetCDF:
 
-* **combined** — one ``<base>.npz`` / ``<base>.nc`` holding every point and model, with a
-  ``<base>.json`` manifest beside it;
+* **combined** — one ``<base>.npz`` / ``<base>.nc`` / ``<base>.parquet`` (GeoParquet, pooled
+  vectors, one row per place) holding every point and model, with a ``<base>.json`` manifest
+  beside it;
 * **per_item** — a directory with one ``<name>.npz`` / ``<name>.nc`` + ``<name>.json`` pair per
   point; the manifest's ``point_index`` (or a ``p<digits>`` file name) gives the row.
 
@@ -11,7 +12,8 @@ Beyond the rs-embed loader: combined grids of different sizes per point load as 
 arrays (instead of ``None``); exports written without a sidecar (``save_manifest=False``) load
 when their arrays follow the key conventions (models inferred from keys, status
 ``"unknown"``); partial combined arrays stored with ``indices`` are re-aligned to their rows;
-``as_xarray=True`` returns labelled ``xarray.DataArray`` embeddings.
+``as_xarray=True`` returns labelled ``xarray.DataArray`` embeddings. Places with time windows
+of their own have them in ``ExportResult.temporals``.
 
 Arrays are read without ever unpickling (``np.load(..., allow_pickle=False)``); NetCDF files
 are opened with xarray, the needed variables are read into memory and the file is closed.
@@ -31,6 +33,11 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from rs_embed_ray.io.geoparquet import (
+    GeoParquetFile,
+    embedding_column,
+    status_column,
+)
 from rs_embed_ray.io.keys import (
     EMBEDDING,
     EMBEDDINGS,
@@ -54,11 +61,12 @@ EmbeddingData = Union[
     np.ndarray, "list[np.ndarray | None]", "xr.DataArray", "list[xr.DataArray | None]"
 ]
 
-_ARRAY_EXTS = {".npz": "npz", ".nc": "netcdf", ".netcdf": "netcdf"}
+_ARRAY_EXTS = {".npz": "npz", ".nc": "netcdf", ".netcdf": "netcdf", ".parquet": "geoparquet"}
+_PER_ITEM_FORMATS = ("npz", "netcdf")  # a per-item point file is never GeoParquet
 _POINT_NAME = re.compile(r"^p([0-9]+)$")
 _NC_COORDS = ("lon", "lat", "name")
 _EMBEDDED_MANIFEST_ATTR = "rs_embed_ray_manifest"
-_REF_KEY_FIELDS = ("npz_key", "nc_variable", "nc_key", "variable")
+_REF_KEY_FIELDS = ("npz_key", "nc_variable", "nc_key", "variable", "parquet_column")
 _REF_KEYS_FIELDS = ("npz_keys", "nc_variables", "nc_keys", "variables")
 
 
@@ -100,6 +108,8 @@ class ExportResult:
     where unknown); ``temporal`` the manifest's temporal dict or ``None``; ``status`` the
     overall status; ``models`` results by model name (user spelling); ``manifest`` the raw
     manifest (combined) or the lowest-index point manifest (per-item), ``{}`` without one.
+    ``temporals``: each point's own window (temporal dict, ``None`` for the default window)
+    when points have windows of their own, else ``None`` (``temporal`` applies to all).
     """
 
     layout: str
@@ -109,6 +119,7 @@ class ExportResult:
     status: str
     models: dict[str, ModelResult]
     manifest: dict[str, Any]
+    temporals: list[dict[str, Any] | None] | None = None
 
     def embedding(self, model: str) -> EmbeddingData:
         """Embeddings of ``model``; KeyError if unknown, ValueError if it has none."""
@@ -152,8 +163,9 @@ _Loaded = tuple[ExportResult, "list[str] | None", "dict[str, np.ndarray]"]
 def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> ExportResult:
     """Load an export written by ``export_batch``.
 
-    A directory loads as a per-item export; a ``.npz`` / ``.nc`` / ``.netcdf`` / ``.json``
-    file as a combined export (a single per-item point file loads as a one-item export).
+    A directory loads as a per-item export; a ``.npz`` / ``.nc`` / ``.netcdf`` / ``.parquet``
+    / ``.json`` file as a combined export (a single per-item point file loads as a one-item
+    export).
     ``as_xarray=True`` turns each model's embeddings into an ``xarray.DataArray`` with dims
     ``(item, dim[, y, x])`` and ``lon`` / ``lat`` (and ``name`` where known) coordinates.
 
@@ -206,11 +218,18 @@ def _import_xarray() -> Any:
 
 
 class _ArrayFile(Mapping[str, np.ndarray]):
-    """Read-only, lazy and cached access to the arrays of one npz or NetCDF file."""
+    """Read-only, lazy and cached access to the arrays of one npz, NetCDF or GeoParquet file.
+
+    A GeoParquet file shows each model's vector column ``embedding_<key>`` under the
+    combined array key ``embeddings__<key>`` (and under its column name), with NaN rows
+    where the place has no vector; models without any vector show no array.
+    """
 
     def __init__(self, path: str, fmt: str) -> None:
-        if fmt not in ("npz", "netcdf"):
-            raise ValueError(f"Unknown array file format {fmt!r}; expected 'npz' or 'netcdf'.")
+        if fmt not in ("npz", "netcdf", "geoparquet"):
+            raise ValueError(
+                f"Unknown array file format {fmt!r}; expected 'npz', 'netcdf' or 'geoparquet'."
+            )
         self.path = path
         self.fmt = fmt
         self.coords: dict[str, np.ndarray] = {}
@@ -218,7 +237,11 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         self._cache: dict[str, np.ndarray] = {}
         self._npz: Any = None
         self._ds: Any = None
-        if fmt == "npz":
+        self._gp: GeoParquetFile | None = None
+        self._columns: dict[str, str] = {}  # GeoParquet: array key or column -> column
+        if fmt == "geoparquet":
+            self._open_geoparquet()
+        elif fmt == "npz":
             if not zipfile.is_zipfile(path):
                 raise ValueError(f"{path!r} is not an npz archive.")
             self._npz = np.load(path, allow_pickle=False)
@@ -235,14 +258,57 @@ class _ArrayFile(Mapping[str, np.ndarray]):
             except Exception:
                 self._ds.close()
                 raise
-        self._keyset = set(self._keys)
+        self._keyset = set(self._keys) | set(self._columns)
+
+    def _open_geoparquet(self) -> None:
+        try:
+            gp = GeoParquetFile(self.path)
+        except Exception as exc:
+            raise ValueError(f"{self.path!r} is not a readable Parquet file: {exc}") from exc
+        self._gp = gp
+        try:
+            self.attrs = dict(gp.metadata)
+            lonlat = [_spatial_lonlat(s) for s in gp.spatials()]
+            self.coords["lon"] = np.array([p[0] for p in lonlat], dtype=np.float64)
+            self.coords["lat"] = np.array([p[1] for p in lonlat], dtype=np.float64)
+            if "name" in gp.columns:
+                names = gp.pylist("name")
+                self.coords["name"] = np.array(["" if v is None else str(v) for v in names])
+            self._keys = []
+            for key in gp.model_keys:
+                col = embedding_column(key)
+                st = status_column(key)
+                has_rows = (
+                    any(v == "ok" for v in gp.pylist(st))
+                    if st in gp.columns
+                    else gp.column(col).null_count < gp.n_rows
+                )
+                if not has_rows:  # no vector at all: like an npz without the key
+                    continue
+                alias = array_key(EMBEDDINGS, key)
+                self._keys.append(alias)
+                self._columns[alias] = col
+                self._columns[col] = col
+        except Exception:
+            gp.close()
+            raise
+
+    def file_spatials(self) -> list[dict[str, Any]] | None:
+        """Places read from the file itself (GeoParquet geometry), else None."""
+        return self._gp.spatials() if self._gp is not None else None
+
+    def file_temporals(self) -> list[dict[str, Any] | None] | None:
+        """Per-place windows read from the file itself (GeoParquet columns), else None."""
+        return self._gp.windows() if self._gp is not None else None
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key in self._cache:
             return self._cache[key]
         if key not in self._keyset:
             raise KeyError(key)
-        if self._npz is not None:
+        if self._gp is not None:
+            arr = self._gp.vectors(self._columns[key])
+        elif self._npz is not None:
             try:
                 arr = np.asarray(self._npz[key])
             except ValueError as exc:
@@ -270,6 +336,8 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         """Shape of ``key`` without reading its data where the format allows it."""
         if key in self._cache:
             return tuple(self._cache[key].shape)
+        if self._gp is not None:
+            return tuple(self[key].shape)
         if self._ds is not None:
             return tuple(int(n) for n in self._ds[key].shape)
         try:
@@ -302,6 +370,9 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         if self._ds is not None:
             self._ds.close()
             self._ds = None
+        if self._gp is not None:
+            self._gp.close()
+            self._gp = None
 
     def __enter__(self) -> _ArrayFile:
         return self
@@ -311,9 +382,10 @@ class _ArrayFile(Mapping[str, np.ndarray]):
 
 
 def _load_arrays(arrays_path: str, fmt: str) -> dict[str, np.ndarray]:
-    """Every array of an npz (``allow_pickle=False``) or NetCDF file (all data variables)."""
-    if fmt not in ("npz", "netcdf"):
-        raise ValueError(f"Unknown format {fmt!r}; expected 'npz' or 'netcdf'.")
+    """Every array of an npz (``allow_pickle=False``), NetCDF (all data variables) or
+    GeoParquet file (the vector columns, as ``embeddings__<key>``)."""
+    if fmt not in ("npz", "netcdf", "geoparquet"):
+        raise ValueError(f"Unknown format {fmt!r}; expected 'npz', 'netcdf' or 'geoparquet'.")
     with _ArrayFile(arrays_path, fmt) as arrays:
         return {k: arrays[k] for k in arrays}
 
@@ -513,18 +585,18 @@ def _resolve_combined_paths(path: str) -> tuple[str, str, str]:
     base, ext = os.path.splitext(path)
     ext = ext.lower()
     if ext == ".json":
-        for candidate_ext, fmt in ((".npz", "npz"), (".nc", "netcdf")):
+        for candidate_ext, fmt in ((".npz", "npz"), (".nc", "netcdf"), (".parquet", "geoparquet")):
             arrays_path = base + candidate_ext
             if os.path.exists(arrays_path):
                 return arrays_path, path, fmt
         raise FileNotFoundError(
-            f"Found manifest {path!r} but no paired .npz or .nc file at {base!r}."
+            f"Found manifest {path!r} but no paired .npz, .nc or .parquet file at {base!r}."
         )
     fmt = _ARRAY_EXTS.get(ext)
     if fmt is None:
         raise ValueError(
-            f"Unrecognised file extension {ext!r}; expected .npz, .nc, .netcdf or .json "
-            "for a combined export (or a directory for a per-item export)."
+            f"Unrecognised file extension {ext!r}; expected .npz, .nc, .netcdf, .parquet or "
+            ".json for a combined export (or a directory for a per-item export)."
         )
     json_path = base + ".json"
     if not os.path.exists(json_path):
@@ -591,11 +663,18 @@ def _combined_from_manifest(manifest: dict[str, Any], arrays: _ArrayFile) -> _Lo
             manifest.get("stage"),
         )
     raw_spatials = manifest.get("spatials")
+    if not isinstance(raw_spatials, list):  # GeoParquet's embedded manifest: in the columns
+        raw_spatials = arrays.file_spatials()
     spatials = [s if isinstance(s, dict) else {} for s in raw_spatials or []]
     spatials += [{} for _ in range(n_items - len(spatials))]
     temporal = manifest.get("temporal") or None
     names = manifest.get("names")
     names = [str(n) for n in names] if isinstance(names, list) and len(names) == n_items else None
+    temporals = manifest.get("temporals")
+    if temporals is None and manifest.get("has_temporals"):
+        temporals = arrays.file_temporals()
+    if not (isinstance(temporals, list) and len(temporals) == n_items):
+        temporals = None
     result = ExportResult(
         layout="combined",
         spatials=spatials,
@@ -604,6 +683,9 @@ def _combined_from_manifest(manifest: dict[str, Any], arrays: _ArrayFile) -> _Lo
         status=str(manifest.get("status", "ok")),
         models=models,
         manifest=manifest,
+        temporals=[t if isinstance(t, dict) else None for t in temporals]
+        if temporals is not None
+        else None,
     )
     return result, names, dict(arrays.coords)
 
@@ -723,9 +805,12 @@ def _load_file_without_manifest(path: str, fmt: str) -> _Loaded | None:
     names = None
     if "name" in coords and coords["name"].shape == (n_items,):
         names = [str(v) for v in coords["name"].tolist()]
+    file_spatials = arrays.file_spatials()
     result = ExportResult(
         layout="combined",
-        spatials=_spatials_from_coords(coords, n_items),
+        spatials=file_spatials
+        if file_spatials is not None and len(file_spatials) == n_items
+        else _spatials_from_coords(coords, n_items),
         temporal=None,
         n_items=n_items,
         status="unknown",
@@ -765,7 +850,7 @@ def _find_per_item_files(directory: str) -> list[tuple[str, str, str, str]]:
         base, ext = os.path.splitext(fname)
         fmt = _ARRAY_EXTS.get(ext.lower())
         full = os.path.join(directory, fname)
-        if fmt is None or not os.path.isfile(full):
+        if fmt not in _PER_ITEM_FORMATS or not os.path.isfile(full):
             continue
         json_path = os.path.join(directory, base + ".json")
         if not os.path.isfile(json_path):
@@ -831,7 +916,7 @@ def _discover_points_without_manifest(directory: str) -> list[_Point]:
         base, ext = os.path.splitext(fname)
         fmt = _ARRAY_EXTS.get(ext.lower())
         full = os.path.join(directory, fname)
-        if fmt is None or not os.path.isfile(full):
+        if fmt not in _PER_ITEM_FORMATS or not os.path.isfile(full):
             continue
         match = _POINT_NAME.match(base)
         if fmt == "npz" and match is None:
@@ -965,6 +1050,12 @@ def _assemble_per_item(points: list[_Point], *, n_items: int) -> _Loaded:
 
     first = points[0].manifest if points else None
     temporal = (first or {}).get("temporal") or None
+    own: list[dict[str, Any] | None] = [None] * n_items
+    for point in points:
+        t = (point.manifest or {}).get("temporal")
+        own[point.index] = t if isinstance(t, dict) else None
+    present = [own[p.index] for p in points]
+    per_point = any(t != present[0] for t in present)
     result = ExportResult(
         layout="per_item",
         spatials=spatials,
@@ -973,6 +1064,7 @@ def _assemble_per_item(points: list[_Point], *, n_items: int) -> _Loaded:
         status=_overall_status([m.status for m in models.values()]),
         models=models,
         manifest=first or {},
+        temporals=own if per_point else None,
     )
     return result, names, {}
 
@@ -1010,6 +1102,16 @@ def _spatial_lonlat(spatial: Any) -> tuple[float, float]:
     return math.nan, math.nan
 
 
+def _window_of_dict(t: dict[str, Any] | None) -> tuple[str, str]:
+    """Half-open ``(start, end)`` ISO dates of a manifest temporal dict (None: default)."""
+    from rs_embed_ray.specs import temporal_from_dict, window_of
+
+    try:
+        return window_of(temporal_from_dict(t))
+    except (KeyError, TypeError, ValueError):
+        return ("NaT", "NaT")
+
+
 def _item_dims(ndim: int) -> tuple[str, ...]:
     if ndim <= 1:
         return ("item",)[:ndim]
@@ -1041,6 +1143,10 @@ def _convert_to_xarray(
     coords: dict[str, Any] = {"item": np.arange(n), "lon": ("item", lon), "lat": ("item", lat)}
     if names is not None:
         coords["name"] = ("item", np.array(names, dtype=str))
+    if result.temporals is not None and len(result.temporals) == n:
+        windows = [_window_of_dict(t) for t in result.temporals]
+        coords["window_start"] = ("item", np.array([w[0] for w in windows], dtype="datetime64[D]"))
+        coords["window_end"] = ("item", np.array([w[1] for w in windows], dtype="datetime64[D]"))
 
     for model in result.models.values():
         emb = model.embeddings

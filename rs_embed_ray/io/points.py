@@ -1,17 +1,32 @@
-"""Read a place list (CSV, Parquet, GeoJSON) into specs and names, with row-numbered errors."""
+"""Read a place list (CSV, Parquet, GeoJSON) into specs, names and per-place time windows,
+with row-numbered errors."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rs_embed_ray.errors import SpecError
-from rs_embed_ray.specs import BBox, PointBuffer, SpatialSpec
+from rs_embed_ray.specs import BBox, PointBuffer, SpatialSpec, TemporalSpec
 
 POINT_COLS = ("lon", "lat")
 BOX_COLS = ("minlon", "minlat", "maxlon", "maxlat")
+WINDOW_COLS = ("start", "end", "year")
+
+
+class Places(NamedTuple):
+    """What a points file says: places, names (or None) and windows (or None).
+
+    ``temporals`` has one entry per place, ``None`` where the row gives no window of its own
+    (the run's window applies); it is ``None`` when the file has no window columns at all.
+    """
+
+    spatials: list[SpatialSpec]
+    names: list[str] | None
+    temporals: list[TemporalSpec | None] | None
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -93,10 +108,92 @@ def _num(row: dict[str, Any], col: str, where: str) -> float:
     return f
 
 
+def _missing(v: Any) -> bool:
+    """An empty cell: None, NaN, NaT or a blank string."""
+    if v is None:
+        return True
+    if isinstance(v, str):
+        return not v.strip()
+    if isinstance(v, (list, tuple, dict)):
+        return False
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _iso(v: Any) -> Any:
+    """Dates of any usual type (pandas Timestamp, datetime, date, numpy) as ISO strings."""
+    if isinstance(v, dt.datetime) or hasattr(v, "to_pydatetime"):
+        return v.date().isoformat()
+    if isinstance(v, dt.date):
+        return v.isoformat()
+    if type(v).__name__ == "datetime64":
+        return str(v)[:10]
+    if isinstance(v, str):
+        return v.strip()
+    return v  # left as is: validation says what is wrong with it
+
+
+def _window(row: dict[str, Any], cols: set[str], where: str) -> TemporalSpec | None:
+    """The row's own window (``start,end`` or ``year``), validated; None when it has none."""
+    start = row.get("start") if "start" in cols else None
+    end = row.get("end") if "end" in cols else None
+    year = row.get("year") if "year" in cols else None
+    has_range = not (_missing(start) and _missing(end))
+    if not _missing(year):
+        if has_range:
+            raise SpecError(f"{where}: give either year or start,end, not both.")
+        y = year
+        if isinstance(y, str):
+            y = y.strip()
+            y = int(y) if y.lstrip("-").isdigit() else y
+        elif isinstance(y, float) and y.is_integer():
+            y = int(y)
+        elif hasattr(y, "item") and not isinstance(y, (int, str)):
+            y = y.item()
+            y = int(y) if isinstance(y, float) and y.is_integer() else y
+        spec = TemporalSpec(mode="year", year=y)
+    elif has_range:
+        spec = TemporalSpec.range(
+            None if _missing(start) else _iso(start),  # type: ignore[arg-type]
+            None if _missing(end) else _iso(end),  # type: ignore[arg-type]
+        )
+    else:
+        return None
+    try:
+        spec.validate()
+    except SpecError as exc:
+        raise SpecError(f"{where}: {exc}") from None
+    return spec
+
+
 def read_points(
     path: str | Path, *, buffer_m: float | None = None
 ) -> tuple[list[SpatialSpec], list[str] | None]:
-    """Places and (optional) names from a file; ``buffer_m`` fills a missing buffer column."""
+    """Places and (optional) names from a file; ``buffer_m`` fills a missing buffer column.
+
+    A file with per-place windows (``start,end`` or ``year`` columns) is refused here, so
+    that its windows are never dropped silently: read it with :func:`read_places`.
+    """
+    places = read_places(path, buffer_m=buffer_m)
+    if places.temporals is not None:
+        raise SpecError(
+            f"Points file {path} has per-place windows (start,end or year columns); read it "
+            "with rs_embed_ray.io.points.read_places and pass temporals= to export_batch."
+        )
+    return places.spatials, places.names
+
+
+def read_places(path: str | Path, *, buffer_m: float | None = None) -> Places:
+    """Places, names and per-place windows from a file (see :class:`Places`).
+
+    Columns: ``lon,lat[,buffer_m]`` or ``minlon,minlat,maxlon,maxlat``, then optionally
+    ``name`` and a window per row: ``start,end`` (ISO dates, end exclusive) or ``year``.
+    Empty window cells mean the run's window. Errors name the row (1-based, header excluded).
+    """
     p = Path(path)
     if not p.is_file():
         raise SpecError(f"Points file {p} does not exist or is not a file.")
@@ -113,7 +210,11 @@ def read_points(
         )
     spatials: list[SpatialSpec] = []
     names: list[str] = []
+    temporals: list[TemporalSpec | None] = []
     has_names = "name" in cols
+    # GeoJSON features may differ in properties: a window column anywhere counts
+    wcols = {c for r in rows for c in r if c in WINDOW_COLS}
+    has_windows = bool(wcols)
     for i, row in enumerate(rows):
         where = f"{p.name} row {i + 1}"
         if is_box:
@@ -138,4 +239,7 @@ def read_points(
         if has_names:
             v = row.get("name")
             names.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    return spatials, (names if has_names else None)
+        if has_windows:
+            temporals.append(_window(row, wcols, where))
+    windows = temporals if any(t is not None for t in temporals) else None
+    return Places(spatials, names if has_names else None, windows)

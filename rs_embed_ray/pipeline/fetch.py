@@ -26,6 +26,10 @@ from rs_embed_ray.specs import SensorSpec, spatial_from_dict, temporal_from_dict
 
 log = logging.getLogger(__name__)
 
+# optional input column: the place's own window (JSON of a TemporalSpec, "null" for the
+# default window); when present it overrides the run's window given to the constructor
+TEMPORAL_COLUMN = "temporal"
+
 
 def current_node() -> str:
     """The Ray node this worker runs on (recorded in the log: where each step ran)."""
@@ -87,11 +91,18 @@ class FetchWorker:
         # opt-in: nearby places of a batch share one request (providers with fetch_many)
         self.batched = spatial_batching and hasattr(self.provider, "fetch_many")
 
-    def _one(self, spatial_json: str) -> Any:
+    def _temporal(self, temporal_json: str | None) -> Any:
+        """A row's own window (TEMPORAL_COLUMN), else the run's."""
+        if temporal_json is None:
+            return self.temporal
+        return temporal_from_dict(json.loads(temporal_json))
+
+    def _one(self, spatial_json: str, temporal_json: str | None = None) -> Any:
         spatial = spatial_from_dict(json.loads(spatial_json))
+        temporal = self._temporal(temporal_json)
 
         def call() -> Any:
-            return self.provider.fetch(spatial, self.temporal, self.sensor, n_frames=self.n_frames)
+            return self.provider.fetch(spatial, temporal, self.sensor, n_frames=self.n_frames)
 
         return self._check(with_retries(call, self.retries, self.backoff))
 
@@ -109,13 +120,17 @@ class FetchWorker:
                 raise ValueError(f"Input inspection failed: {report['issues']}")
         return data, dict(patch.meta or {})
 
-    def _many(self, spatials: list[str], safe: Any) -> list[Any]:
-        """One ``fetch_many`` call for the batch; places it could not serve are retried
-        alone (a deterministic "no images" answer is not retried)."""
+    def _many(self, spatials: list[str], temporal_json: str | None, safe: Any) -> list[Any]:
+        """One ``fetch_many`` call for places of one window; places it could not serve are
+        retried alone (a deterministic "no images" answer is not retried)."""
         specs = [spatial_from_dict(json.loads(sj)) for sj in spatials]
         try:
             got = self.provider.fetch_many(
-                specs, self.temporal, self.sensor, n_frames=self.n_frames, threads=self.threads
+                specs,
+                self._temporal(temporal_json),
+                self.sensor,
+                n_frames=self.n_frames,
+                threads=self.threads,
             )
         except Exception as exc:  # the whole call failed: every place tries alone
             got = [exc] * len(specs)
@@ -125,7 +140,7 @@ class FetchWorker:
                 if "No images found" in str(res):
                     out.append(res)
                 else:
-                    out.append(safe(sj))
+                    out.append(safe(sj, temporal_json))
                 continue
             try:
                 out.append(self._check(res))
@@ -136,18 +151,25 @@ class FetchWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         indices = [int(i) for i in batch["index"]]
         spatials = [str(s) for s in batch["spatial"]]
+        tcol = batch.get(TEMPORAL_COLUMN)
+        temporals = [str(t) for t in tcol] if tcol is not None else [None] * len(spatials)
         mapper = self.pool.map if self.pool is not None else map
 
-        def safe(sj: str) -> Any:
+        def safe(sj: str, tj: str | None) -> Any:
             try:
-                return self._one(sj)
+                return self._one(sj, tj)
             except Exception as exc:
                 return exc
 
         if self.batched:
-            results = self._many(spatials, safe)
+            results: list[Any] = [None] * len(spatials)
+            for tj in dict.fromkeys(temporals):  # one fetch_many per window
+                ks = [k for k, t in enumerate(temporals) if t == tj]
+                got = self._many([spatials[k] for k in ks], tj, safe)
+                for k, res in zip(ks, got, strict=True):
+                    results[k] = res
         else:
-            results = list(mapper(safe, spatials))
+            results = list(mapper(safe, spatials, temporals))
         ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         status, error, shape, sha = [], [], [], []
         for idx, res in zip(indices, results, strict=True):

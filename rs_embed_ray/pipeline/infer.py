@@ -16,10 +16,11 @@ from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
 from rs_embed_ray.models.tiling import embed_with_prep
-from rs_embed_ray.pipeline.fetch import current_node, with_retries
+from rs_embed_ray.pipeline.fetch import TEMPORAL_COLUMN, current_node, with_retries
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
+    TemporalSpec,
     spatial_from_dict,
     temporal_from_dict,
 )
@@ -85,7 +86,13 @@ class ModelWorker:
         self.backoff = retry_backoff_s
         self.reader = ShardReader()
 
-    def _embed(self, inputs: list[np.ndarray], spatials: list[Any], metas: list[dict]) -> list:
+    def _embed(
+        self,
+        inputs: list[np.ndarray],
+        spatials: list[Any],
+        metas: list[dict],
+        temporal: TemporalSpec | None,
+    ) -> list:
         return with_retries(
             lambda: embed_with_prep(
                 self.embedder,
@@ -93,7 +100,7 @@ class ModelWorker:
                 prep=self.prep,
                 output=self.output,
                 spatials=spatials,
-                temporal=self.temporal,
+                temporal=temporal,
                 fetch_metas=metas,
                 batch_size=self.batch_size,
             ),
@@ -113,6 +120,9 @@ class ModelWorker:
         inputs: list[np.ndarray | None] = [None] * n
         fmetas: list[dict[str, Any]] = [{}] * n
         spatials = [spatial_from_dict(json.loads(s)) for s in batch["spatial"]]
+        # per-place windows (see fetch.TEMPORAL_COLUMN): places embed with their own window
+        tcol = batch.get(TEMPORAL_COLUMN)
+        tkeys: list[str | None] = [str(t) for t in tcol] if tcol is not None else [None] * n
         # chained after the fetch stage: the batch carries the fetch's own result columns
         chained = "sha1" in batch
         for j in range(n):
@@ -131,21 +141,31 @@ class ModelWorker:
                 fmetas[j] = fmeta
             except Exception as exc:  # a torn or missing shard fails only this place
                 status[j], error[j] = "failed", f"{type(exc).__name__}: reading cached patch: {exc}"
-        todo = [j for j in range(n) if status[j] == "ok"]
+        by_window: dict[str | None, list[int]] = {}
+        for j in range(n):
+            if status[j] == "ok":
+                by_window.setdefault(tkeys[j], []).append(j)
         results: dict[int, Any] = {}
-        if todo:
+        for tkey, todo in by_window.items():
+            temporal = self.temporal if tkey is None else temporal_from_dict(json.loads(tkey))
             try:
                 out = self._embed(
                     [inputs[j] for j in todo],  # type: ignore[misc]
                     [spatials[j] for j in todo],
                     [fmetas[j] for j in todo],
+                    temporal,
                 )
-                results = dict(zip(todo, out, strict=True))
+                results.update(zip(todo, out, strict=True))
             except Exception as exc:
                 log.warning("batch forward failed (%s); retrying place by place", exc)
                 for j in todo:
                     try:
-                        results[j] = self._embed([inputs[j]], [spatials[j]], [fmetas[j]])[0]  # type: ignore[list-item]
+                        results[j] = self._embed(
+                            [inputs[j]],  # type: ignore[list-item]
+                            [spatials[j]],
+                            [fmetas[j]],
+                            temporal,
+                        )[0]
                     except Exception as one_exc:
                         status[j], error[j] = "failed", f"{type(one_exc).__name__}: {one_exc}"
         for j, e in results.items():

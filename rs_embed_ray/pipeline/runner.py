@@ -23,7 +23,7 @@ from rs_embed_ray.io.assemble import sidecar_path, write_combined
 from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
-from rs_embed_ray.pipeline.fetch import FetchWorker
+from rs_embed_ray.pipeline.fetch import TEMPORAL_COLUMN, FetchWorker
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
@@ -307,10 +307,17 @@ class Runner:
             },
             compute=ActorPoolStrategy(size=size),
             num_cpus=fetch_cpus,
-            # small runs still spread over every fetch actor
-            batch_size=max(1, min(p.chunk_size, 64, math.ceil(n / (2 * size)))),
+            batch_size=self._fetch_batch(n, size),
             batch_format="numpy",
         )
+
+    def _fetch_batch(self, n: int, size: int) -> int:
+        """Places per fetch call: whole chunks when nearby places share requests; else small
+        enough that a short run still spreads over every fetch actor."""
+        p = self.plan
+        if p.extra.get("spatial_batching"):
+            return max(1, min(p.chunk_size, 64))
+        return max(1, min(p.chunk_size, 64, math.ceil(n / (2 * size))))
 
     def _infer_op(self, ds: Any, model: ModelRequest) -> Any:
         """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model."""
@@ -356,6 +363,7 @@ class Runner:
             {
                 "index": i,
                 "spatial": json.dumps(spatial_to_dict(p.spatials[i])),
+                TEMPORAL_COLUMN: json.dumps(jsonable(p.temporal_of(i))),
                 **{k: f(i) for k, f in cols.items()},
             }
             for i in todo
@@ -471,6 +479,7 @@ class Runner:
                 "index": i,
                 "name": p.names[i],
                 "spatial_manifest": jsonable(p.spatials[i]),
+                "temporal": jsonable(p.temporal_of(i)),
                 "fingerprint": p.item_fingerprint(i),
                 "sources": sources,
             }
@@ -511,7 +520,7 @@ class Runner:
                             "device": self.device,
                             "models": [],
                             "spatial": jsonable(p.spatials[i]),
-                            "temporal": jsonable(p.temporal),
+                            "temporal": jsonable(p.temporal_of(i)),
                             "output": jsonable(p.output),
                         }
                     out[i] = m
@@ -601,6 +610,9 @@ class Runner:
                     patch_src=self.patch_src,
                     embed_src=self.embed_src,
                     fingerprint=p.run_fingerprint(),
+                    temporals=[jsonable(p.temporal_of(i)) for i in range(p.n_items)]
+                    if p.temporals is not None
+                    else None,
                 )
                 from rs_embed_ray.io.atomic import write_text
 
@@ -643,6 +655,10 @@ def _arrays_intact(path: Path, man: dict[str, Any], fmt: str) -> bool:
         for k in ("input", "embedding"):
             if isinstance(e.get(k), dict) and "sha1" in e[k] and not e[k].get("dedup_reused"):
                 refs.append(e[k])
+    if fmt == "geoparquet":
+        from rs_embed_ray.io.geoparquet import parquet_intact
+
+        return parquet_intact(path, man)
     try:
         if fmt == "npz":
             with np.load(path, allow_pickle=False) as z:

@@ -6,6 +6,7 @@ driver's disk is never assumed; files go through the atomic-write helper.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.io.assemble import write_item
+from rs_embed_ray.io.assemble import sidecar_path, write_item
 from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import array_from_bytes
@@ -52,6 +53,14 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
     }
 
 
+def _discard_item(ctx: dict[str, Any], name: str) -> None:
+    """Remove a place's half-written pair (its array file landed, its sidecar did not)."""
+    path = Path(ctx["out_dir"]) / f"{name}{ctx['ext']}"
+    for p in (path, sidecar_path(path)):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
 def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
     """Write each place's final file + sidecar; return its manifest as JSON."""
     reader = ShardReader()
@@ -63,10 +72,13 @@ def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[st
                 man = write_item(ctx, row, reader)
                 out_status.append(man["status"])
                 out_manifest.append(json.dumps(man, ensure_ascii=False))
-            except OutputWriteError:
-                raise  # disk full / read-only: stop the run, whatever continue_on_error says
             except Exception as exc:  # the file is not written; the place is reported
-                if is_storage_error(exc):
+                if isinstance(exc, OutputWriteError) or is_storage_error(exc):
+                    # disk full / read-only: stop the run, whatever continue_on_error says,
+                    # and leave the place whole or absent (not an array without its sidecar)
+                    _discard_item(ctx, row["name"])
+                    if isinstance(exc, OutputWriteError):
+                        raise
                     raise output_write_error(exc, ctx["out_dir"]) from exc
                 out_status.append("write_failed")
                 out_manifest.append(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
