@@ -141,6 +141,12 @@ def main(verbose: int) -> None:
 @click.option("--ee-url", help="Earth Engine base URL (default: RS_EMBED_RAY_EE_URL or Google's).")
 @click.option("--ee-high-volume", is_flag=True, help="Use Earth Engine's high-volume endpoint.")
 @click.option(
+    "--ee-max-retries",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retries of a failed Earth Engine request (429/5xx/timeouts); default 5.",
+)
+@click.option(
     "--spatial-batching",
     is_flag=True,
     help="Fetch nearby places in one Earth Engine request (fewer requests per place).",
@@ -175,6 +181,8 @@ def export(**o: Any) -> None:
             popts["url"] = o["ee_url"]
         if o["ee_high_volume"]:
             popts["high_volume"] = True
+        if o["ee_max_retries"] is not None:
+            popts["max_retries"] = o["ee_max_retries"]
         kwargs = dict(
             provider_options=popts or None,
             spatials=spatials,

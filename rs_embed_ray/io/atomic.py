@@ -1,38 +1,116 @@
 """The one way files are written: a temp file in the same folder, then ``os.replace``.
 
 A crash leaves either the previous file or the new one, never a partial file; a temp file
-left by a killed process is removed by ``clean_stale_temps``.
+left by a killed process is removed by ``clean_stale_temps``. A write that fails because the
+storage refuses it (disk full, quota, read-only, permissions) raises ``OutputWriteError``:
+an ``OSError`` (same errno) and an ``RSEmbedRayError`` whose message says what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from rs_embed_ray.errors import RSEmbedRayError
+
 log = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"
+
+# errors that say "this storage cannot take the write", not "this place is bad"
+STORAGE_ERRNOS = frozenset(
+    e
+    for e in (
+        errno.ENOSPC,
+        getattr(errno, "EDQUOT", None),
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EFBIG,
+        errno.EIO,
+    )
+    if e is not None
+)
+_HINTS = {
+    errno.ENOSPC: "free some space (or choose another output location)",
+    getattr(errno, "EDQUOT", -1): "free some quota (or choose another output location)",
+    errno.EFBIG: "the file system does not take files this large; choose another output location",
+    errno.EROFS: "the file system is read-only; choose another output location",
+    errno.EACCES: "make the output location writable",
+    errno.EPERM: "make the output location writable",
+    errno.EIO: "check the storage device",
+}
+
+
+class OutputWriteError(RSEmbedRayError, OSError):
+    """The output location cannot take a write (disk full, quota, read-only, permissions).
+
+    The run stops (it is not a per-place failure, so ``continue_on_error`` does not apply);
+    what was written stays valid, and a rerun with ``resume=True`` continues from the log.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror) if self.strerror else OSError.__str__(self)
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS
+
+
+def output_write_error(exc: OSError, path: str | os.PathLike[str]) -> OutputWriteError:
+    """A clear ``OutputWriteError`` for a storage ``OSError`` raised while writing ``path``."""
+    if isinstance(exc, OutputWriteError):
+        return exc
+    code = exc.errno or errno.EIO
+    reason = os.strerror(code)
+    name = errno.errorcode.get(code, str(code))
+    hint = _HINTS.get(code, "check the output location")
+    msg = (
+        f"Cannot write {os.fspath(path)}: {reason} [{name}]. The run stopped; files already "
+        f"written are complete and kept. {hint[0].upper()}{hint[1:]}, then rerun with "
+        "resume=True (CLI --resume) to continue where it stopped."
+    )
+    return OutputWriteError(code, msg, os.fspath(path))
+
+
+@contextlib.contextmanager
+def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn storage ``OSError``s raised inside the block into ``OutputWriteError``."""
+    try:
+        yield
+    except OutputWriteError:
+        raise
+    except OSError as exc:
+        if exc.errno in STORAGE_ERRNOS:
+            raise output_write_error(exc, path) from exc
+        raise
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path`` atomically."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    with storage_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        yield tmp
-        with contextlib.suppress(OSError):
-            fd = os.open(tmp, os.O_RDONLY)
+        with storage_errors(final):
+            yield tmp
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, final)
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)  # a network file system may report a full disk only here
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO):
+                    raise
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             with contextlib.suppress(OSError):
@@ -48,12 +126,20 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def clean_stale_temps(folder: str | os.PathLike[str], recursive: bool = False) -> int:
-    """Remove temp files left by killed writers; returns how many were removed."""
+def clean_stale_temps(
+    folder: str | os.PathLike[str], recursive: bool = False, prefix: str = ""
+) -> int:
+    """Remove temp files left by killed writers; returns how many were removed.
+
+    ``prefix`` narrows the match to temps of files whose name starts with it (e.g. "*.npz"
+    or "g.json"), for folders this run shares with other files.
+    """
     root = Path(folder)
     if not root.is_dir():
         return 0
-    pattern = f"**/*{TMP_MARK}*" if recursive else f"*{TMP_MARK}*"
+    pattern = f"{prefix or '*'}{TMP_MARK}*"
+    if recursive:
+        pattern = f"**/{pattern}"
     n = 0
     for p in root.glob(pattern):
         if p.is_file():

@@ -51,9 +51,19 @@ class ShardReader:
         return arr, meta
 
     def has(self, path: str | Path, index: int) -> bool:
+        """True if the shard holds a readable copy of ``index`` (its CRC checked): a shard
+        cut short or corrupted by a crash answers False, so resume redoes that step."""
         try:
-            return f"d{index}" in self._file(str(path)).files
-        except (OSError, ValueError, EOFError):
+            fh = self._file(str(path))
+            if f"d{index}" not in fh.files:
+                return False
+            fh[f"d{index}"]  # reading the member checks its CRC
+            fh[f"m{index}"]
+            return True
+        except Exception:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
+            old = self._open.pop(str(path), None)
+            if old is not None:
+                old.close()
             return False
 
     def close(self) -> None:

@@ -9,11 +9,14 @@ what was asked and the shard file holding the result. Only the driver appends to
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.errors import OutputLockedError
-from rs_embed_ray.io.atomic import clean_stale_temps, write_text
+from rs_embed_ray.io.atomic import clean_stale_temps, storage_errors, write_text
 from rs_embed_ray.io.manifest import utc_ts
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,30 @@ log = logging.getLogger(__name__)
 LOG_NAME = "log.jsonl"
 RUN_NAME = "run.json"
 LOCK_NAME = "lock"
+# same values as rs_embed_ray.plan (not imported: plan imports the model registry)
+STATE_DIR_PER_ITEM = "_rs_embed_ray"
+STATE_SUFFIX_COMBINED = ".rs_embed_ray"
+FINAL_EXTS = (".npz", ".nc", ".json")
+
+_HELD: set[str] = set()  # lock files held by runs of this process
+_HELD_GUARD = threading.Lock()
+
+
+def _read_lock_fd(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 4096, 0)
+        other = json.loads(raw.decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return other if isinstance(other, dict) else {}
+
+
+def _read_lock(lock: Path) -> dict[str, Any]:
+    try:
+        other = json.loads(lock.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return other if isinstance(other, dict) else {}
 
 
 def _pid_alive(pid: int) -> bool:
@@ -66,54 +93,153 @@ class RunState:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._log_fh: Any = None
+        self._log_fd: int | None = None
+        self._lock_fd: int | None = None
+        self._lock_key: str | None = None
         self._locked = False
 
     # -- lock ----------------------------------------------------------------------------
     def acquire(self) -> None:
-        """Refuse a second concurrent run on the same output; take over a dead run's lock."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Refuse a second concurrent run on the same output; take over a dead run's lock.
+
+        The lock is an ``flock`` on ``lock`` held for the whole run, so the kernel frees it
+        when the process dies however it dies (no stale locks, no pid guessing); the file also
+        says who holds it, for the error message. A second run in the same process (another
+        thread) is refused too. Where ``flock`` is not available the file's pid is checked.
+        """
+        with storage_errors(self.folder):
+            self.folder.mkdir(parents=True, exist_ok=True)
         lock = self.folder / LOCK_NAME
+        key = os.path.realpath(lock)
+        with _HELD_GUARD:
+            if key in _HELD:
+                raise OutputLockedError(self._busy_message(_read_lock(lock), same_process=True))
+            with storage_errors(lock):
+                fd = self._flock(lock)
+                if fd is None:
+                    self._pid_lock(lock)
+            _HELD.add(key)
+        self._lock_fd = fd
+        self._lock_key = key
+        self._locked = True
+        self._clean_temps()
+
+    def _busy_message(self, other: dict[str, Any], same_process: bool = False) -> str:
+        who = "this process" if same_process else f"pid {other.get('pid', '?')}"
+        host = other.get("host")
+        where = f" on host {host}" if host and host != socket.gethostname() else ""
+        since = f", since {other['since']}" if other.get("since") else ""
+        return (
+            f"Another export ({who}{where}{since}) is writing to {self.folder.parent} "
+            f"(lock {self.folder / LOCK_NAME}); wait for it to finish or choose another output."
+        )
+
+    def _me(self) -> bytes:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_ts()}
+        return json.dumps(me).encode()
+
+    def _flock(self, lock: Path) -> int | None:
+        """Hold an exclusive flock on ``lock``; None where flock is not supported."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            return None
+        for _ in range(20):
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputLockedError(self._busy_message(_read_lock(lock))) from None
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    log.warning("flock not supported on %s (%s); using the pid lock", lock, exc)
+                    return None
+                raise
+            # a run that just released may have unlinked the file we opened: retry on the new one
+            try:
+                st, cur = os.fstat(fd), os.stat(lock)
+                current = (st.st_dev, st.st_ino) == (cur.st_dev, cur.st_ino)
+            except FileNotFoundError:
+                current = False
+            if not current:
+                os.close(fd)
+                continue
+            other = _read_lock_fd(fd)
+            if other.get("host") and other.get("host") != socket.gethostname():
+                # flock may not reach across hosts on this file system: trust the file
+                os.close(fd)
+                raise OutputLockedError(
+                    self._busy_message(other) + f" If that run is dead, delete {lock} and retry."
+                )
+            if other:
+                log.info("taking over the lock of a dead run (pid %s)", other.get("pid"))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._me(), 0)
+            return fd
+        raise OutputLockedError(f"Could not lock {lock}: it keeps being replaced.")
+
+    def _pid_lock(self, lock: Path) -> None:
+        """Fallback without flock: an O_EXCL lock file; a dead run's pid is taken over."""
         for _ in range(2):
             try:
                 fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                try:
-                    other = json.loads(lock.read_text() or "{}")
-                except (OSError, ValueError):
-                    other = {}
+                other = _read_lock(lock)
                 same_host = other.get("host") == socket.gethostname()
                 pid = int(other.get("pid", 0) or 0)
                 if same_host and pid and pid != os.getpid() and _pid_alive(pid):
-                    raise OutputLockedError(
-                        f"Another export (pid {pid}, since {other.get('since')}) is writing to "
-                        f"{self.folder.parent}; wait for it to finish or choose another output."
-                    ) from None
+                    raise OutputLockedError(self._busy_message(other)) from None
                 if not same_host and other:
                     raise OutputLockedError(
-                        f"Output is locked by host {other.get('host')} (pid {pid}); if that run "
-                        f"is dead, delete {lock} and retry."
+                        self._busy_message(other)
+                        + f" If that run is dead, delete {lock} and retry."
                     ) from None
                 with contextlib.suppress(OSError):
                     lock.unlink()
                 continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self._locked = True
-            clean_stale_temps(self.folder, recursive=True)
+            try:
+                os.write(fd, self._me())
+            finally:
+                os.close(fd)
             return
         raise OutputLockedError(f"Could not lock {lock}.")
 
+    def _clean_temps(self) -> None:
+        """Temp files of killed writers: the state folder, and this export's final files."""
+        try:
+            clean_stale_temps(self.folder, recursive=True)
+            parent, name = self.folder.parent, self.folder.name
+            if name == STATE_DIR_PER_ITEM:  # the output folder belongs to this export
+                prefixes = [f"*{ext}" for ext in FINAL_EXTS]
+            elif name.endswith(STATE_SUFFIX_COMBINED):  # a shared folder: only our file's temps
+                stem = glob.escape(name[: -len(STATE_SUFFIX_COMBINED)])
+                prefixes = [f"{stem}{ext}" for ext in FINAL_EXTS]
+            else:
+                prefixes = []
+            for prefix in prefixes:
+                clean_stale_temps(parent, prefix=prefix)
+        except OSError as exc:  # never fail a run over a leftover
+            log.warning("could not remove stale temp files: %s", exc)
+
     def release(self) -> None:
-        if self._log_fh is not None:
-            self._log_fh.flush()
-            os.fsync(self._log_fh.fileno())
-            self._log_fh.close()
-            self._log_fh = None
+        """Close the log and drop the lock; never raises (it runs while an error propagates)."""
+        if self._log_fd is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._log_fd)
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
+            self._log_fd = None
         if self._locked:
             with contextlib.suppress(OSError):
                 (self.folder / LOCK_NAME).unlink()
+            if self._lock_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._lock_fd)  # frees the flock
+                self._lock_fd = None
+            with _HELD_GUARD:
+                _HELD.discard(self._lock_key or "")
             self._locked = False
 
     # -- log -----------------------------------------------------------------------------
@@ -142,11 +268,26 @@ class RunState:
         return out
 
     def append(self, records: Iterable[Record]) -> None:
-        if self._log_fh is None:
-            self._log_fh = open(self.folder / LOG_NAME, "a", encoding="utf-8")  # noqa: SIM115
-        for r in records:
-            self._log_fh.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-        self._log_fh.flush()
+        """Append records, one line each, in one ``write``; a full disk raises OutputWriteError.
+
+        A line torn by a crash (or by a full disk) is ended before new lines go after it, so
+        it costs only itself, never the record that follows.
+        """
+        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+        if not data:
+            return
+        path = self.folder / LOG_NAME
+        with storage_errors(path):
+            if self._log_fd is None:
+                self._log_fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = self._log_fd
+            size = os.fstat(fd).st_size
+            buf = data.encode("utf-8")
+            if size and hasattr(os, "pread") and os.pread(fd, 1, size - 1) != b"\n":
+                buf = b"\n" + buf
+            view = memoryview(buf)
+            while view:
+                view = view[os.write(fd, view) :]
 
     # -- run manifest ----------------------------------------------------------------------
     def write_run(self, info: dict[str, Any]) -> None:
@@ -154,7 +295,8 @@ class RunState:
 
     def shard_dir(self, kind: str, key: str) -> Path:
         d = self.folder / kind / key
-        d.mkdir(parents=True, exist_ok=True)
+        with storage_errors(d):
+            d.mkdir(parents=True, exist_ok=True)
         return d
 
     def reset(self) -> None:

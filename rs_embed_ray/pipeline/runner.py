@@ -18,8 +18,9 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
-from rs_embed_ray.errors import ModelError, ProviderError, RSEmbedRayError
+from rs_embed_ray.errors import ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import sidecar_path, write_combined
+from rs_embed_ray.io.atomic import is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
@@ -59,6 +60,9 @@ def _configure_data_context() -> None:
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
     ctx.execution_options.verbose_progress = False
+    # a UDF's own error (OutputWriteError, ...) reaches the driver as itself: by default it is
+    # wrapped in a UserCodeException whose __cause__ is lost on the way (Ray Data 2.60)
+    ctx.raise_original_map_exception = True
 
 
 @contextlib.contextmanager
@@ -103,6 +107,8 @@ class Runner:
         self.device = self._resolve_device()
         self.counts = {"fetched": 0, "fetch_failed": 0, "embedded": 0, "embed_failed": 0}
         self._quota: tuple[str, Any] | None = None
+        # places whose embedding step already ran in this run (chained fetch+infer)
+        self._settled: dict[str, set[int]] = {m.key: set() for m in plan.models}
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -391,6 +397,7 @@ class Runner:
             for k in ("index", "status", "error", "shard", "shape", "sha1", "node")
         }
         recs = self._record("embed", model.key, rows, lambda i: p.pair_fingerprint(i, model))
+        self._settled[model.key].update(r.index for r in recs)
         ok = sum(r.status == "ok" for r in recs)
         self.counts["embedded"] += ok
         self.counts["embed_failed"] += len(recs) - ok
@@ -424,6 +431,8 @@ class Runner:
     def _infer(self, model: ModelRequest, todo: list[int]) -> None:
         """Embed places whose patches are cached (later models of a group, resumed runs)."""
         p = self.plan
+        # a place the chained fetch+infer stage settled in this run is not settled twice
+        todo = [i for i in todo if i not in self._settled[model.key]]
         src = self.patch_src[model.fetch_key] if model.fetch_key else {}
         # places whose patch failed are settled without any cluster work
         failed = [i for i in todo if model.fetch_key and src.get(i, {}).get("status") != "ok"]
@@ -695,9 +704,13 @@ def run_plan(plan: ExportPlan) -> list[dict[str, Any]] | dict[str, Any]:
     try:
         return Runner(plan).run()
     except ray.exceptions.RayTaskError as exc:
-        cause = exc.as_instanceof_cause()
-        if isinstance(cause, (ProviderError, ModelError)):
+        cause = getattr(exc, "cause", None)  # the original exception, with its own message
+        if isinstance(cause, RSEmbedRayError):  # OutputWriteError, ProviderError, ModelError
             raise cause from None
+        raise
+    except OSError as exc:  # the driver's own writes: the combined file, final.json
+        if is_storage_error(exc):
+            raise output_write_error(exc, plan.out_path) from exc
         raise
 
 

@@ -17,6 +17,9 @@ model still do the real work. Provider keys:
 
 Model keys (``model_configs={"spectral_stats": {"faults": {...}}}``, read by the inference
 actor and not passed to the model): ``exit_on_call`` + ``exit_marker``, counted in batches.
+
+Both: ``exit_in_init`` + ``exit_marker``: the actor dies while it starts (loading weights,
+opening the provider), once.
 """
 
 from __future__ import annotations
@@ -58,8 +61,16 @@ class CrashOnce:
         self.marker = spec.get("exit_marker")
         if self.at and not self.marker:
             raise ValueError("faults: exit_on_call needs exit_marker (the crash happens once)")
+        self.in_init = bool(spec.get("exit_in_init", False))
+        if self.in_init and not self.marker:
+            raise ValueError("faults: exit_in_init needs exit_marker (the crash happens once)")
         self.calls = 0
         self._lock = threading.Lock()
+
+    def starting(self) -> None:
+        """Call from an actor's constructor: dies here once if ``exit_in_init``."""
+        if self.in_init and _claim(self.marker):  # type: ignore[arg-type]
+            os._exit(EXIT_CODE)
 
     def tick(self) -> None:
         if not self.at:
@@ -95,6 +106,7 @@ class FaultInjectingProvider:
         self.unless_exists = spec.get("unless_exists")
         self.transient = bool(spec.get("transient_every", False))
         self.crash = CrashOnce(spec)
+        self.crash.starting()
         self._seen: set[tuple[float, float]] = set()
         self._lock = threading.Lock()
 
