@@ -23,6 +23,7 @@ from rs_embed_ray.testing.ee_emulator import EEEmulator
 def ee_client(emulator: EEEmulator, monkeypatch: pytest.MonkeyPatch) -> EEEmulator:
     monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
     ee.data.setMaxRetries(0)
+    ee.Reset()  # an earlier test may have initialised ee in this process (cached discovery)
     ee.Initialize(credentials=Credentials(token="t"), project="proj", opt_url=emulator.url)
     return emulator
 
