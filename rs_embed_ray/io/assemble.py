@@ -279,35 +279,7 @@ def write_combined(
                 entry["errors_by_index"] = {str(i): errors[i] for i in sorted(errors)}
                 entry["status"] = "failed" if len(errors) == n else "partial"
             entries.append(entry)
-        statuses = [e["status"] for e in entries]
-        failed = sum(s == "failed" for s in statuses)
-        partial = sum(s == "partial" for s in statuses)
-        manifest: dict[str, Any] = {
-            "created_at": utc_ts(),
-            "status": summarize_status(statuses),
-            "stage": "done",
-            "resume_incomplete": False,
-            "backend": ctx["backend"],
-            "device": ctx["device"],
-            "models": entries,
-            "n_items": n,
-            "temporal": ctx["temporal"],
-            "output": ctx["output"],
-            "input_prep": ctx["input_prep"],
-            "spatials": spatials,
-            "names": names,
-            **({"temporals": temporals} if temporals is not None else {}),
-            "package": "rs-embed-ray",
-            "package_version": ctx["package_version"],
-            "request_fingerprint": fingerprint,
-            "summary": {
-                "total_models": len(entries),
-                "failed_models": failed,
-                "partial_models": partial,
-                "ok_models": len(entries) - failed - partial,
-            },
-            "completed_at": utc_ts(),
-        }
+        manifest = _combined_manifest(ctx, entries, n, spatials, names, temporals, fingerprint)
         if is_nc:
             manifest["nc_path"] = str(path)
             manifest["nc_variables"] = sorted(writer.variables)
@@ -531,38 +503,12 @@ def _write_combined_geoparquet(
                 entry["errors_by_index"] = {str(i): err[i] for i in sorted(err)}
                 entry["status"] = "failed" if len(err) == n else "partial"
             entries.append(entry)
-        statuses = [e["status"] for e in entries]
-        failed = sum(s == "failed" for s in statuses)
-        partial = sum(s == "partial" for s in statuses)
-        manifest: dict[str, Any] = {
-            "created_at": utc_ts(),
-            "status": summarize_status(statuses),
-            "stage": "done",
-            "resume_incomplete": False,
-            "backend": ctx["backend"],
-            "device": ctx["device"],
-            "models": entries,
-            "n_items": n,
-            "temporal": ctx["temporal"],
-            "output": ctx["output"],
-            "input_prep": ctx["input_prep"],
-            "spatials": spatials,
-            "names": names,
-            **({"temporals": temporals} if temporals is not None else {}),
-            "package": "rs-embed-ray",
-            "package_version": ctx["package_version"],
-            "request_fingerprint": fingerprint,
-            "summary": {
-                "total_models": len(entries),
-                "failed_models": failed,
-                "partial_models": partial,
-                "ok_models": len(entries) - failed - partial,
-            },
-            "completed_at": utc_ts(),
-            "parquet_path": str(path),
-            "parquet_columns": list(writer.columns),
-            "crs": "EPSG:4326",
-        }
+        manifest = _combined_manifest(ctx, entries, n, spatials, names, temporals, fingerprint)
+        manifest.update(
+            parquet_path=str(path),
+            parquet_columns=list(writer.columns),
+            crs="EPSG:4326",
+        )
         writer.commit(jsonable(compact_manifest(manifest)))
     except BaseException:
         writer.abort()
@@ -571,3 +517,44 @@ def _write_combined_geoparquet(
         reader.close()
     _write_sidecar(manifest, path, ctx["save_manifest"])
     return manifest
+
+
+def _combined_manifest(
+    ctx: dict[str, Any],
+    entries: list[dict[str, Any]],
+    n: int,
+    spatials: list[dict[str, Any]],
+    names: list[str],
+    temporals: list[Any] | None,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """The final combined manifest (contract §2.17.5), whatever the file format."""
+    statuses = [e["status"] for e in entries]
+    failed = sum(s == "failed" for s in statuses)
+    partial = sum(s == "partial" for s in statuses)
+    return {
+        "created_at": utc_ts(),
+        "status": summarize_status(statuses),
+        "stage": "done",
+        "resume_incomplete": False,
+        "backend": ctx["backend"],
+        "device": ctx["device"],
+        "models": entries,
+        "n_items": n,
+        "temporal": ctx["temporal"],
+        "output": ctx["output"],
+        "input_prep": ctx["input_prep"],
+        "spatials": spatials,
+        "names": names,
+        **({"temporals": temporals} if temporals is not None else {}),
+        "package": "rs-embed-ray",
+        "package_version": ctx["package_version"],
+        "request_fingerprint": fingerprint,
+        "summary": {
+            "total_models": len(entries),
+            "failed_models": failed,
+            "partial_models": partial,
+            "ok_models": len(entries) - failed - partial,
+        },
+        "completed_at": utc_ts(),
+    }
