@@ -263,6 +263,13 @@ def item_statuses(result: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
     return ["ok" if f == 0 else "failed" if f >= k else "partial" for f in failed_in]
 
 
+def _band_list(bands: tuple[str, ...], most: int = 12) -> str:
+    """All bands, or 'first..last (n)' when a product has many (gse has 64)."""
+    if len(bands) <= most:
+        return ",".join(bands)
+    return f"{bands[0]}..{bands[-1]} ({len(bands)})"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def models(as_json: bool) -> None:
@@ -278,7 +285,7 @@ def models(as_json: bool) -> None:
                 "status": info.status,
                 "type": info.kind,
                 "collection": s.collection if s else "",
-                "bands": ",".join(s.bands) if s else "",
+                "bands": _band_list(s.bands) if s else "",
                 "scale_m": s.scale_m if s else "",
                 "dim": info.dim_pooled or "",
                 "weights": info.weights_source,
