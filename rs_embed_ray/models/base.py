@@ -112,3 +112,13 @@ class Embedder(ABC):
 
     def describe(self) -> dict[str, Any]:
         return self.info.describe()
+
+    def _metas(self, n: int, fetch_metas: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        """One fetch meta per input (empty when none were given); a length mismatch is a bug
+        in the caller, reported with the model's name."""
+        metas = list(fetch_metas or [{}] * n)
+        if len(metas) != n:
+            from rs_embed_ray.errors import ModelError
+
+            raise ModelError(f"{self.info.model_id} got {n} inputs but {len(metas)} fetch_metas.")
+        return metas

@@ -388,9 +388,7 @@ class DOFA(Embedder):
         if not inputs:
             return []
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"dofa got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         x, pad_wins = self.preprocess(inputs)
         grids = self.forward(x)
         crops: list[np.ndarray] = []

@@ -93,9 +93,7 @@ class GoogleSatelliteEmbedding(Embedder):
         fetch_metas: list[dict[str, Any]],
     ) -> list[Embedding]:
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"gse got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         year = None
         if temporal is not None:
             year = temporal.year if temporal.mode == "year" else int(str(temporal.start)[:4])

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_ray.errors import ModelError
 from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.preprocess import (
@@ -164,9 +163,7 @@ class RemoteCLIP(Embedder):
         if not inputs:
             return []
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"remoteclip got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         x, geoms = self.preprocess(inputs)
         pooled, grid = self.forward(x)
         precision = precision_label(self._amp_dtype)

@@ -330,9 +330,7 @@ class SatMAE(Embedder):
         if not inputs:
             return []
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"satmae got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         grids = self.forward(self.preprocess(inputs))
         base = {
             "model": "satmae",

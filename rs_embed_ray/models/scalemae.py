@@ -194,9 +194,7 @@ class ScaleMAE(Embedder):
         if not inputs:
             return []
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"scalemae got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         arrays = [np.asarray(x) for x in inputs]
         res = [self.input_res(a, metas[i]) for i, a in enumerate(arrays)]
         x = self.preprocess(inputs)

@@ -273,9 +273,7 @@ class TerraFM(Embedder):
         if not inputs:
             return []
         n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n:
-            raise ModelError(f"terrafm got {n} inputs but {len(metas)} fetch_metas.")
+        metas = self._metas(n, fetch_metas)
         xs, stems = self.preprocess(inputs)
         tokens: list[np.ndarray | None] = [None] * n
         groups: dict[str, list[int]] = {}
