@@ -164,10 +164,16 @@ def _nc_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, Any]
 
 
 def _rows(
-    reader: ShardReader, items: list[tuple[int, dict[str, Any]]], channels: list[int] | None
+    reader: ShardReader,
+    items: list[tuple[int, dict[str, Any]]],
+    channels: list[int] | None,
+    metas: dict[int, dict[str, Any]] | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
+    """Rows in item order; each row's meta is collected into ``metas`` on the same read."""
     for i, src in items:
-        arr, _ = reader.read(src["shard"], i)
+        arr, meta = reader.read(src["shard"], i)
+        if metas is not None:
+            metas[i] = meta
         yield i, _select(np.asarray(arr, dtype=np.float32), channels)
 
 
@@ -257,6 +263,7 @@ def write_combined(
                     if i not in errors and (e is None or e["status"] != "ok"):
                         errors[i] = (e or {}).get("error") or "embedding missing"
                 ok_items = [(i, esrc[i]) for i in range(n) if i not in errors]
+                read_metas: dict[int, dict[str, Any]] = {}
                 entry["embeddings"] = _write_stack(
                     writer,
                     is_nc,
@@ -266,10 +273,11 @@ def write_combined(
                     ok_items,
                     None,
                     n,
+                    metas=read_metas,
                 )
                 metas: list[Any] = [None] * n
-                for i, src in ok_items:
-                    _, emeta = reader.read(src["shard"], i)
+                for i, _ in ok_items:
+                    emeta = read_metas[i]
                     entry.setdefault("weights", emeta.pop("weights", None))
                     emeta.pop("weights", None)
                     metas[i] = emeta
@@ -307,6 +315,7 @@ def _write_stack(
     channels: list[int] | None,
     n: int,
     partial_stacked: bool = False,
+    metas: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """One model's inputs or embeddings: stacked when every row is ok and alike (contract
     §2.8.4); otherwise per-point keys with ``indices`` (npz) or NaN rows (netCDF)."""
@@ -319,14 +328,14 @@ def _write_stack(
     if is_nc:
         if len(shapes) == 1:
             row_shape = next(iter(shapes))
-            writer.stream(stacked_key, row_shape, _rows(reader, items, channels), n)
+            writer.stream(stacked_key, row_shape, _rows(reader, items, channels, metas), n)
             ref: dict[str, Any] = {"npz_key": stacked_key, "shape": [n, *row_shape]}
         else:  # ragged: pad to the largest extent, keep each row's own shape beside it
             ndim = len(next(iter(shapes)))
             row_shape = tuple(max(s[d] for s in shapes) for d in range(ndim))
 
             def padded() -> Iterator[tuple[int, np.ndarray]]:
-                for i, arr in _rows(reader, items, channels):
+                for i, arr in _rows(reader, items, channels, metas):
                     out = np.full(row_shape, np.nan, dtype=np.float32)
                     out[tuple(slice(0, s) for s in arr.shape)] = arr
                     yield i, out
@@ -344,14 +353,14 @@ def _write_stack(
         return ref
     if len(shapes) == 1 and (len(items) == n or partial_stacked):
         row_shape = next(iter(shapes))
-        rows = (a for _, a in _rows(reader, items, channels))
+        rows = (a for _, a in _rows(reader, items, channels, metas))
         writer.stream(stacked_key, row_shape, rows, len(items))
         ref = {"npz_key": stacked_key, "shape": [len(items), *row_shape], "dtype": "float32"}
         if len(items) < n:
             ref["indices"] = indices
         return ref
     keys = []
-    for i, arr in _rows(reader, items, channels):
+    for i, arr in _rows(reader, items, channels, metas):
         key = f"{point_key}__{i:05d}"
         writer.add(key, arr)
         keys.append(key)
