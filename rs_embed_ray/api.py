@@ -145,23 +145,7 @@ def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
     preflight(plan)
     from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
 
-    _check_pipeline_supports(plan)
     return run_plan(plan)
-
-
-def _check_pipeline_supports(plan: ExportPlan) -> None:
-    """Refuse per-place windows on a pipeline that would fetch every place with the run's
-    window (outputs would then claim windows that were never asked for)."""
-    if plan.temporals is None:
-        return
-    from rs_embed_ray.pipeline import fetch
-
-    if not hasattr(fetch, "TEMPORAL_COLUMN"):
-        raise ModelError(
-            "per-place time windows (temporals=..., or start/end/year columns in the points "
-            "file) are not supported by this installation's pipeline; give one window for "
-            "the whole run instead."
-        )
 
 
 def export_npz(

@@ -3,7 +3,6 @@ vectors, streamed in row groups; read back with geopandas / pyarrow / load_expor
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import struct
@@ -229,12 +228,6 @@ def test_truncated_file_is_not_intact(tmp_path):
 # -- end to end on Ray ------------------------------------------------------------------------
 
 
-def _runner_checks_parquet() -> bool:
-    from rs_embed_ray.pipeline import runner
-
-    return "geoparquet" in inspect.getsource(runner._arrays_intact)
-
-
 @pytest.mark.usefixtures("ray_cluster")
 def test_geoparquet_matches_npz(tmp_path, raster_source):
     spatials = _places()
@@ -300,7 +293,6 @@ def test_geoparquet_resume_retries_failed_places(tmp_path, raster_source):
 
 
 @pytest.mark.usefixtures("ray_cluster")
-@pytest.mark.xfail(not _runner_checks_parquet(), reason="needs runner diff", strict=True)
 def test_geoparquet_complete_file_short_circuits_resume(tmp_path, raster_source):
     kw = _kw(raster_source, tmp_path, provider_options=None, continue_on_error=False)
     out = str(tmp_path / "g")

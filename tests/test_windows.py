@@ -145,17 +145,6 @@ def test_fingerprints_use_the_place_window(tmp_path):
 # -- end to end -----------------------------------------------------------------------------
 
 
-def _pipeline_has_windows() -> bool:
-    from rs_embed_ray.pipeline import fetch
-
-    return hasattr(fetch, "TEMPORAL_COLUMN")
-
-
-needs_runner = pytest.mark.xfail(
-    not _pipeline_has_windows(), reason="needs runner diff", strict=True
-)
-
-
 def _kw(raster_source, **kw):
     d = dict(
         temporal=RUN,
@@ -169,21 +158,6 @@ def _kw(raster_source, **kw):
     return d
 
 
-@pytest.mark.usefixtures("ray_cluster")
-@pytest.mark.skipif(_pipeline_has_windows(), reason="the pipeline takes per-place windows")
-def test_old_pipeline_refuses_per_place_windows(tmp_path, raster_source):
-    with pytest.raises(ModelError, match="per-place time windows"):
-        export_batch(
-            **_kw(raster_source),
-            spatials=points(2),
-            temporals=[JULY, None],
-            models=["spectral_stats"],
-            out=str(tmp_path / "o"),
-            layout="per_item",
-        )
-
-
-@needs_runner
 @pytest.mark.usefixtures("ray_cluster")
 def test_per_item_windows_reach_the_provider(tmp_path, raster_source):
     out = tmp_path / "pi"
@@ -222,7 +196,6 @@ def test_per_item_windows_reach_the_provider(tmp_path, raster_source):
     assert ss[2][0] - ss[0][0] == pytest.approx(0.005, abs=1e-4)
 
 
-@needs_runner
 @pytest.mark.usefixtures("ray_cluster")
 def test_combined_windows_in_manifest_and_geoparquet(tmp_path, raster_source):
     kw = dict(
@@ -250,7 +223,6 @@ def test_combined_windows_in_manifest_and_geoparquet(tmp_path, raster_source):
     assert str(xa["window_start"].values[0])[:10] == "2022-06-15"
 
 
-@needs_runner
 @pytest.mark.usefixtures("ray_cluster")
 def test_cli_points_file_windows(tmp_path, raster_source):
     pts = points(2)
@@ -277,7 +249,6 @@ def test_cli_points_file_windows(tmp_path, raster_source):
     assert res.exit_code == 2 and "bad.csv row 1" in res.output
 
 
-@needs_runner
 @pytest.mark.usefixtures("ray_cluster")
 def test_gee_spatial_batching_keeps_each_place_window(tmp_path, monkeypatch):
     """Batched Earth Engine fetches (one request for nearby places) split by window."""
