@@ -11,6 +11,7 @@ synthetic scene is written if no ``--source`` is given), and prints ONE JSON lin
 
 Example:
   python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
+  python scripts/bench.py --forward remoteclip,dofa:large --batch-sizes 1,16
   python scripts/bench.py --n 2000 --latency-ms 300 --num-workers 40 --models remoteclip
 """
 
@@ -20,6 +21,8 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,10 +34,46 @@ import psutil
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-class PeakRSS:
-    """Samples the RSS of this process and all its descendants (the local Ray cluster)."""
+class ExternalEmulator:
+    """The Earth Engine emulator in its own process (the CLI), so its request handling does
+    not share the driver's GIL and CPU time is charged where it belongs."""
 
-    def __init__(self, every_s: float = 0.5) -> None:
+    def __init__(self, latency_ms: float, jitter_ms: float) -> None:
+        cmd = [sys.executable, "-m", "rs_embed_ray.testing.ee_emulator"]
+        cmd += ["--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)]
+        cmd += ["--retry-after-s", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
+        if not line.startswith("listening on "):
+            self.proc.kill()
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def stats(self) -> tuple[list[dict], int]:
+        from rs_embed_ray.testing.ee_emulator import fetch_stats
+
+        doc = fetch_stats(self.url)
+        return doc["request_log"], int(doc["peak_in_flight"])
+
+    def cpu_s(self) -> float:
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class PeakRSS:
+    """Samples the RSS of this process and all its descendants (the local Ray cluster);
+    ``exclude`` pids (the emulator) are not the export's memory."""
+
+    def __init__(self, every_s: float = 0.5, exclude: tuple[int, ...] = ()) -> None:
+        self.exclude = set(exclude)
+        self.cpu_s: dict[int, float] = {}  # pid -> user+system seconds, last sample
         self.every_s = every_s
         self.peak_total = 0
         self.peak_driver = 0
@@ -49,23 +88,53 @@ class PeakRSS:
                 driver = me.memory_info().rss
                 total = driver
                 for c in me.children(recursive=True):
+                    if c.pid in self.exclude:
+                        continue
                     try:
                         total += c.memory_info().rss
                     except psutil.Error:
                         pass
             except psutil.Error:
                 driver = 0
+            self._sample_cpu(me)
             self.peak_driver = max(self.peak_driver, driver)
             self.peak_total = max(self.peak_total, total)
             self._stop.wait(self.every_s)
 
+    def _sample_cpu(self, me: psutil.Process) -> None:
+        try:
+            procs = [me, *me.children(recursive=True)]
+        except psutil.Error:
+            return
+        for p in procs:
+            if p.pid in self.exclude:
+                continue
+            try:
+                t = p.cpu_times()
+                self.cpu_s[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+
+    @property
+    def total_cpu_s(self) -> float:
+        """CPU seconds of the driver and the Ray processes (until their last sample)."""
+        return sum(self.cpu_s.values())
+
     def __enter__(self) -> PeakRSS:
+        me = psutil.Process()
+        self._sample_cpu(me)
+        self._cpu0 = dict(self.cpu_s)
         self._t.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
+        self._sample_cpu(psutil.Process())
+        # only what the export used: processes that existed before count from then
+        for pid, t0 in self._cpu0.items():
+            if pid in self.cpu_s:
+                self.cpu_s[pid] -= t0
 
 
 def make_points(n: int, lon0: float, lat0: float, buffer_m: float, spread_deg: float):
@@ -113,6 +182,82 @@ def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int)
     return min(rates)
 
 
+def forward_rates(
+    spec: str, batch_sizes: list[int], device: str, precision: str, min_s: float
+) -> list[dict]:
+    """images/s of one model's forward alone (``model`` or ``model:variant``), one result per
+    batch size: random raw-unit inputs at the model's own image size (one tile each), random
+    weights (asked for explicitly), pooled output, after one warm-up batch."""
+    import torch
+
+    from rs_embed_ray.models.registry import get_info, load_embedder
+    from rs_embed_ray.models.runtime import autocast_dtype, precision_label
+    from rs_embed_ray.models.tiling import embed_with_prep
+    from rs_embed_ray.specs import InputPrepSpec, OutputSpec, PointBuffer
+
+    name, _, variant = spec.partition(":")
+    info = get_info(name)
+    cfg = {"variant": variant} if variant else None
+    t_load = time.perf_counter()
+    emb = load_embedder(
+        name, device=device, weights="random", model_config=cfg, precision=precision
+    )
+    load_s = time.perf_counter() - t_load
+    side = int(info.image_size or 224)
+    c = len(info.sensor.bands) if info.sensor else 3
+    frames = (info.n_frames or 4) if info.temporal_mode == "multi" else None
+    shape = (frames, c, side, side) if frames else (c, side, side)
+    rng = np.random.default_rng(0)
+    out = []
+    for bs in batch_sizes:
+        xs = [rng.uniform(0, 3000, shape).astype(np.float32) for _ in range(bs)]
+        kw = dict(
+            prep=InputPrepSpec.resize(),
+            output=OutputSpec.pooled(),
+            spatials=[PointBuffer(15.0, 45.0, side * 5.0)] * bs,
+            temporal=None,
+            fetch_metas=[{}] * bs,
+            batch_size=bs,
+        )
+        embed_with_prep(emb, xs, **kw)  # warm-up (allocator, autotuning, lazy init)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < min_s or reps < 2:
+            embed_with_prep(emb, xs, **kw)
+            reps += 1
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        out.append(
+            {
+                "model": spec,
+                "device": device,
+                "precision": precision_label(autocast_dtype(device, precision)),
+                "batch": bs,
+                "input": list(shape),
+                "images_per_s": round(reps * bs / dt, 3),
+                "ms_per_batch": round(1000 * dt / reps, 1),
+                "reps": reps,
+                "load_s": round(load_s, 1),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    return out
+
+
+def forward_main(a: argparse.Namespace) -> None:
+    """--forward: one JSON line per model and batch size (docs/benchmarks.md's model table)."""
+    import torch
+
+    if a.device == "cpu":
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
+    for spec in [m.strip() for m in a.forward.split(",") if m.strip()]:
+        for row in forward_rates(spec, sizes, a.device, a.precision, a.min_seconds):
+            print(json.dumps(row), flush=True)
+
+
 def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
     """(items/s between 10% and 90% of the step's records, median gap) from the log."""
     from rs_embed_ray.io.state import RunState
@@ -150,7 +295,19 @@ def main() -> None:
     ap.add_argument("--skip-model-bound", action="store_true")
     ap.add_argument("--out", help="output folder (default: a temp dir, removed after)")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--forward",
+        help="instead of an export: forward throughput of these models (comma list, "
+        "model or model:variant), one JSON line per model and batch size",
+    )
+    ap.add_argument("--batch-sizes", default="1,16", help="for --forward")
+    ap.add_argument("--device", default="cpu", help="for --forward: cpu or cuda")
+    ap.add_argument("--precision", choices=["auto", "float32"], default="auto")
+    ap.add_argument("--min-seconds", type=float, default=5.0, help="for --forward")
     a = ap.parse_args()
+    if a.forward:
+        forward_main(a)
+        return
 
     import ray
 
@@ -180,16 +337,12 @@ def main() -> None:
     )
     emu = None
     if a.backend == "emulator":
-        from rs_embed_ray.testing.ee_emulator import EEEmulator
-
-        emu = EEEmulator(latency_ms=a.latency_ms, jitter_ms=a.jitter_ms, retry_after_s=0)
-        url = emu.start()
-        kw.update(backend="gee", provider_options={"url": url})
+        emu = ExternalEmulator(a.latency_ms, a.jitter_ms)
+        emu_cpu0 = emu.cpu_s()
+        kw.update(backend="gee", provider_options={"url": emu.url})
     else:
         source = a.source
         if source is None:
-            import sys
-
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             from tests.conftest import write_scene
 
@@ -205,7 +358,7 @@ def main() -> None:
     logging.getLogger("rs_embed_ray").setLevel(logging.INFO)
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
-        with PeakRSS() as mem:
+        with PeakRSS(exclude=(emu.proc.pid,) if emu is not None else ()) as mem:
             t0 = time.perf_counter()
             res = export_batch(**kw)
             wall = time.perf_counter() - t0
@@ -241,6 +394,7 @@ def main() -> None:
                 "",
             ),
         )
+        cpus = os.cpu_count() or 1
         result = {
             "n": a.n,
             "models": models,
@@ -259,21 +413,29 @@ def main() -> None:
             "statuses": {s: statuses.count(s) for s in set(map(str, statuses))},
             "peak_rss_driver_mb": round(mem.peak_driver / 2**20),
             "peak_rss_total_mb": round(mem.peak_total / 2**20),
+            # CPU the export spent per place (driver + Ray processes): with the emulator's
+            # share it bounds what this machine's cores can serve, whatever the latency
+            "cpu_ms_per_item": round(1000 * mem.total_cpu_s / a.n, 2),
+            "cpus": cpus,
         }
         if emu is not None:
-            px = emu.requests_of("computePixels")
-            per_item = [r for r in emu.request_log if r["kind"] in ("value", "computePixels")]
+            request_log, peak_in_flight = emu.stats()
+            px = [r for r in request_log if r["kind"] == "computePixels"]
+            per_item = [r for r in request_log if r["kind"] in ("value", "computePixels")]
             # server time one place costs (its size query + its pixels), averaged
             busy = sum(r["end"] - r["time"] for r in per_item) / max(1, a.n)
             conc = min(a.num_workers, a.ee_max_concurrent)
             qps_bound = a.ee_max_qps / max(1e-9, len(per_item) / a.n)
             result.update(
-                requests_per_item=round(len(emu.request_log) / a.n, 3),
+                requests_per_item=round(len(request_log) / a.n, 3),
                 pixel_requests_per_item=round(len(px) / a.n, 3),
                 fetch_latency_per_item_s=round(busy, 4),
                 fetch_bound=round(min(conc / busy if busy > 0 else 1e12, qps_bound), 2),
-                emulator_peak_in_flight=emu.peak_in_flight,
+                emulator_peak_in_flight=peak_in_flight,
+                emulator_cpu_ms_per_item=round(1000 * (emu.cpu_s() - emu_cpu0) / a.n, 2),
             )
+            per_place_cpu = (mem.total_cpu_s + emu.cpu_s() - emu_cpu0) / a.n
+            result["cpu_bound"] = round(cpus / per_place_cpu, 2) if per_place_cpu > 0 else None
         ray.shutdown()
         if not a.skip_model_bound:
             result["model_bound"] = round(

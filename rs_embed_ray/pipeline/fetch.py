@@ -55,6 +55,10 @@ def with_retries(fn: Any, retries: int, backoff_s: float) -> Any:
             attempt += 1
 
 
+# fetch batches one actor runs at once (Ray threads); its pool still caps requests in flight
+CALLS_PER_ACTOR = 2
+
+
 class FetchWorker:
     def __init__(
         self,
@@ -71,8 +75,12 @@ class FetchWorker:
         threads: int = 1,
         limiter_name: str | None = None,
         spatial_batching: bool = False,
+        frame_bins: str | None = None,
     ) -> None:
         opts = dict(provider_options)
+        # explicit bins (plan.FetchGroup.frame_bins); passed only when set, so a provider
+        # wrapper that predates the keyword still serves every other model
+        self.bins_kw: dict[str, Any] = {"frame_bins": frame_bins} if frame_bins else {}
         self.faults = opts.get("faults") or None  # test hook: rs_embed_ray.testing.faults
         if limiter_name and backend == "gee":
             from rs_embed_ray.pipeline.ee_quota import limiter_for
@@ -86,8 +94,11 @@ class FetchWorker:
         self.retries = max_retries
         self.backoff = retry_backoff_s
         self.fail_on_bad_input = fail_on_bad_input
-        self.pool = ThreadPoolExecutor(max(1, threads)) if threads > 1 else None
+        # one pool per actor, shared by the CALLS_PER_ACTOR batches that run at once: while
+        # one batch waits on its last places, the next one's places keep every thread busy,
+        # and the pool size stays the actor's cap on requests in flight
         self.threads = max(1, threads)
+        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fetch")
         # opt-in: nearby places of a batch share one request (providers with fetch_many)
         self.batched = spatial_batching and hasattr(self.provider, "fetch_many")
 
@@ -102,7 +113,9 @@ class FetchWorker:
         temporal = self._temporal(temporal_json)
 
         def call() -> Any:
-            return self.provider.fetch(spatial, temporal, self.sensor, n_frames=self.n_frames)
+            return self.provider.fetch(
+                spatial, temporal, self.sensor, n_frames=self.n_frames, **self.bins_kw
+            )
 
         return self._check(with_retries(call, self.retries, self.backoff))
 
@@ -131,6 +144,7 @@ class FetchWorker:
                 self.sensor,
                 n_frames=self.n_frames,
                 threads=self.threads,
+                **self.bins_kw,
             )
         except Exception as exc:  # the whole call failed: every place tries alone
             got = [exc] * len(specs)
@@ -153,7 +167,6 @@ class FetchWorker:
         spatials = [str(s) for s in batch["spatial"]]
         tcol = batch.get(TEMPORAL_COLUMN)
         temporals = [str(t) for t in tcol] if tcol is not None else [None] * len(spatials)
-        mapper = self.pool.map if self.pool is not None else map
 
         def safe(sj: str, tj: str | None) -> Any:
             try:
@@ -169,7 +182,7 @@ class FetchWorker:
                 for k, res in zip(ks, got, strict=True):
                     results[k] = res
         else:
-            results = list(mapper(safe, spatials, temporals))
+            results = list(self.pool.map(safe, spatials, temporals))
         ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         status, error, shape, sha = [], [], [], []
         for idx, res in zip(indices, results, strict=True):

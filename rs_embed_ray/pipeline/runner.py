@@ -24,7 +24,7 @@ from rs_embed_ray.io.atomic import is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
-from rs_embed_ray.pipeline.fetch import TEMPORAL_COLUMN, FetchWorker
+from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, TEMPORAL_COLUMN, FetchWorker
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
@@ -290,7 +290,9 @@ class Runner:
         # than one actor per fetch
         conc = max(1, min(p.num_workers, n))
         threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
-        size = math.ceil(conc / threads)
+        # at most two fetch processes per CPU of the cluster: past that, more actors only
+        # add memory and context switches; their threads carry the extra requests instead
+        size = min(math.ceil(conc / threads), max(2, 2 * int(self.cpus)))
         threads = math.ceil(conc / size)
         # IO-bound: small CPU shares, leaving room for the model actor when chained
         share = 0.25 if chained else 0.5
@@ -310,8 +312,14 @@ class Runner:
                 "threads": threads,
                 "limiter_name": self._limiter_name(),
                 "spatial_batching": bool(p.extra.get("spatial_batching", False)),
+                "frame_bins": group.frame_bins,
             },
-            compute=ActorPoolStrategy(size=size),
+            compute=ActorPoolStrategy(
+                size=size,
+                max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,
+                max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+                enable_true_multi_threading=True,
+            ),
             num_cpus=fetch_cpus,
             batch_size=self._fetch_batch(n, size),
             batch_format="numpy",

@@ -66,6 +66,9 @@ POS_MOD = 4096
 CODE_MOD = 1 << 24
 BAND_STEP = 0x9E3779  # odd, so band offsets differ modulo 2**24 for every band pair
 DEFAULT_PUBLIC_PROJECT = "earthengine-public"
+# GET here answers {"peak_in_flight": N, "request_log": [...]}: how a test or benchmark in
+# another process reads what the CLI-started emulator saw
+STATS_PATH = "/_emulator/stats"
 
 # band name -> code; GSE A00..A63 are 0..63, the rest follow (unknown names use crc32)
 _KNOWN_BANDS = [
@@ -543,7 +546,8 @@ class EEEmulator:
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
     status, project, bytes); for pixel requests ``bands`` lists the image bands and
     ``count_bands`` the per-pixel count bands; ``peak_in_flight`` the most requests handled
-    at once.
+    at once; a process that started the emulator with the CLI reads both with ``GET
+    /_emulator/stats`` (``fetch_stats(url)``).
     """
 
     def __init__(
@@ -643,6 +647,11 @@ class EEEmulator:
         with self._lock:
             self.request_log.clear()
             self.peak_in_flight = self.in_flight
+
+    def _stats(self) -> bytes:
+        with self._lock:
+            doc = {"peak_in_flight": self.peak_in_flight, "request_log": list(self.request_log)}
+        return json.dumps(doc).encode()
 
     def requests_of(self, kind: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -791,6 +800,9 @@ class EEEmulator:
         """Route one request; returns (status, headers, body)."""
         parts = urlsplit(path)
         route = unquote(parts.path)
+        if route == STATS_PATH and method == "GET":
+            # not an Earth Engine call: never logged, delayed, limited or counted in flight
+            return 200, {"Content-Type": "application/json; charset=UTF-8"}, self._stats()
         entry: dict[str, Any] = {
             "time": time.time(),
             "path": route,
@@ -994,6 +1006,14 @@ class EEEmulator:
             payload = _geotiff(arr.astype(dtype), affine, 3857)
             return 200, {"Content-Type": "image/tiff"}, payload
         raise _HTTPError(400, f"Emulator: fileFormat {fmt!r} is not supported (use NPY/GEO_TIFF).")
+
+
+def fetch_stats(url: str) -> dict[str, Any]:
+    """The request log and in-flight peak of an emulator running in another process."""
+    import urllib.request
+
+    with urllib.request.urlopen(url.rstrip("/") + STATS_PATH, timeout=30) as resp:
+        return json.loads(resp.read().decode("utf-8"))
 
 
 def _make_server(host: str, port: int, emulator: EEEmulator) -> ThreadingHTTPServer:

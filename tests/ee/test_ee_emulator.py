@@ -193,6 +193,12 @@ def test_cli_prints_listening_line_and_serves() -> None:
         with urllib.request.urlopen(m.group(1) + "/$discovery/rest?version=v1", timeout=10) as r:
             doc = json.loads(r.read())
         assert doc["version"] == "v1" and "v1alpha" not in json.dumps(doc)
+        # another process reads what the CLI-started emulator saw: the discovery call above
+        # is logged, the stats call itself is not
+        stats = emod.fetch_stats(m.group(1))
+        assert [r["kind"] for r in stats["request_log"]] == ["discovery"]
+        assert stats["peak_in_flight"] == 1
+        assert emod.fetch_stats(m.group(1))["request_log"] == stats["request_log"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
