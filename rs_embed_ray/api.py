@@ -122,8 +122,11 @@ def plan_export(
 
 
 def preflight(plan: ExportPlan) -> None:
-    """Check the provider can start (credentials, project, source) before any item runs."""
-    if plan.backend == "gee":
+    """Check the provider can start (credentials, project, source) before any item runs.
+
+    A run whose models all read their own product (no fetch group) never starts the
+    provider, so it needs no Earth Engine credentials."""
+    if plan.backend == "gee" and plan.groups:
         from rs_embed_ray.providers.gee import GEEProvider
 
         opts = {k: v for k, v in plan.provider_options.items() if k != "faults"}

@@ -68,6 +68,8 @@ class FetchGroup:
     sensor: SensorSpec
     n_frames: int | None
     members: tuple[str, ...]  # model keys
+    # explicit bins ("30d", ModelInfo.frame_bins): n_frames is then the cap on their count
+    frame_bins: str | None = None
 
 
 @dataclass
@@ -180,6 +182,8 @@ class ExportPlan:
                 "temporal": jsonable(self.temporal_of(index)),
                 "sensor": group.sensor.identity(),
                 "n_frames": group.n_frames,
+                # only when set, so the cache keys of every other group stay as they were
+                **({"frame_bins": group.frame_bins} if group.frame_bins else {}),
             }
         )
 
@@ -384,7 +388,15 @@ def resolve_models(
     per_cfg = lookup(model_configs, "model_configs")
     resolved: list[ModelRequest] = []
     for r in reqs:
-        sens = per_sensor.get(r.key, sensor if sensor is not None else r.sensor)
+        own_data = r.info.kind == "precomputed" and r.info.sensor is None
+        if own_data and r.key in per_sensor:
+            raise ModelError(
+                f"Model {r.name!r} reads its own product file and fetches nothing, so it "
+                "takes no sensor: drop its per_model_sensors entry."
+            )
+        # a run-wide sensor is for the models that fetch pixels, not for a product file
+        default = r.sensor if own_data or sensor is None else sensor
+        sens = per_sensor.get(r.key, default)
         if sens is not None and not isinstance(sens, SensorSpec):
             raise ModelError(f"sensor for model {r.name!r} must be a SensorSpec.")
         if sens is None and r.info.kind == "on_the_fly":
@@ -405,6 +417,22 @@ def resolve_models(
             dataclasses.replace(r, sensor=sens, weights=w, model_config=per_cfg.get(r.key))
         )
     return resolved
+
+
+def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpec | None]) -> None:
+    """Model-specific request checks (catalog ``REQUEST_CHECKS``), e.g. a product's only
+    year: raised here, before any cluster work, like every other request error."""
+    import importlib
+
+    from rs_embed_ray.models.catalog import REQUEST_CHECKS
+
+    for m in models:
+        target = REQUEST_CHECKS.get(m.model_id)
+        if target is None:
+            continue
+        module, _, attr = target.partition(":")
+        check = getattr(importlib.import_module(module), attr)
+        check(weights=m.weights, model_config=m.model_config, temporals=temporals)
 
 
 def _sensor_key(sensor: SensorSpec) -> str:
@@ -433,7 +461,10 @@ def build_groups(models: list[ModelRequest]) -> tuple[list[ModelRequest], list[F
         sem = members[0].info.fetch_semantics
         gkey = _sensor_key(gsensor) + ("" if sem == "single" else f"--{sanitize_key(sem)}")
         n_frames = members[0].info.n_frames if members[0].info.temporal_mode == "multi" else None
-        groups.append(FetchGroup(gkey, gsensor, n_frames, tuple(m.key for m in members)))
+        fbins = members[0].info.frame_bins if n_frames is not None else None
+        groups.append(
+            FetchGroup(gkey, gsensor, n_frames, tuple(m.key for m in members), frame_bins=fbins)
+        )
         for m in members:
             ikey = _sensor_key(m.sensor) + ("" if sem == "single" else f"--{sanitize_key(sem)}")  # type: ignore[arg-type]
             chans = tuple(bands.index(b) for b in m.sensor.bands)  # type: ignore[union-attr]
@@ -443,13 +474,15 @@ def build_groups(models: list[ModelRequest]) -> tuple[list[ModelRequest], list[F
     return [out_models[m.key] for m in models], groups
 
 
-def resolve_backend(backend: Any, source: str | None) -> str:
+def resolve_backend(backend: Any, source: str | None, *, fetches: bool = True) -> str:
+    """The provider name; ``fetches=False`` (only models that read their own product)
+    lets ``local`` run without a source, since nothing is fetched."""
     b = str(backend).strip().lower() if backend is not None else "auto"
     if b == "auto":
         b = "local" if source else os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "gee")
     if b not in ("gee", "local"):
         raise ModelError(f"Unknown backend {backend!r}: use 'auto', 'gee' or 'local'.")
-    if b == "local":
+    if b == "local" and (source or fetches):
         if not source:
             raise ModelError("backend='local' needs source=PATH (CLI: --source PATH).")
         if not Path(source).expanduser().exists():
@@ -588,15 +621,16 @@ def build_plan(
         model_configs=model_configs,
         output=output,
     )
+    check_model_requests(reqs, per_place if per_place is not None else [temporal])
     reqs, groups = build_groups(reqs)
-    b = resolve_backend(backend, source)
+    b = resolve_backend(backend, source, fetches=bool(groups))
     dev = str(device).strip().lower() if device else "auto"
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ModelError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.")
     check_writable(lay, path)
     popts = dict(provider_options or {})
-    if b == "local":
-        popts["source"] = str(Path(source).expanduser().resolve())  # type: ignore[arg-type]
+    if b == "local" and source:
+        popts["source"] = str(Path(source).expanduser().resolve())
     plan = ExportPlan(
         layout=lay,
         format=fmt,

@@ -167,6 +167,50 @@ def window_of(temporal: TemporalSpec | None) -> tuple[str, str]:
     return temporal.window() if temporal is not None else DEFAULT_WINDOW
 
 
+_FRAME_BINS = re.compile(r"^\s*(\d+)\s*d\s*$", re.IGNORECASE)
+
+
+def parse_frame_bins(frame_bins: str) -> int:
+    """Days per bin of a ``frame_bins`` spec (``"30d"`` -> 30); anything else is a SpecError."""
+    m = _FRAME_BINS.match(str(frame_bins))
+    if m is None or int(m.group(1)) < 1:
+        raise SpecError(
+            f"frame_bins must look like '30d' (whole days per bin), got {frame_bins!r}."
+        )
+    return int(m.group(1))
+
+
+def fixed_day_bins(
+    start: str, end: str, days: int, max_bins: int | None = None
+) -> tuple[list[tuple[str, str]], bool]:
+    """Bins of ``days`` days anchored at ``start`` over [start, end); the last ends at ``end``.
+
+    Why: explicit-bin models (olmoearth) were pretrained on fixed ~monthly steps counted from
+    the window start. A window that needs more than ``max_bins`` such bins is instead split
+    into ``max_bins`` equal whole-day bins (bounds ``start + (days_total * i) // n``, as the
+    equal-division series), so the whole window is still covered. Returns ``(bins,
+    stretched)`` with ISO-date pairs; ``stretched`` says the equal division was used.
+    """
+    d0, d1 = date.fromisoformat(str(start)), date.fromisoformat(str(end))
+    total = (d1 - d0).days
+    if total < 1:
+        raise SpecError(f"the window {start} .. {end} holds no whole day.")
+    if days < 1:
+        raise SpecError(f"days per bin must be >= 1, got {days}.")
+    n = -(-total // days)
+    stretched = max_bins is not None and n > int(max_bins)
+    if stretched:
+        n = int(max_bins)  # type: ignore[arg-type]
+        bounds = [d0.toordinal() + (total * i) // n for i in range(n)] + [d1.toordinal()]
+    else:
+        bounds = [d0.toordinal() + days * i for i in range(n)] + [d1.toordinal()]
+    bins = [
+        (date.fromordinal(bounds[i]).isoformat(), date.fromordinal(bounds[i + 1]).isoformat())
+        for i in range(n)
+    ]
+    return bins, bool(stretched)
+
+
 @dataclass(frozen=True)
 class SensorSpec:
     """What a provider must fetch: collection, bands and compositing rules."""
@@ -397,5 +441,7 @@ __all__ = [
     "spatial_from_dict",
     "temporal_from_dict",
     "window_of",
+    "fixed_day_bins",
+    "parse_frame_bins",
     "DEFAULT_WINDOW",
 ]

@@ -46,11 +46,16 @@ class ModelInfo:
     weights_source: str = ""
     variants: tuple[str, ...] = ()
     notes: str = ""
+    # explicit bins ("30d": fixed 30-day bins from the window start, at most n_frames, empty
+    # bins all-NaN) instead of an equal-bin series with back-filling; multi mode only
+    frame_bins: str | None = None
 
     @property
     def fetch_semantics(self) -> str:
         """Two models share a fetched patch only when their semantics match."""
         if self.temporal_mode == "multi":
+            if self.frame_bins:
+                return f"bins:{self.frame_bins}:max{self.n_frames or 12}"
             return f"multi:{self.n_frames or 8}"
         return "single"
 
@@ -61,6 +66,7 @@ class ModelInfo:
             "status": self.status,
             "temporal_mode": self.temporal_mode,
             "n_frames": self.n_frames,
+            "frame_bins": self.frame_bins,
             "image_size": self.image_size,
             "dim_pooled": self.dim_pooled,
             "dim_grid": self.dim_grid,

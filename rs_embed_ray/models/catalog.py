@@ -41,15 +41,24 @@ MODEL_ALIASES: dict[str, str] = {
     "satvision_toa": "satvision",
 }
 
+# model-specific plan-time checks -> "module:function" (imported lazily by the planner; the
+# module must not import torch). Called as fn(weights=, model_config=, temporals=).
+REQUEST_CHECKS: dict[str, str] = {
+    "copernicus": "rs_embed_ray.models.copernicus:check_request",
+}
+
 # implemented ids -> "module:Class"
 IMPLEMENTATIONS: dict[str, str] = {
     "remoteclip": "rs_embed_ray.models.remoteclip:RemoteCLIP",
     "dofa": "rs_embed_ray.models.dofa:DOFA",
     "prithvi": "rs_embed_ray.models.prithvi:Prithvi",
     "satmae": "rs_embed_ray.models.satmae:SatMAE",
+    "satmaepp": "rs_embed_ray.models.satmaepp:SatMAEPP",
     "scalemae": "rs_embed_ray.models.scalemae:ScaleMAE",
     "gse": "rs_embed_ray.models.gse:GoogleSatelliteEmbedding",
+    "copernicus": "rs_embed_ray.models.copernicus:CopernicusEmbed",
     "terrafm": "rs_embed_ray.models.terrafm:TerraFM",
+    "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
 }
 
 
@@ -91,14 +100,17 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "copernicus": ModelInfo(
         model_id="copernicus",
-        status="planned",
+        status="available",
         kind="precomputed",
         sensor=None,
         dim_pooled=768,
         dim_grid=768,
         weights_source="hf-dataset:torchgeo/copernicus_embed/embed_map_310k.tif"
         "@435b4a7bdce6f6fdbf4272f9d6e54f2604f35fdb",
-        notes="768-D global grid at 0.25 deg (EPSG:4326); year 2021 only.",
+        notes="768-D global grid at 0.25 deg (EPSG:4326), read by windows from the product "
+        "file (no fetch, no forward; any backend); year 2021 only (checked at plan time); "
+        "BBox window rounded outward, PointBuffer in ground metres; ROI < 1 cell raises; "
+        "nanmean/nanmax pooling; grid = 768 x H x W cells north-up with NaN kept.",
     ),
     # ---- RGB models -----------------------------------------------------------------------
     "remoteclip": ModelInfo(
@@ -128,15 +140,17 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "satmaepp": ModelInfo(
         model_id="satmaepp",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=1024,
         dim_grid=1024,
         grid_hw=(14, 14),
-        weights_source="hf:MVRL/satmaepp_ViT-L_pretrain_fmow_rgb",
+        weights_source="hf:MVRL/satmaepp_ViT-L_pretrain_fmow_rgb/model.safetensors",
         variants=("rgb", "s2_10b"),
-        notes="rgb (default) ViT-L/16; s2_10b: bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 at 96 px, "
+        notes="rgb (default, implemented): MAE ViT-L/16 (timm); uint8 -> fMoW norm -> float "
+        "bicubic 224 (no crop); channel_order rgb|bgr; mean of patch tokens; image-level ViT "
+        "grid. s2_10b (not implemented): bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 at 96 px, "
         "patch 8, grouped channels (1024x12x12).",
     ),
     "scalemae": ModelInfo(
@@ -317,7 +331,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "olmoearth": ModelInfo(
         model_id="olmoearth",
-        status="planned",
+        status="available",
         sensor=SensorSpec(
             collection=S2,
             bands=("B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12", "B1", "B9"),
@@ -326,12 +340,31 @@ CATALOG: dict[str, ModelInfo] = {
         ),
         temporal_mode="multi",
         n_frames=12,
+        frame_bins="30d",
         image_size=256,
         dim_pooled=768,
         dim_grid=768,
         grid_hw=(64, 64),
-        weights_source="hf:allenai/OlmoEarth-v1_2-Base",
-        notes="FlexiViT patch 4; 30-day bins (<= 12, empty dropped); S1 dB modality too.",
+        weights_source="hf:allenai/OlmoEarth-v1_2-Base/weights.pth",
+        variants=(
+            "base_v1_2",
+            "small_v1_2",
+            "tiny_v1_2",
+            "nano_v1_2",
+            "base_v1_1",
+            "tiny_v1_1",
+            "nano_v1_1",
+            "large_v1",
+            "base_v1",
+            "tiny_v1",
+            "nano_v1",
+        ),
+        notes="olmoearth-pretrain-minimal LatentMIM encoder (config.json + weights.pth); "
+        "explicit 30-day bins from the window start (<= 12, a longer window in 12 equal "
+        "bins), empty bins fetched as NaN frames and dropped; Normalizer(std 2), reflect "
+        "pad to square, bilinear 256, FlexiViT patch 4 (model_config patch_size/image_size); "
+        "timestamps = bin starts; pooled = mean of tokens over H,W,T,band sets, grid = mean "
+        "over T and band sets. S2 only here (rs-embed's S1 dB modality is not ported).",
     ),
 }
 

@@ -158,14 +158,20 @@ def hub_reachable(endpoint: str | None = None, *, timeout: float | None = None) 
         return f"{host}:{port} unreachable ({exc})"
 
 
-def _cached_hf_file(repo: str, filename: str, revision: str | None) -> Path | None:
+def _cached_hf_file(
+    repo: str, filename: str, revision: str | None, repo_type: str = "model"
+) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
     try:
         hit = try_to_load_from_cache(
-            repo_id=repo, filename=filename, cache_dir=str(hf_cache_dir()), revision=revision
+            repo_id=repo,
+            filename=filename,
+            cache_dir=str(hf_cache_dir()),
+            revision=revision,
+            repo_type=repo_type,
         )
     except Exception as exc:  # a malformed cache must not hide the other options
         log.debug("HF cache lookup failed for %s/%s: %s", repo, filename, exc)
@@ -180,7 +186,13 @@ def _cached_hf_file(repo: str, filename: str, revision: str | None) -> Path | No
 # ---------------------------------------------------------------------------------------
 
 
-def _how_to_fix(model_id: str, filename: str, hf_repo: str | None) -> str:
+def _how_to_fix(
+    model_id: str,
+    filename: str,
+    hf_repo: str | None,
+    repo_type: str = "model",
+    random_ok: bool = True,
+) -> str:
     lines = [
         "Fix one of:",
         f'  * pass an explicit file: weights={{"{model_id}": "/path/{filename}"}} '
@@ -189,15 +201,17 @@ def _how_to_fix(model_id: str, filename: str, hf_repo: str | None) -> str:
         f"(or ${WEIGHTS_DIR_ENV}/{filename});",
     ]
     if hf_repo:
+        kind = "" if repo_type == "model" else f" --repo-type {repo_type}"
         lines.append(
             f"  * pre-populate the Hugging Face cache on a machine with network "
-            f"(hf download {hf_repo} {filename}) and point HF_HOME/HF_HUB_CACHE "
+            f"(hf download {hf_repo} {filename}{kind}) and point HF_HOME/HF_HUB_CACHE "
             "at it;"
         )
-    lines.append(
-        f'  * or run with random weights for a smoke test: weights={{"{model_id}": "random"}} '
-        f"(CLI: --weights {model_id}=random)."
-    )
+    if random_ok:
+        lines.append(
+            f"  * or run with random weights for a smoke test: "
+            f'weights={{"{model_id}": "random"}} (CLI: --weights {model_id}=random).'
+        )
     return "\n".join(lines)
 
 
@@ -220,10 +234,14 @@ def resolve_weights(
     hf_repo: str | None,
     hf_revision: str | None = None,
     allow_download: bool = True,
+    hf_repo_type: str = "model",
+    random_ok: bool = True,
 ) -> ResolvedWeights:
     """Find ``filename`` for ``model_id`` (see the module docstring for the order).
 
-    Raises WeightsError naming every location tried and the ways to fix it.
+    ``hf_repo_type="dataset"`` looks up a Hugging Face dataset repo (a precomputed product
+    file); ``random_ok=False`` leaves "random" out of the advice (it makes no sense for a
+    product). Raises WeightsError naming every location tried and the ways to fix it.
     """
     tried: list[str] = []
 
@@ -246,7 +264,8 @@ def resolve_weights(
         else:
             problem = f"the explicit path {spec!r} does not exist"
         raise WeightsError(
-            f"Weights for {model_id!r}: {problem}.\n" + _how_to_fix(model_id, filename, hf_repo)
+            f"Weights for {model_id!r}: {problem}.\n"
+            + _how_to_fix(model_id, filename, hf_repo, hf_repo_type, random_ok)
         )
 
     env_dir = os.environ.get(WEIGHTS_DIR_ENV, "").strip()
@@ -263,7 +282,7 @@ def resolve_weights(
         cache = hf_cache_dir()
         rev = f"@{hf_revision}" if hf_revision else ""
         tried.append(f"hf_cache: {hf_repo}{rev}/{filename} in {cache}")
-        hit = _cached_hf_file(hf_repo, filename, hf_revision)
+        hit = _cached_hf_file(hf_repo, filename, hf_revision, hf_repo_type)
         if hit is not None:
             return _hit(model_id, hit, "hf_cache", tried)
 
@@ -284,6 +303,7 @@ def resolve_weights(
                         repo_id=hf_repo,
                         filename=filename,
                         revision=hf_revision,
+                        repo_type=hf_repo_type,
                         cache_dir=str(hf_cache_dir()),
                         etag_timeout=_probe_timeout(),
                         endpoint=endpoint,
@@ -301,7 +321,7 @@ def resolve_weights(
         f"No weights found for model {model_id!r} (file {filename!r}). Tried:\n"
         + "\n".join(f"  - {t}" for t in tried)
         + "\n"
-        + _how_to_fix(model_id, filename, hf_repo)
+        + _how_to_fix(model_id, filename, hf_repo, hf_repo_type, random_ok)
     )
 
 

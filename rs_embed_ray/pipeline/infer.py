@@ -133,6 +133,11 @@ class ModelWorker:
         for j, (idx, shard) in enumerate(zip(indices, batch["shard"], strict=True)):
             if status[j] != "ok":
                 continue
+            if not str(shard):
+                # a model with no sensor (a precomputed product it reads itself from the
+                # place's spatial): nothing was fetched, the input is an empty placeholder
+                inputs[j] = np.zeros((0,), dtype=np.float32)
+                continue
             try:
                 arr, fmeta = self.reader.read(str(shard), idx)
                 if self.channels is not None:

@@ -35,8 +35,16 @@ class Provider(Protocol):
         sensor: SensorSpec,
         *,
         n_frames: int | None = None,
+        frame_bins: str | None = None,
     ) -> Patch:
-        """Fetch one place. ``n_frames`` asks for an equal-bin time series (T,C,H,W)."""
+        """Fetch one place. ``n_frames`` asks for an equal-bin time series (T,C,H,W).
+
+        ``frame_bins`` (e.g. ``"30d"``) asks instead for explicit bins of that many days
+        anchored at the window start (``specs.fixed_day_bins``; ``n_frames`` caps their
+        count, a longer window being divided equally). Each bin is an independent
+        composite; a bin without imagery is an all-NaN frame; at least one bin must have
+        data. Meta: ``frames=[{start, end, empty}]``, ``n_empty``.
+        """
         ...
 
     def close(self) -> None: ...

@@ -30,6 +30,7 @@ Why it looks like this:
   no images (optical / GSE)         1 value                     tiles
   no images (S1)                    1 value + 1 diagnostics     tiles (x2 if relaxing) + 1
   time series (n_frames)            1 value + tiles             1 value + tiles (unchanged)
+  explicit bins (frame_bins)        -                           tiles (x2 if S1 relaxing)
   ``fetch_many`` group of n places  n x the above               see below
   ================================  ==========================  ==========================
 
@@ -41,7 +42,16 @@ Why it looks like this:
   (the count band tells each place's emptiness; an S1 place without IW scenes is then
   fetched alone with the relaxed filter); a time-series group costs one value:compute for
   all its places plus one computePixels per set of places that agree on which bins are
-  empty (usually one). Places that fit no group are fetched alone, exactly as ``fetch``.
+  empty (usually one); an explicit-bin group costs ONE computePixels (per-bin count bands
+  tell each place's empty bins). Places that fit no group are fetched alone, exactly as
+  ``fetch``.
+* **Explicit bins** (``frame_bins="30d"``, olmoearth). Each bin is its own counted composite
+  (bands + ``__n_images``; the ``If(size, ...)`` guard keeps an empty bin valid) and the T
+  of them are stacked in one image (``<band>__t<i>``, ``__n_images__t<i>``): one
+  computePixels per tile and no value:compute. A bin whose count is 0 over the place comes
+  back as an all-NaN frame (never back-filled); a place with no image in any bin raises the
+  usual "No images found" error. Meta: ``frames=[{start, end, empty, n_images}]``,
+  ``n_empty``.
 * **Retries.** The ee client retries 429/5xx by itself (googleapiclient, ``max_retries=5``,
   random 2**n s sleeps, no Retry-After). The provider sets ``ee.data.setMaxRetries(0)`` and
   owns the policy: 429, 5xx, 408 and connection errors are retried with exponential backoff
@@ -100,7 +110,14 @@ from rs_embed_ray.providers.ratelimit import (
     LimiterTimeout,
     LocalLimiter,
 )
-from rs_embed_ray.specs import SensorSpec, SpatialSpec, TemporalSpec, window_of
+from rs_embed_ray.specs import (
+    SensorSpec,
+    SpatialSpec,
+    TemporalSpec,
+    fixed_day_bins,
+    parse_frame_bins,
+    window_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -501,6 +518,10 @@ class _Job:
     composite: str
     fill: float
     variants: tuple[str, ...]
+    # explicit bins (frame_bins): independent per-bin composites, empty bins NaN
+    binned: bool = False
+    frame_bins: str | None = None
+    stretched: bool = False
 
 
 @dataclass(frozen=True)
@@ -851,12 +872,19 @@ class GEEProvider:
 
     # -- what a fetch needs -----------------------------------------------------------------
 
-    def _job(self, temporal: TemporalSpec | None, sensor: SensorSpec, n_frames: int | None) -> _Job:
+    def _job(
+        self,
+        temporal: TemporalSpec | None,
+        sensor: SensorSpec,
+        n_frames: int | None,
+        frame_bins: str | None = None,
+    ) -> _Job:
         """Everything about a fetch except the place; raises for an invalid request."""
         if temporal is not None:
             temporal.validate()
         if n_frames is not None and int(n_frames) < 1:
             raise SpecError(f"n_frames must be >= 1, got {n_frames}.")
+        days = parse_frame_bins(frame_bins) if frame_bins is not None else None
         kind = self._kind(sensor)
         if kind == "gse":
             if temporal is None:
@@ -883,6 +911,11 @@ class GEEProvider:
             variants = ("main",)
         resolved = [resolve_band(sensor.collection, b) for b in bands_out]
         uniq = list(dict.fromkeys(resolved))
+        stretched = False
+        if days is not None:
+            bins, stretched = fixed_day_bins(start, end, days, int(n_frames) if n_frames else None)
+        else:
+            bins = split_date_range(start, end, int(n_frames)) if n_frames else []
         return _Job(
             sensor=sensor,
             kind=kind,
@@ -890,11 +923,14 @@ class GEEProvider:
             end=end,
             resolved=resolved,
             uniq=uniq,
-            bins=split_date_range(start, end, int(n_frames)) if n_frames else [],
+            bins=bins,
             n_frames=int(n_frames) if n_frames else None,
             composite=composite,
             fill=GSE_FILL if kind == "gse" else float(sensor.fill_value),
             variants=variants,
+            binned=days is not None,
+            frame_bins=frame_bins if days is not None else None,
+            stretched=stretched,
         )
 
     @staticmethod
@@ -976,6 +1012,16 @@ class GEEProvider:
         names = [*job.uniq, N_IMAGES_BAND]
         return self._pull(self._counted_composite(job, col), names, grid)
 
+    def _fetch_binned(self, job: _Job, grid: Grid, variant: str) -> tuple[np.ndarray, int]:
+        """Explicit bins on ``grid``: one counted composite per bin, stacked into one image.
+
+        Returns (T, Cu + 1, H, W) (the last channel is each bin's image count) and the
+        number of pixel requests (one per tile unless T x (Cu + 1) exceeds the band limit).
+        """
+        col = self._collection(job, self._region(grid), variant)
+        frames = [self._counted_composite(job, col.filterDate(s, e)) for s, e in job.bins]
+        return self._fetch_frames(frames, [*job.uniq, N_IMAGES_BAND], grid, stacked=True)
+
     def _frame_images(self, job: _Job, col: Any, bin_empty: list[bool]) -> list[Any]:
         """One image per time bin; an empty bin is back-filled with the window composite."""
         whole = self._composite(col, job.composite)
@@ -1014,10 +1060,12 @@ class GEEProvider:
         sensor: SensorSpec,
         *,
         n_frames: int | None = None,
+        frame_bins: str | None = None,
     ) -> Patch:
-        """One place: (C,H,W) float32, or (T,C,H,W) when ``n_frames`` asks for equal bins."""
+        """One place: (C,H,W) float32, or (T,C,H,W) when ``n_frames`` asks for equal bins
+        or ``frame_bins`` for explicit bins (see ``providers.base.Provider.fetch``)."""
         place = self._place(spatial, sensor.scale_m)
-        job = self._job(temporal, sensor, n_frames)
+        job = self._job(temporal, sensor, n_frames, frame_bins)
         self.ensure_ready()
         return self._fetch_place(job, place)
 
@@ -1028,6 +1076,7 @@ class GEEProvider:
         sensor: SensorSpec,
         *,
         n_frames: int | None = None,
+        frame_bins: str | None = None,
         max_group: int | None = None,
         max_area_ratio: float | None = None,
         threads: int | None = None,
@@ -1056,7 +1105,7 @@ class GEEProvider:
                 out[i] = exc
         if places:
             try:
-                job = self._job(temporal, sensor, n_frames)
+                job = self._job(temporal, sensor, n_frames, frame_bins)
                 self.ensure_ready()
             except Exception as exc:
                 for i in places:
@@ -1100,7 +1149,10 @@ class GEEProvider:
     def _max_pixels(self, job: _Job) -> int:
         """Pixels one request may carry for this job's bands (what one group may cover)."""
         c = len(job.uniq)
-        if job.bins:
+        if job.binned:
+            c1 = c + 1  # each bin carries its count band
+            bands = min(len(job.bins), max(1, self.max_bands // c1)) * c1
+        elif job.bins:
             bands = min(len(job.bins), max(1, self.max_bands // c)) * c
         else:
             bands = c + 1
@@ -1118,7 +1170,7 @@ class GEEProvider:
     def _fetch_place(self, job: _Job, place: _Place) -> Patch:
         """``fetch`` for one prepared place."""
         req0 = self._start()
-        if not job.bins:
+        if not job.bins or job.binned:
             return self._fetch_composite_alone(job, place, job.variants, req0)
         region = self._region(place.grid)
         counts = self._counts(self._size_values(job, region), "collection size")
@@ -1134,42 +1186,60 @@ class GEEProvider:
             requests=requests, pixel_requests=n_px, retries=retries,
         )  # fmt: skip
 
+    def _fetch_counted_frames(self, job: _Job, grid: Grid, variant: str) -> tuple[np.ndarray, int]:
+        """A single composite as (1, Cu + 1, H, W), or explicit bins as (T, Cu + 1, H, W)."""
+        if job.binned:
+            return self._fetch_binned(job, grid, variant)
+        block, n = self._fetch_counted(job, grid, variant)
+        return block[None], n
+
+    @staticmethod
+    def _bin_counts(block: np.ndarray) -> list[int]:
+        """Per frame of a (T, Cu + 1, h, w) block: the most images covering any pixel."""
+        counts = block[:, -1]
+        if not counts.size:
+            return [0] * int(block.shape[0])
+        return [int(c) for c in counts.reshape(counts.shape[0], -1).max(axis=1)]
+
     def _fetch_composite_alone(
         self, job: _Job, place: _Place, variants: tuple[str, ...], req0: int
     ) -> Patch:
-        """Try each variant in turn (S1: strict, then relaxed); 1 request each (per tile)."""
+        """Try each variant in turn (S1: strict, then relaxed); 1 request each (per tile).
+
+        Also serves explicit bins (all bins in one request per variant)."""
         n_px = 0
         for v in variants:
-            block, n = self._fetch_counted(job, place.grid, v)
+            block, n = self._fetch_counted_frames(job, place.grid, v)
             n_px += n
-            n_images = int(block[-1].max()) if block[-1].size else 0
-            if n_images > 0:
+            counts = self._bin_counts(block)
+            if sum(counts) > 0:
                 requests, retries = self._spent(req0)
                 return self._finish(
-                    job, place, block[None, :-1], job.variants.index(v), n_images, [],
+                    job, place, block[:, :-1], job.variants.index(v), sum(counts),
+                    counts if job.binned else [],
                     requests=requests, pixel_requests=n_px, retries=retries,
                 )  # fmt: skip
         raise self._empty_error(job, place.grid)
 
     def _fetch_group(self, job: _Job, places: list[_Place]) -> list[Patch | Exception]:
         """Several places through requests over their union grid (see ``fetch_many``)."""
-        if job.bins:
+        if job.bins and not job.binned:
             return self._fetch_group_frames(job, places)
         union = union_grid([p.grid for p in places])
         req0 = self._start()
         try:
-            block, n_px = self._fetch_counted(job, union, job.variants[0])
+            block, n_px = self._fetch_counted_frames(job, union, job.variants[0])
         except Exception as exc:
             return [exc] * len(places)
         requests, retries = self._spent(req0)
         out: list[Patch | Exception] = []
         for p in places:
             r, c = grid_offset(union, p.grid)
-            cut = block[:, r : r + p.grid.height, c : c + p.grid.width]
-            n_images = int(cut[-1].max()) if cut[-1].size else 0
-            if n_images > 0:
+            cut = block[..., r : r + p.grid.height, c : c + p.grid.width]
+            counts = self._bin_counts(cut)
+            if sum(counts) > 0:
                 patch = self._finish(
-                    job, p, cut[None, :-1], 0, n_images, [],
+                    job, p, cut[:, :-1], 0, sum(counts), counts if job.binned else [],
                     requests=requests, pixel_requests=n_px, retries=retries,
                 )  # fmt: skip
                 patch.meta["batched"] = _batched(len(places), union, (r, c), requests)
@@ -1287,6 +1357,11 @@ class GEEProvider:
         )
         # (T, Cu, H, W) -> sensor band order (fancy indexing copies: never a view of a union)
         data = data[:, [job.uniq.index(b) for b in job.resolved]]
+        if job.binned:
+            return self._finish_binned(
+                job, data, bin_counts, meta, collection,
+                requests=requests, pixel_requests=pixel_requests, retries=retries,
+            )  # fmt: skip
         if job.kind == "gse":
             data[data == GSE_FILL] = np.nan
             meta["nodata_fraction"] = float(np.isnan(data).mean()) if data.size else 0.0
@@ -1318,6 +1393,55 @@ class GEEProvider:
         meta["requests"] = requests
         meta["pixel_requests"] = pixel_requests
         meta["retries"] = retries
+        return Patch(data=np.ascontiguousarray(data, dtype=np.float32), meta=meta)
+
+    @staticmethod
+    def _finish_binned(
+        job: _Job,
+        data: np.ndarray,
+        bin_counts: list[int],
+        meta: dict[str, Any],
+        collection: str,
+        *,
+        requests: int,
+        pixel_requests: int,
+        retries: int,
+    ) -> Patch:
+        """Explicit bins: empty bins become all-NaN frames, the rest are cleaned like a series."""
+        sensor = job.sensor
+        empty = [n == 0 for n in bin_counts]
+        for t, is_empty in enumerate(empty):
+            frame = data[t]
+            if is_empty:
+                frame[...] = np.nan
+                continue
+            if job.kind == "gse":
+                frame[frame == GSE_FILL] = np.nan
+                continue
+            bad = ~np.isfinite(frame)
+            if bad.any():
+                frame[bad] = np.float32(sensor.fill_value)
+            if S2_PREFIX in collection:
+                np.clip(frame, 0.0, 10000.0, out=frame)
+        n_empty = sum(empty)
+        meta.update(
+            {
+                "frame_bins": job.frame_bins,
+                "n_frames_max": job.n_frames,
+                "n_frames": len(job.bins),
+                "n_empty": n_empty,
+                "temporal_sampling": "equal_divided" if job.stretched else "fixed_stride",
+                "frames": [
+                    {"start": s, "end": e, "empty": n == 0, "n_images": int(n)}
+                    for (s, e), n in zip(job.bins, bin_counts, strict=True)
+                ],
+                "requests": requests,
+                "pixel_requests": pixel_requests,
+                "retries": retries,
+            }
+        )
+        if n_empty:
+            log.info("%d of %d bins have no image: NaN frames", n_empty, len(job.bins))
         return Patch(data=np.ascontiguousarray(data, dtype=np.float32), meta=meta)
 
     def _pull(self, image: Any, names: list[str], grid: Grid) -> tuple[np.ndarray, int]:

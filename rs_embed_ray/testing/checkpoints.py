@@ -295,6 +295,83 @@ def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
+def _satmaepp_multiscale_head_shapes(in_chans: int, proj_ratio: int) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of SatMAE++'s upsampling head (``proj_up_*`` and ``up_block.*``).
+
+    ``proj_up_conv`` is a 1x1 conv in_chans -> in_chans*proj_ratio; ``up_block`` holds a 4x4
+    stride-2 transposed conv, two channels-first LayerNorms (weight/bias only), a residual
+    block of two 3x3 convs and a 3x3 ``proj_out`` back to in_chans.
+    """
+    import torch
+    from torch import nn
+
+    ms = in_chans * proj_ratio
+    with torch.device("meta"):
+        layers = {
+            "proj_up_conv": nn.Conv2d(in_chans, ms, kernel_size=1),
+            "up_block.up_conv": nn.ConvTranspose2d(ms, ms, kernel_size=4, stride=2, padding=1),
+            "up_block.res_block.conv1": nn.Conv2d(ms, ms, kernel_size=3, padding=1),
+            "up_block.res_block.conv2": nn.Conv2d(ms, ms, kernel_size=3, padding=1),
+            "up_block.proj_out": nn.Conv2d(ms, in_chans, kernel_size=3, padding=1),
+        }
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, layer in layers.items():
+        for k, v in layer.state_dict().items():
+            shapes[f"{name}.{k}"] = tuple(v.shape)
+    for norm in ("proj_up_norm", "up_block.up_norm", "up_block.res_norm"):
+        shapes[f"{norm}.weight"] = (ms,)
+        shapes[f"{norm}.bias"] = (ms,)
+    return shapes
+
+
+def write_satmaepp_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a SatMAE++ ViT-L/16 (fMoW RGB) checkpoint as ``model.safetensors`` + ``config.json``.
+
+    Mirrors ``MVRL/satmaepp_ViT-L_pretrain_fmow_rgb`` (rshf ``SatMAEPP`` =
+    SatMAE++'s ``MaskedAutoencoderViT`` saved with PyTorchModelHubMixin, no wrapper prefix):
+    SatMAE's layout (timm encoder keys at the top level plus the MAE decoder, see
+    :func:`write_satmae_checkpoint`) plus the multi-scale upsampling head
+    ``proj_up_conv`` (12, 3, 1, 1), ``proj_up_norm`` (12,), ``up_block.up_conv`` (12, 12, 4,
+    4), ``up_block.up_norm``, ``up_block.res_block.conv1/conv2`` (12, 12, 3, 3),
+    ``up_block.res_norm`` and ``up_block.proj_out`` (3, 12, 3, 3); 414 tensors. The config
+    holds the constructor's JSON-able kwargs. Key names come from rshf's ``satmaepp/model.py``
+    (not checked against the hosted file, which is unreachable offline). About 1.3 GB.
+    """
+    from safetensors.torch import save_file
+
+    from rs_embed_ray.models.satmae import EMBED_DIM, IMAGE_SIZE, PATCH, build_vit_large
+
+    side = IMAGE_SIZE // PATCH
+    enc = build_vit_large(eps=1e-5, meta=True)
+    shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
+    shapes.update(_mae_decoder_shapes(EMBED_DIM, PATCH, side))
+    shapes.update(_satmaepp_multiscale_head_shapes(3, 4))
+    sd = _random_fill(shapes, seed)
+    sd["pos_embed"] = _mae_sincos_2d(EMBED_DIM, side)
+    sd["decoder_pos_embed"] = _mae_sincos_2d(512, side)
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model.safetensors"
+    save_file(sd, str(path), metadata={"format": "pt"})
+    config = {
+        "img_size": IMAGE_SIZE,
+        "patch_size": PATCH,
+        "in_chans": 3,
+        "embed_dim": EMBED_DIM,
+        "depth": 24,
+        "num_heads": 16,
+        "decoder_embed_dim": 512,
+        "decoder_depth": 8,
+        "decoder_num_heads": 16,
+        "mlp_ratio": 4.0,
+        "norm_pix_loss": False,
+        "proj_ratio": 4,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    log.info("wrote random-valued satmaepp checkpoint %s (seed=%s)", path, seed)
+    return path
+
+
 def write_scalemae_checkpoint(
     directory: str | Path, *, seed: int = 0, final_norm_key: str = "norm"
 ) -> Path:
@@ -356,6 +433,138 @@ def write_terrafm_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
     return path
 
 
+COPERNICUS_GLOBAL_HW = (721, 1440)
+COPERNICUS_RES_DEG = 0.25
+COPERNICUS_ORIGIN = (-180.0, 90.125)  # (left, top) of the global grid (spec §1.10)
+
+
+def copernicus_cell_values(rows: Any, cols: Any, bands: int = 768) -> Any:
+    """The values ``write_copernicus_product`` stores at global cells (rows x cols):
+    ``(row % 64) * 64 + (col % 64) + band / 1024`` (exact in float32), so a test can tell
+    which cell, band and orientation a reader returned without reading the file itself."""
+    import numpy as np
+
+    r = np.asarray(rows, dtype=np.float64)[None, :, None] % 64
+    c = np.asarray(cols, dtype=np.float64)[None, None, :] % 64
+    b = np.arange(bands, dtype=np.float64)[:, None, None] / 1024.0
+    return (r * 64.0 + c + b).astype(np.float32)
+
+
+def write_copernicus_product(
+    directory: str | Path,
+    *,
+    region: tuple[int, int, int, int] = (176, 776, 20, 30),
+    full_extent: bool = False,
+    georef: bool = True,
+    nan_cells: tuple[tuple[int, int], ...] = (),
+    empty_cells: tuple[tuple[int, int], ...] = (),
+    bands: int = 768,
+    filename: str = "embed_map_310k.tif",
+) -> Path:
+    """Write a Copernicus-Embed GeoTIFF in the published layout, filled only over ``region``.
+
+    The published ``embed_map_310k.tif`` is a global EPSG:4326 grid of 721 x 1440 cells at
+    0.25 deg, 768 float32 bands, georeferenced by ModelPixelScale/ModelTiepoint. Here
+    ``region = (row0, col0, height, width)`` are global cell indices: by default the file
+    covers just that region (its tiepoint placed where the region sits on the global grid,
+    ``COPERNICUS_ORIGIN``), 20 x 30 cells (lon 14..21.5, lat 41.125..46.125).
+    ``full_extent=True`` writes the whole 721 x 1440 grid as a sparse tiled file (unwritten
+    tiles read as 0, the product's "empty"), a few tens of kB. ``georef=False`` leaves the
+    geo tags out (the reader's fallback path). Values: :func:`copernicus_cell_values`;
+    ``nan_cells`` / ``empty_cells`` (global (row, col)) hold NaN / 0 in every band. Tiled
+    16 x 16, pixel-interleaved, deflate (the tile layout of the real file is not needed).
+    """
+    import warnings
+
+    import numpy as np
+    import rasterio
+    from rasterio.transform import Affine
+    from rasterio.windows import Window
+
+    row0, col0, height, width = (int(v) for v in region)
+    rows = np.arange(row0, row0 + height)
+    cols = np.arange(col0, col0 + width)
+    data = copernicus_cell_values(rows, cols, bands)
+    for r, c in nan_cells:
+        data[:, r - row0, c - col0] = np.nan
+    for r, c in empty_cells:
+        data[:, r - row0, c - col0] = 0.0
+    left0, top0 = COPERNICUS_ORIGIN
+    res = COPERNICUS_RES_DEG
+    if full_extent:
+        (fh, fw), (off_r, off_c) = COPERNICUS_GLOBAL_HW, (row0, col0)
+        left, top = left0, top0
+    else:
+        (fh, fw), (off_r, off_c) = (height, width), (0, 0)
+        left, top = left0 + col0 * res, top0 - row0 * res
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": fw,
+        "height": fh,
+        "count": bands,
+        "dtype": "float32",
+        "tiled": True,
+        "blockxsize": 16,
+        "blockysize": 16,
+        "compress": "deflate",
+        "interleave": "pixel",
+        "sparse_ok": True,
+    }
+    if georef:
+        profile.update(crs="EPSG:4326", transform=Affine(res, 0.0, left, 0.0, -res, top))
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NotGeoreferencedWarning for georef=False
+        with rasterio.open(path, "w", **profile) as ds:
+            ds.write(data, window=Window(off_c, off_r, width, height))
+    log.info("wrote copernicus product %s (%d x %d cells, region %s)", path, fh, fw, region)
+    return path
+
+
+def write_olmoearth_checkpoint(
+    directory: str | Path, *, variant: str = "base_v1_2", seed: int = 0
+) -> Path:
+    """Write an OlmoEarth v1.2 HF repo's two files into ``directory``; return ``weights.pth``.
+
+    Mirrors ``allenai/OlmoEarth-v1_2-<Size>`` as olmoearth-pretrain-minimal's
+    ``model_loader`` reads it: ``config.json`` (the published training config's ``model``
+    and masking sections, ``olmoearth.published_v12_config``) and ``weights.pth``, a
+    ``torch.save`` of the whole ``LatentMIM`` state dict (``encoder.*``, ``decoder.*``,
+    ``target_encoder.*``: Base 595 tensors, about 0.9 GB; Nano 323, about 10 MB) built by the
+    package from that config, every float tensor then shifted by seeded N(0, 0.02) noise so
+    that no value equals a fresh initialisation.
+    """
+    import torch
+
+    from rs_embed_ray.models.olmoearth import (
+        CONFIG_FILENAME,
+        WEIGHTS_FILENAME,
+        build_latent_mim,
+        published_v12_config,
+    )
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config = published_v12_config(variant)
+    (out / CONFIG_FILENAME).write_text(json.dumps(config, indent=2, sort_keys=True))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = build_latent_mim(config)
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+        sd = {}
+        for k, v in model.state_dict().items():
+            v = v.detach().clone().contiguous()
+            if v.is_floating_point():
+                v += 0.02 * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+            sd[k] = v
+    path = out / WEIGHTS_FILENAME
+    torch.save(sd, path)
+    log.info("wrote random-valued olmoearth %s checkpoint %s (seed=%s)", variant, path, seed)
+    return path
+
+
 def write_hf_cache_entry(
     cache_dir: str | Path,
     repo_id: str,
@@ -365,15 +574,17 @@ def write_hf_cache_entry(
     revision: str = "main",
     commit: str = "0" * 40,
     link: bool = True,
+    repo_type: Literal["model", "dataset"] = "model",
 ) -> Path:
     """Place ``source`` in a Hugging Face hub cache layout so ``try_to_load_from_cache`` finds it.
 
-    Layout: ``<cache>/models--<org>--<name>/{refs/<revision>, snapshots/<commit>/<filename>}``.
-    With ``link=True`` the snapshot entry is a symlink to ``source`` (no 600 MB copy).
+    Layout: ``<cache>/models--<org>--<name>/{refs/<revision>, snapshots/<commit>/<filename>}``
+    (``datasets--`` for ``repo_type="dataset"``). With ``link=True`` the snapshot entry is a
+    symlink to ``source`` (no 600 MB copy).
     """
     import shutil
 
-    root = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    root = Path(cache_dir) / (f"{repo_type}s--" + repo_id.replace("/", "--"))
     (root / "refs").mkdir(parents=True, exist_ok=True)
     (root / "refs" / revision).write_text(commit)
     target = root / "snapshots" / commit / filename
@@ -388,12 +599,17 @@ def write_hf_cache_entry(
 
 
 __all__ = [
+    "COPERNICUS_ORIGIN",
     "REMOTECLIP_CONFIG",
+    "copernicus_cell_values",
+    "write_copernicus_product",
     "write_dofa_checkpoint",
     "write_hf_cache_entry",
+    "write_olmoearth_checkpoint",
     "write_prithvi_checkpoint",
     "write_remoteclip_checkpoint",
     "write_satmae_checkpoint",
+    "write_satmaepp_checkpoint",
     "write_scalemae_checkpoint",
     "write_terrafm_checkpoint",
 ]

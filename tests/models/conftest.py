@@ -92,6 +92,24 @@ def satmae(satmae_ckpt: Path):
 
 
 @pytest.fixture(scope="session")
+def satmaepp_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seeded random SatMAE++ ViT-L ``model.safetensors`` (MAE + upsampling head), once."""
+    pytest.importorskip("timm")
+    pytest.importorskip("safetensors")
+    from rs_embed_ray.testing.checkpoints import write_satmaepp_checkpoint
+
+    return write_satmaepp_checkpoint(tmp_path_factory.mktemp("satmaepp"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def satmaepp(satmaepp_ckpt: Path):
+    from rs_embed_ray.models.satmaepp import SatMAEPP
+
+    cfg = {"channel_order": "rgb"}  # explicit: a developer's RS_EMBED_SATMAEPP_* env is ignored
+    return SatMAEPP(device="cpu", weights=str(satmaepp_ckpt), model_config=cfg, precision="float32")
+
+
+@pytest.fixture(scope="session")
 def scalemae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seeded random Scale-MAE ViT-L ``model.safetensors`` (rshf ``model.`` layout), once."""
     pytest.importorskip("timm")
