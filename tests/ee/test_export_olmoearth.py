@@ -109,3 +109,38 @@ def test_olmoearth_export_with_an_empty_bin(tmp_path, nano_ckpt, layout):
         )  # fmt: skip
         np.testing.assert_allclose(emb[0], ref.data, rtol=0, atol=1e-5)
         assert ref.meta["n_empty_frames_dropped"] == 1
+
+
+def test_olmoearth_combined_with_per_place_windows_of_different_lengths(tmp_path, nano_ckpt):
+    """Places whose windows hold 2 and 3 bins give inputs of different T; the combined file
+    still holds every place's embedding and input."""
+    out = tmp_path / "c.npz"
+    windows = [
+        TemporalSpec.range("2022-01-01", "2022-03-02"),  # 2 bins
+        WINDOW,  # 3 bins
+        WINDOW,
+    ]
+    with EEEmulator(retry_after_s=0) as emu:
+        res = export_batch(
+            spatials=PLACES,
+            temporal=None,
+            temporals=windows,
+            models=["olmoearth"],
+            backend="gee",
+            provider_options={"url": emu.url},
+            weights={"olmoearth": str(nano_ckpt)},
+            model_configs={"olmoearth": CFG},
+            out=str(out),
+            layout="combined",
+            show_progress=False,
+            num_workers=2,
+            chunk_size=3,
+        )
+    assert res["status"] == "ok" and res["n_items"] == len(PLACES)
+    with np.load(out) as z:
+        emb = z["embeddings__olmoearth"]
+        # inputs that cannot stack are kept one key per place (the contract's fallback)
+        assert "inputs_bchw__olmoearth" not in z.files
+        shapes = [z[f"input_chw__olmoearth__{i:05d}"].shape for i in range(3)]
+    assert shapes == [(2, 12, 32, 32), (3, 12, 32, 32), (3, 12, 32, 32)]
+    assert emb.shape == (3, 128) and np.isfinite(emb).all()
