@@ -31,6 +31,26 @@ def _parse_weights(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
+def _parse_model_configs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``MODEL.KEY=VALUE`` -> {MODEL: {KEY: VALUE}}; VALUE is read as JSON when it parses
+    (numbers, true/false, lists), else kept as a string."""
+    out: dict[str, dict[str, Any]] = {}
+    for v in values:
+        lhs, sep, raw = v.partition("=")
+        model, dot, key = lhs.partition(".")
+        if not sep or not dot or not model.strip() or not key.strip() or not raw.strip():
+            raise click.BadParameter(
+                f"{v!r}: use MODEL.KEY=VALUE, e.g. dofa.variant=large",
+                param_hint="--model-config",
+            )
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw.strip()
+        out.setdefault(model.strip(), {})[key.strip()] = value
+    return out
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(EXIT_BAD_INPUT)
@@ -112,6 +132,13 @@ def main(verbose: int) -> None:
     multiple=True,
     metavar="MODEL=PATH|random",
     help="Weights file per model, or 'random' for random init (recorded).",
+)
+@click.option(
+    "--model-config",
+    "model_config",
+    multiple=True,
+    metavar="MODEL.KEY=VALUE",
+    help="A model option, e.g. dofa.variant=large or olmoearth.patch_size=8 (repeatable).",
 )
 @click.option(
     "--precision",
@@ -207,6 +234,7 @@ def export(**o: Any) -> None:
             save_inputs=not o["no_save_inputs"],
             save_manifest=not o["no_save_manifest"],
             weights=_parse_weights(o["weights"]),
+            model_configs=_parse_model_configs(o["model_config"]) or None,
             precision=o["precision"],
             ray_address=o["ray_address"],
             ee_max_concurrent=o["ee_max_concurrent"],

@@ -112,6 +112,24 @@ def test_bad_options_exit_2(tmp_path, raster_source):
     assert res.exit_code == 2 and "Unknown model" in res.output
 
 
+def test_model_config_option(tmp_path, raster_source):
+    from rs_embed_ray.cli import _parse_model_configs
+
+    got = _parse_model_configs(("dofa.variant=large", "olmoearth.patch_size=8", "dofa.x=[1, 2]"))
+    assert got == {"dofa": {"variant": "large", "x": [1, 2]}, "olmoearth": {"patch_size": 8}}
+    pts = write_points(tmp_path / "p.csv", points(1))
+    for bad, needle in (
+        ("dofa", "MODEL.KEY=VALUE"),
+        ("dofa.variant", "MODEL.KEY=VALUE"),
+        ("satmae.layernorm_eps=1e-6", "not among the requested models"),
+    ):
+        res = CliRunner().invoke(
+            main, args(pts, tmp_path / "o", raster_source, "--model-config", bad)
+        )
+        assert res.exit_code == 2 and needle in res.output, (bad, res.output)
+        assert not (tmp_path / "o").exists()
+
+
 def test_models_lists_catalog():
     res = CliRunner().invoke(main, ["models", "--json"])
     assert res.exit_code == 0
