@@ -33,26 +33,26 @@ there; applying it keeps ROI and full-frame vectors in the same space).
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_ray.errors import ModelError, WeightsError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
-from rs_embed_ray.models.preprocess import RoiWindow, roi_is_full, roi_token_box
-from rs_embed_ray.models.preprocess import roi_window_from_meta as _roi_from_meta
+from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pooled_embedding
+from rs_embed_ray.models.preprocess import RoiWindow, square_pad, stack_by_shape
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
-    load_state_dict_file,
-    precision_label,
-    resolve_device,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
+    check_state_dict,
+    load_prepared,
+    strip_prefix,
+    to_numpy,
+    tokens_to_grid,
 )
-from rs_embed_ray.models.weights import resolve_weights
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -209,10 +209,7 @@ def build_dofa(variant: str = "base") -> Any:
 
 def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str, Any]:
     """Published DOFA keys -> this encoder's keys; strict on everything but known extras."""
-    sd = dict(sd)
-    for pre in ("module.", "model.", "encoder.", "backbone."):
-        if sd and all(k.startswith(pre) for k in sd):
-            sd = {k[len(pre) :]: v for k, v in sd.items()}
+    sd = strip_prefix(dict(sd), ("module.", "model.", "encoder.", "backbone."), nested=True)
     for suffix in ("weight", "bias"):
         if f"fc_norm.{suffix}" not in sd and f"norm.{suffix}" in sd:
             sd[f"fc_norm.{suffix}"] = sd[f"norm.{suffix}"]
@@ -220,49 +217,13 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
     ignored = sorted(k for k in sd if k.startswith(_IGNORED_PREFIXES))
     for k in ignored:
         sd.pop(k)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    bad = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(sd))
-        if tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or extra or bad:
-        raise WeightsError(
-            f"DOFA checkpoint {path} does not match the architecture: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
-            f"{len(bad)} shape mismatches (e.g. {bad[:2]})."
-        )
+    check_state_dict(model, sd, path=path, what="DOFA")
     if ignored:
         log.info("DOFA: ignored %d non-encoder keys (e.g. %s)", len(ignored), ignored[:3])
     return sd
 
 
-def _square_pad(t: Any) -> tuple[Any, RoiWindow]:
-    """Centre pad (N, C, H, W) to a square (reflect, or edge when too wide); content window."""
-    import torch.nn.functional as F
-
-    _, _, h, w = t.shape
-    s = max(h, w)
-    if h == w:
-        return t, (0.0, 1.0, 0.0, 1.0)
-    top, left = (s - h) // 2, (s - w) // 2
-    pads = (left, s - w - left, top, s - h - top)
-    mode = "reflect" if (s - h) < h and (s - w) < w else "replicate"
-    return F.pad(t, pads, mode=mode), (top / s, (top + h) / s, left / s, (left + w) / s)
-
-
-def _compose(inner: RoiWindow, outer: RoiWindow | None) -> RoiWindow:
-    """A window given in the input's fractions, mapped into the padded square's fractions."""
-    if outer is None:
-        return inner
-    y0, y1, x0, x1 = inner
-    oy0, oy1, ox0, ox1 = outer
-    return (y0 + oy0 * (y1 - y0), y0 + oy1 * (y1 - y0), x0 + ox0 * (x1 - x0), x0 + ox1 * (x1 - x0))
-
-
-class DOFA(Embedder):
+class DOFA(TorchEmbedder):
     """DOFA ViT (base by default) on S2 B4,B3,B2,B5,B6,B7,B8,B11,B12 with wavelengths.
 
     ``model_config``: ``variant`` (``base``|``large``), ``bands`` (a subset/reordering of the
@@ -290,25 +251,12 @@ class DOFA(Embedder):
                 f"dofa: no DOFA statistics for bands {unknown}; use a subset of {list(S2_STATS)}."
             )
         self.bands = bands
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
-        filename = str(cfg.get("filename") or VARIANTS[self.variant]["file"])
-        resolved = resolve_weights(
-            "dofa",
-            weights,
-            filename=filename,
-            hf_repo=str(cfg.get("hf_repo") or HF_REPO),
-            hf_revision=cfg.get("hf_revision"),
+        self._init_runtime()
+        resolved = self._resolve_weights(
+            weights, filename=VARIANTS[self.variant]["file"], hf_repo=HF_REPO
         )
-        self.weights_record = resolved.record()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_dofa(self.variant)
-        if resolved.path is not None:
-            sd = prepare_state_dict(
-                model, load_state_dict_file(str(resolved.path)), path=str(resolved.path)
-            )
-            model.load_state_dict(sd, strict=True)
+        model = build_seeded(build_dofa, self.variant)
+        model = load_prepared(model, resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()
         self._waves = torch.tensor(
             [S2_WAVELENGTH_UM[b] for b in bands], dtype=torch.float32, device=self.device
@@ -338,88 +286,58 @@ class DOFA(Embedder):
                     "Sentinel-2 SR DN (0..10000)."
                 )
             arrays.append(a)
-        out: list[Any] = [None] * len(arrays)
-        wins: list[RoiWindow] = [(0.0, 1.0, 0.0, 1.0)] * len(arrays)
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, a in enumerate(arrays):
-            groups.setdefault(a.shape, []).append(i)
-        for idx in groups.values():
-            t = torch.from_numpy(np.stack([arrays[i] for i in idx])).to(self.device)
+        wins: dict[tuple[int, ...], RoiWindow] = {}  # content window per input shape
+
+        def transform(t: Any, shape: tuple[int, ...]) -> Any:
             t = torch.clamp(t, 0.0, 10000.0) / 10000.0 * 255.0
             t = (t - self._mean) / self._std
-            t, win = _square_pad(t)
+            t, wins[shape] = square_pad(t)
             if t.shape[-1] != IMAGE_SIZE:
                 t = F.interpolate(
                     t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
                 )
-            for j, i in enumerate(idx):
-                out[i] = t[j]
-                wins[i] = win
-        return torch.stack(out).contiguous(), wins
+            return t
+
+        x = stack_by_shape(arrays, transform, device=self.device)
+        return x, [wins[a.shape] for a in arrays]
 
     def forward(self, x: Any) -> np.ndarray:
         """One forward: (B, D, 14, 14) last-block patch tokens as float32 numpy."""
-        import torch
-
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             tok = self.model.forward_tokens(x, self._waves)
-        b, n, d = tok.shape
-        side = math.isqrt(n)
-        grid = tok.float().reshape(b, side, side, d).permute(0, 3, 1, 2)
-        return grid.cpu().numpy().astype(np.float32, copy=False)
+        return tokens_to_grid(tok)
 
     def _fc_norm(self, vecs: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             t = torch.from_numpy(np.ascontiguousarray(vecs)).to(self.device)
-            return self.model.fc_norm(t).float().cpu().numpy()
+            return to_numpy(self.model.fc_norm(t))
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         """Embed raw DN patches with one forward; grids (and pools) cropped to the real area."""
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
-        x, pad_wins = self.preprocess(inputs)
+        output = batch.output
+        x, pad_wins = self.preprocess(batch.inputs)
         grids = self.forward(x)
-        crops: list[np.ndarray] = []
-        windows: list[RoiWindow | None] = []
-        for i in range(n):
-            win = _compose(pad_wins[i], _roi_from_meta(metas[i]))
-            if roi_is_full(win):
-                crops.append(grids[i])
-                windows.append(None)
-            else:
-                y0, y1, x0, x1 = roi_token_box(win, grid_h=grids.shape[2], grid_w=grids.shape[3])
-                crops.append(np.ascontiguousarray(grids[i][:, y0:y1, x0:x1]))
-                windows.append(win)
+        cut = [crop_padded(grids[i], pad_wins[i], batch.metas[i]) for i in range(len(batch))]
+        crops = [g if win is None else np.ascontiguousarray(g) for g, win in cut]
+        windows = [win for _, win in cut]
         pooled = None
         if output.mode == "pooled":
             pooled = self._fc_norm(np.stack([g.mean(axis=(1, 2)) for g in crops]))
         out: list[Embedding] = []
-        for i in range(n):
-            a = np.asarray(inputs[i])
+        for i in range(len(batch)):
             meta: dict[str, Any] = {
                 "model": "dofa",
                 "variant": self.variant,
                 "weights": dict(self.weights_record),
-                "input_hw": [int(a.shape[-2]), int(a.shape[-1])],
+                "input_hw": hw_list(batch.inputs[i]),
                 "image_size": IMAGE_SIZE,
                 "preprocess": "dofa_s2_stats_pad_square_bilinear",
                 "bands": list(self.bands),
                 "wavelengths_um": [S2_WAVELENGTH_UM[b] for b in self.bands],
                 "output_mode": output.mode,
-                "device": self.device,
-                "precision": precision_label(self._amp_dtype),
+                **self.run_meta(),
             }
             if windows[i] is not None:
                 meta["roi_cropped"] = True
@@ -429,12 +347,9 @@ class DOFA(Embedder):
                 meta["pooling"] = "fc_norm_mean" if windows[i] is None else "roi_grid_mean_fc_norm"
                 if output.pooling != "mean":
                     meta["pooling_note"] = f"dofa pools by mean; pooling={output.pooling!r} ignored"
-                out.append(Embedding(data=np.ascontiguousarray(pooled[i]), meta=meta))
+                out.append(pooled_embedding(pooled[i], meta))
             else:
-                meta["pooling"] = "none"
-                meta["grid_type"] = "vit_patch_tokens"
-                meta["grid_hw"] = [int(crops[i].shape[1]), int(crops[i].shape[2])]
-                out.append(Embedding(data=crops[i], meta=meta))
+                out.append(grid_embedding(crops[i], meta, "vit_patch_tokens"))
         return out
 
 

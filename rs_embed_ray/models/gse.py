@@ -23,23 +23,23 @@ provider does that and warns).
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rs_embed_ray.errors import ModelError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG, GSE
-from rs_embed_ray.models.preprocess import roi_token_box, roi_window_from_meta
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
+from rs_embed_ray.models.grids import crop_to_roi, grid_embedding, nan_pool, pooled_embedding
+from rs_embed_ray.models.preprocess import roi_window_from_meta
+from rs_embed_ray.models.runtime import Batch, BatchEmbedder
 
 log = logging.getLogger(__name__)
 
 GSE_FILL = -9999.0
 
 
-class GoogleSatelliteEmbedding(Embedder):
+class GoogleSatelliteEmbedding(BatchEmbedder):
     """Reduce fetched GSE pixels to pooled (64,) or grid (64, h, w) embeddings.
 
     ``model_config``: ``grid_nodata`` (float; default: keep NaN), ``bands`` (the band names
@@ -83,25 +83,16 @@ class GoogleSatelliteEmbedding(Embedder):
         a[~np.isfinite(a)] = np.nan
         return a
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
+    def _embed(self, batch: Batch) -> list[Embedding]:
+        output, temporal = batch.output, batch.temporal
         year = None
         if temporal is not None:
             year = temporal.year if temporal.mode == "year" else int(str(temporal.start)[:4])
         out: list[Embedding] = []
-        for i in range(n):
-            a = self._as_chw(inputs[i])
+        for i in range(len(batch)):
+            a = self._as_chw(batch.inputs[i])
             h0, w0 = int(a.shape[1]), int(a.shape[2])
-            win = roi_window_from_meta(metas[i])
+            win = roi_window_from_meta(batch.metas[i])
             meta: dict[str, Any] = {
                 "model": "gse",
                 "kind": "precomputed",
@@ -113,15 +104,10 @@ class GoogleSatelliteEmbedding(Embedder):
             }
             if year is not None:
                 meta["year"] = int(year)
-            grid_meta = (metas[i] or {}).get("grid")
+            grid_meta = (batch.metas[i] or {}).get("grid")
             if isinstance(grid_meta, dict) and grid_meta.get("scale_m"):
                 meta["scale_m"] = float(grid_meta["scale_m"])
-            if win is not None:
-                y0, y1, x0, x1 = roi_token_box(win, grid_h=h0, grid_w=w0)
-                a = a[:, y0:y1, x0:x1]
-                meta["roi_cropped"] = True
-                meta["roi_window_geo"] = list(win)
-                meta["roi_pixel_box"] = [y0, y1, x0, x1]
+            a = crop_to_roi(a, win, meta, box_key="roi_pixel_box")
             valid = np.isfinite(a).any(axis=0)
             meta["nodata_fraction"] = float(1.0 - valid.mean())
             if output.mode == "pooled":
@@ -131,23 +117,13 @@ class GoogleSatelliteEmbedding(Embedder):
                         "no embedding to pool. Check the year and the place (GSE covers land "
                         "from 2017 on)."
                     )
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN band
-                    vec = (
-                        np.nanmax(a, axis=(1, 2))
-                        if output.pooling == "max"
-                        else np.nanmean(a, axis=(1, 2), dtype=np.float64)
-                    )
                 meta["pooling"] = f"nan{output.pooling}"
-                out.append(Embedding(data=np.asarray(vec, dtype=np.float32), meta=meta))
+                out.append(pooled_embedding(nan_pool(a, output.pooling), meta))
             else:
                 if self.grid_nodata is not None:
                     a = np.where(np.isfinite(a), a, np.float32(self.grid_nodata))
                     meta["grid_nodata"] = self.grid_nodata
-                meta["pooling"] = "none"
-                meta["grid_type"] = "pixels_epsg3857"
-                meta["grid_hw"] = [int(a.shape[1]), int(a.shape[2])]
-                out.append(Embedding(data=np.ascontiguousarray(a, dtype=np.float32), meta=meta))
+                out.append(grid_embedding(a, meta, "pixels_epsg3857"))
         return out
 
 

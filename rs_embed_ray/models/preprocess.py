@@ -20,7 +20,7 @@ for a whole batch at once:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -154,6 +154,37 @@ def pil_like_bicubic_resize(img: Any, out_hw: tuple[int, int]) -> Any:
     return y.to(torch.float32)
 
 
+def norm_tensors(mean: Sequence[float], std: Sequence[float], device: Any) -> tuple[Any, Any]:
+    """Per-channel mean and std as (1, C, 1, 1) float32 tensors on ``device``."""
+    import torch
+
+    m = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    s = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return m, s
+
+
+def stack_by_shape(
+    images: Sequence[np.ndarray],
+    transform: Callable[[Any, tuple[int, ...]], Any],
+    *,
+    device: Any,
+) -> Any:
+    """Apply ``transform(stack, shape)`` once per group of equal-shaped images (stacked as
+    one (N, ...) tensor on ``device``); the results, in input order, as one contiguous
+    (B, ...) tensor. Batching by shape keeps one resize call per input size."""
+    import torch
+
+    out: list[Any] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, im in enumerate(images):
+        groups.setdefault(tuple(im.shape), []).append(i)
+    for shape, idx in groups.items():
+        t = transform(torch.from_numpy(np.stack([images[i] for i in idx])).to(device), shape)
+        for j, i in enumerate(idx):
+            out[i] = t[j]
+    return torch.stack(out).contiguous()
+
+
 def clip_style_batch(
     images: Sequence[np.ndarray],
     *,
@@ -257,6 +288,31 @@ def roi_window_in_crop(win: RoiWindow, geom: CropGeometry) -> RoiWindow:
     )
 
 
+def square_pad(t: Any) -> tuple[Any, RoiWindow]:
+    """Centre pad (N, C, H, W) to a square (reflect, or edge when too wide); returns the
+    padded tensor and the real content's window in it."""
+    import torch.nn.functional as F
+
+    _, _, h, w = t.shape
+    s = max(h, w)
+    if h == w:
+        return t, (0.0, 1.0, 0.0, 1.0)
+    top, left = (s - h) // 2, (s - w) // 2
+    pads = (left, s - w - left, top, s - h - top)
+    mode = "reflect" if (s - h) < h and (s - w) < w else "replicate"
+    return F.pad(t, pads, mode=mode), (top / s, (top + h) / s, left / s, (left + w) / s)
+
+
+def compose_window(inner: RoiWindow, outer: RoiWindow | None) -> RoiWindow:
+    """``outer`` (a window in the input's fractions) mapped into the padded square, whose
+    content sits at ``inner``; ``inner`` itself when there is no ``outer``."""
+    if outer is None:
+        return inner
+    y0, y1, x0, x1 = inner
+    oy0, oy1, ox0, ox1 = outer
+    return (y0 + oy0 * (y1 - y0), y0 + oy1 * (y1 - y0), x0 + ox0 * (x1 - x0), x0 + ox1 * (x1 - x0))
+
+
 def crop_grid(grid_dhw: np.ndarray, win: RoiWindow) -> np.ndarray:
     """Crop a (D, h, w) token grid to a fractional window (rounded outward)."""
     y0, y1, x0, x1 = roi_token_box(win, grid_h=grid_dhw.shape[-2], grid_w=grid_dhw.shape[-1])
@@ -273,12 +329,16 @@ __all__ = [
     "as_chw",
     "center_crop_offsets",
     "clip_style_batch",
+    "compose_window",
     "crop_grid",
     "dn_to_uint8_levels",
+    "norm_tensors",
     "pil_like_bicubic_resize",
     "resized_shorter_side_hw",
     "roi_is_full",
     "roi_token_box",
     "roi_window_from_meta",
     "roi_window_in_crop",
+    "square_pad",
+    "stack_by_shape",
 ]

@@ -56,19 +56,20 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_ray.errors import ModelError, WeightsError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
-from rs_embed_ray.models.preprocess import RoiWindow, roi_is_full, roi_token_box
-from rs_embed_ray.models.preprocess import roi_window_from_meta as _roi_from_meta
+from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pool, pooled_embedding
+from rs_embed_ray.models.preprocess import RoiWindow, square_pad
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
-    load_state_dict_file,
-    precision_label,
-    resolve_device,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
+    check_state_dict,
+    load_prepared,
+    strip_prefix,
+    to_numpy,
 )
-from rs_embed_ray.models.weights import resolve_weights
-from rs_embed_ray.specs import BBox, OutputSpec, PointBuffer, SpatialSpec, TemporalSpec, window_of
+from rs_embed_ray.specs import BBox, PointBuffer, SpatialSpec, TemporalSpec, window_of
 
 log = logging.getLogger(__name__)
 
@@ -266,10 +267,7 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
     a key (it must be present) but its values are replaced by the regenerated table, as the
     published inference code does, since its length depends on the frame count.
     """
-    sd = dict(sd)
-    for pre in ("module.", "model."):
-        if sd and all(k.startswith(pre) for k in sd):
-            sd = {k[len(pre) :]: v for k, v in sd.items()}
+    sd = strip_prefix(dict(sd), ("module.", "model."), nested=True)
     ignored = sorted(k for k in sd if k.startswith("decoder."))
     for k in ignored:
         sd.pop(k)
@@ -284,19 +282,7 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
         if file_shape != tuple(own["pos_embed"].shape):
             log.info("prithvi: file pos_embed %s replaced by the regenerated table", file_shape)
         enc["pos_embed"] = own["pos_embed"].clone()
-    missing = sorted(set(own) - set(enc))
-    extra = sorted(set(enc) - set(own)) + stray
-    bad = [
-        f"{k}: file {tuple(enc[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(enc))
-        if tuple(enc[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or extra or bad:
-        raise WeightsError(
-            f"Prithvi checkpoint {path} does not match the architecture: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
-            f"{len(bad)} shape mismatches (e.g. {bad[:2]})."
-        )
+    check_state_dict(model, enc, path=path, what="Prithvi", stray=stray)
     if ignored:
         log.info("prithvi: ignored %d decoder keys (e.g. %s)", len(ignored), ignored[:2])
     return enc
@@ -385,30 +371,7 @@ def dedupe_frames(x: np.ndarray) -> list[int]:
     return kept
 
 
-def _square_pad(t: Any) -> tuple[Any, RoiWindow]:
-    """Centre pad (N, C, H, W) to a square (reflect; edge when too wide); content window."""
-    import torch.nn.functional as F
-
-    _, _, h, w = t.shape
-    s = max(h, w)
-    if h == w:
-        return t, (0.0, 1.0, 0.0, 1.0)
-    top, left = (s - h) // 2, (s - w) // 2
-    pads = (left, s - w - left, top, s - h - top)
-    mode = "reflect" if (s - h) < h and (s - w) < w else "replicate"
-    return F.pad(t, pads, mode=mode), (top / s, (top + h) / s, left / s, (left + w) / s)
-
-
-def _compose(inner: RoiWindow, outer: RoiWindow | None) -> RoiWindow:
-    """A window in the input's fractions mapped into the padded square's fractions."""
-    if outer is None:
-        return inner
-    y0, y1, x0, x1 = inner
-    oy0, oy1, ox0, ox1 = outer
-    return (y0 + oy0 * (y1 - y0), y0 + oy1 * (y1 - y0), x0 + ox0 * (x1 - x0), x0 + ox1 * (x1 - x0))
-
-
-class Prithvi(Embedder):
+class Prithvi(TorchEmbedder):
     """Prithvi-EO-2.0 TL on S2 B2,B3,B4,B8A,B11,B12 (30 m), up to 4 frames, dates + place.
 
     ``model_config``: ``variant`` (see module docstring), ``dedupe_frames`` (default True),
@@ -420,31 +383,16 @@ class Prithvi(Embedder):
     batch_size_cuda = 16
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
         cfg = self.model_config
         self.variant = normalize_variant(cfg.get("variant"))
         spec = VARIANTS[self.variant]
         self.dedupe = bool(cfg.get("dedupe_frames", True))
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
-        resolved = resolve_weights(
-            "prithvi",
-            weights,
-            filename=str(cfg.get("filename") or spec["file"]),
-            hf_repo=str(cfg.get("hf_repo") or spec["repo"]),
-            hf_revision=cfg.get("hf_revision"),
-        )
-        self.weights_record = resolved.record()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_prithvi_encoder(self.variant)
+        self._init_runtime()
+        resolved = self._resolve_weights(weights, filename=spec["file"], hf_repo=spec["repo"])
+        model = build_seeded(build_prithvi_encoder, self.variant)
         if resolved.path is not None:
             _check_sidecar_config(resolved.path, self.variant)
-            sd = prepare_state_dict(
-                model, load_state_dict_file(str(resolved.path)), path=str(resolved.path)
-            )
-            model.load_state_dict(sd, strict=True)
+        model = load_prepared(model, resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()
         self.embed_dim = int(spec["embed_dim"])
         log.info(
@@ -517,7 +465,7 @@ class Prithvi(Embedder):
         for idx in groups.values():
             t = torch.from_numpy(np.concatenate([frames[i] for i in idx])).to(self.device)
             t = torch.clamp(t / 10000.0, 0.0, 1.0)
-            t, win = _square_pad(t)
+            t, win = square_pad(t)
             if t.shape[-1] != IMAGE_SIZE:
                 t = F.interpolate(
                     t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
@@ -534,42 +482,29 @@ class Prithvi(Embedder):
 
     def forward(self, x: Any, temporal_coords: Any, location_coords: Any) -> np.ndarray:
         """One forward: (B, T, 6, 224, 224) -> (B, T, D, h, w) float32 numpy."""
-        import torch
-
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             tok = self.model.forward_tokens(
                 x.permute(0, 2, 1, 3, 4).contiguous(), temporal_coords, location_coords
             )
-        grid = tok.float().permute(0, 1, 4, 2, 3)
-        return grid.cpu().numpy().astype(np.float32, copy=False)
+        return to_numpy(tok.float().permute(0, 1, 4, 2, 3))
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         """Embed raw (T, 6, H, W) series; one forward per distinct frame count."""
         import torch
 
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = list(fetch_metas or [{}] * n)
-        if len(metas) != n or len(spatials) != n:
+        n, output, metas = len(batch), batch.output, batch.metas
+        if len(batch.spatials) != n:
             raise ModelError(
-                f"prithvi got {n} inputs, {len(spatials)} spatials and {len(metas)} fetch_metas."
+                f"prithvi got {n} inputs, {len(batch.spatials)} spatials and {len(metas)} "
+                "fetch_metas."
             )
         frames: list[np.ndarray] = []
         tcoords: list[list[list[float]]] = []
         lcoords: list[list[float]] = []
         fmetas: list[dict[str, Any]] = []
         for i in range(n):
-            lat, lon = place_lat_lon(spatials[i])
-            f, dates, fm = self.select_frames(inputs[i], temporal, metas[i])
+            lat, lon = place_lat_lon(batch.spatials[i])
+            f, dates, fm = self.select_frames(batch.inputs[i], batch.temporal, metas[i])
             frames.append(f)
             tcoords.append([[float(d.year), float(d.timetuple().tm_yday)] for d in dates])
             lcoords.append([lat, lon])
@@ -588,22 +523,16 @@ class Prithvi(Embedder):
             for j, i in enumerate(idx):
                 grids[i] = out[j]
 
-        precision = precision_label(self._amp_dtype)
         results: list[Embedding] = []
         for i in range(n):
             g = grids[i]
             assert g is not None
-            win = _compose(pad_wins[i], _roi_from_meta(metas[i]))
-            cropped = not roi_is_full(win)
-            if cropped:
-                y0, y1, x0, x1 = roi_token_box(win, grid_h=g.shape[-2], grid_w=g.shape[-1])
-                g = g[..., y0:y1, x0:x1]
-            a = np.asarray(inputs[i])
+            g, win = crop_padded(g, pad_wins[i], metas[i])
             meta: dict[str, Any] = {
                 "model": "prithvi",
                 "variant": self.variant,
                 "weights": dict(self.weights_record),
-                "input_hw": [int(a.shape[-2]), int(a.shape[-1])],
+                "input_hw": hw_list(batch.inputs[i]),
                 "image_size": IMAGE_SIZE,
                 "preprocess": "dn_div_10000_clip01_pad_square_bilinear",
                 "bands": list(self.info.sensor.bands),  # type: ignore[union-attr]
@@ -612,28 +541,19 @@ class Prithvi(Embedder):
                 "location_coords": lcoords[i],
                 **fmetas[i],
                 "output_mode": output.mode,
-                "device": self.device,
-                "precision": precision,
+                **self.run_meta(),
             }
-            if cropped:
+            if win is not None:
                 meta["roi_cropped"] = True
                 meta["roi_window_in_model_input"] = [round(v, 6) for v in win]
             if output.mode == "pooled":
-                if output.pooling == "max":
-                    vec = g.max(axis=(0, 2, 3))
-                else:
-                    vec = g.mean(axis=(0, 2, 3))
-                meta["pooling"] = (
-                    f"roi_grid_{output.pooling}" if cropped else f"patch_{output.pooling}"
-                )
+                prefix = "roi_grid" if win is not None else "patch"
+                meta["pooling"] = f"{prefix}_{output.pooling}"
                 meta["pooled_over"] = "frames_and_patch_tokens"
-                results.append(Embedding(data=np.ascontiguousarray(vec, np.float32), meta=meta))
+                results.append(pooled_embedding(pool(g, output.pooling, (0, 2, 3)), meta))
             else:
-                grid = np.ascontiguousarray(g.mean(axis=0), dtype=np.float32)
-                meta["pooling"] = "none"
-                meta["grid_type"] = "vit_patch_tokens_mean_over_frames"
-                meta["grid_hw"] = [int(grid.shape[1]), int(grid.shape[2])]
-                results.append(Embedding(data=grid, meta=meta))
+                grid_type = "vit_patch_tokens_mean_over_frames"
+                results.append(grid_embedding(g.mean(axis=0), meta, grid_type))
         return results
 
 

@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
+from rs_embed_ray.models.grids import grid_embedding, hw_list, pooled_embedding
 from rs_embed_ray.models.preprocess import (
     CLIP_MEAN,
     CLIP_STD,
@@ -38,16 +39,14 @@ from rs_embed_ray.models.preprocess import (
     roi_window_in_crop,
 )
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
     load_state_dict_file,
     load_strict,
-    precision_label,
-    resolve_device,
     strip_prefix,
+    to_numpy,
 )
-from rs_embed_ray.models.weights import resolve_weights
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,7 @@ HF_FILENAME = "model.safetensors"
 OPEN_CLIP_ARCH = "ViT-B-32"
 IMAGE_SIZE = 224
 PREPROCESS_ID = "clip_rgb_uint8"
+GRID_TYPE = "vit_tokens_pre_ln_post"
 
 
 @contextmanager
@@ -83,7 +83,7 @@ def build_open_clip(arch: str = OPEN_CLIP_ARCH) -> Any:
         return open_clip.create_model(arch, pretrained=None)
 
 
-class RemoteCLIP(Embedder):
+class RemoteCLIP(TorchEmbedder):
     """RemoteCLIP ViT-B/32 on S2 B4,B3,B2; see the module docstring for why it is built so.
 
     ``model_config`` keys: ``hf_repo`` (alias ``model_id``), ``hf_revision``, ``filename``.
@@ -94,26 +94,11 @@ class RemoteCLIP(Embedder):
     batch_size_cuda = 64
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
-        cfg = self.model_config
-        repo = str(cfg.get("hf_repo") or cfg.get("model_id") or HF_REPO)
-        filename = str(cfg.get("filename") or HF_FILENAME)
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
-
-        resolved = resolve_weights(
-            "remoteclip",
-            weights,
-            filename=filename,
-            hf_repo=repo,
-            hf_revision=cfg.get("hf_revision"),
+        self._init_runtime()
+        resolved = self._resolve_weights(
+            weights, filename=HF_FILENAME, hf_repo=HF_REPO, repo_keys=("hf_repo", "model_id")
         )
-        self.weights_record = resolved.record()
-        # Seeded (without touching the caller's RNG) so random-init runs are reproducible.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_open_clip()
+        model = build_seeded(build_open_clip)
         if resolved.path is not None:
             sd = strip_prefix(load_state_dict_file(str(resolved.path)))
             load_strict(model, sd, path=str(resolved.path))
@@ -140,35 +125,19 @@ class RemoteCLIP(Embedder):
 
     def forward(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
         """One forward: (pooled (B,512), grid (B,768,7,7)) as float32 numpy."""
-        import torch
-
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             out = self.visual.forward_intermediates(
                 x, indices=1, normalize_intermediates=False, output_fmt="NCHW"
             )
-        pooled = out["image_features"].float().cpu().numpy()
-        grid = out["image_intermediates"][-1].float().cpu().numpy()
-        return pooled.astype(np.float32, copy=False), grid.astype(np.float32, copy=False)
+        return to_numpy(out["image_features"]), to_numpy(out["image_intermediates"][-1])
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         """Embed raw S2 B4,B3,B2 patches with one forward; grids are cropped to the ROI."""
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
-        x, geoms = self.preprocess(inputs)
+        output = batch.output
+        x, geoms = self.preprocess(batch.inputs)
         pooled, grid = self.forward(x)
-        precision = precision_label(self._amp_dtype)
         out: list[Embedding] = []
-        for i in range(n):
+        for i in range(len(batch)):
             meta: dict[str, Any] = {
                 "model": "remoteclip",
                 "weights": dict(self.weights_record),
@@ -176,10 +145,9 @@ class RemoteCLIP(Embedder):
                 "image_size": IMAGE_SIZE,
                 "preprocess": PREPROCESS_ID,
                 "output_mode": output.mode,
-                "device": self.device,
-                "precision": precision,
+                **self.run_meta(),
             }
-            win = roi_window_from_meta(metas[i])
+            win = roi_window_from_meta(batch.metas[i])
             if output.mode == "pooled":
                 meta["pooling"] = "encode_image"
                 meta["l2_normalized"] = False
@@ -195,19 +163,16 @@ class RemoteCLIP(Embedder):
                         "pooled remoteclip is the global projected vector (512-D); the grid "
                         "tokens are 768-D, so a ROI-cropped pool would change the dimension"
                     )
-                out.append(Embedding(data=np.ascontiguousarray(pooled[i]), meta=meta))
+                out.append(pooled_embedding(pooled[i], meta))
                 continue
             g = grid[i]
-            meta["pooling"] = "none"
-            meta["grid_type"] = "vit_tokens_pre_ln_post"
-            meta["grid_hw_full"] = [int(g.shape[-2]), int(g.shape[-1])]
+            # pooling and grid_type lead the grid keys here (grid_embedding keeps them there)
+            meta.update(pooling="none", grid_type=GRID_TYPE, grid_hw_full=hw_list(g))
             if win is not None:
-                crop_win = roi_window_in_crop(win, geoms[i])
-                g = crop_grid(g, crop_win)
+                g = crop_grid(g, roi_window_in_crop(win, geoms[i]))
                 meta["roi_cropped"] = True
                 meta["roi_window_geo"] = list(win)
-            meta["grid_hw"] = [int(g.shape[-2]), int(g.shape[-1])]
-            out.append(Embedding(data=np.ascontiguousarray(g, dtype=np.float32), meta=meta))
+            out.append(grid_embedding(g, meta, GRID_TYPE))
         return out
 
 

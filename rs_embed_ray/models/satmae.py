@@ -35,24 +35,27 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_ray.errors import ModelError, WeightsError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
+from rs_embed_ray.models.grids import crop_to_roi, grid_embedding, hw_list, pool, pooled_embedding
 from rs_embed_ray.models.preprocess import (
     as_chw,
     dn_to_uint8_levels,
+    norm_tensors,
     pil_like_bicubic_resize,
-    roi_token_box,
     roi_window_from_meta,
+    stack_by_shape,
 )
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
+    check_state_dict,
     load_state_dict_file,
-    precision_label,
-    resolve_device,
+    strip_prefix,
+    tokens_to_grid,
 )
 from rs_embed_ray.models.weights import ResolvedWeights, resolve_weights
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +157,7 @@ def check_and_load(model: Any, sd: dict[str, Any], *, path: str, what: str) -> N
     """Strict key/shape check with a readable error, then attach the tensors (assign)."""
     import torch
 
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    bad = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(sd))
-        if tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or extra or bad:
-        raise WeightsError(
-            f"{what} checkpoint {path} does not match the architecture: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
-            f"{len(bad)} shape mismatches (e.g. {bad[:2]})."
-        )
+    check_state_dict(model, sd, path=path, what=what)
     sd = {k: v.to(torch.float32).contiguous() for k, v in sd.items()}
     model.load_state_dict(sd, strict=True, assign=True)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
@@ -191,30 +181,19 @@ def rgb_uint8_batch(
 ) -> Any:
     """Raw DN (3, H, W) -> uint8 levels -> Pillow-exact bicubic to (size, size) -> /255 ->
     normalise; (B, 3, size, size) float32 on ``device``. Equal shapes resize together."""
-    import torch
+    m, s = norm_tensors(mean, std, device)
 
-    out: list[Any] = [None] * len(images)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        groups.setdefault(tuple(im.shape), []).append(i)
-    m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    for idx in groups.values():
-        t = torch.from_numpy(np.stack([images[i] for i in idx])).to(device)
-        t = dn_to_uint8_levels(t)
-        t = pil_like_bicubic_resize(t, (size, size))
-        t = (t / 255.0 - m) / s
-        for j, i in enumerate(idx):
-            out[i] = t[j]
-    return torch.stack(out).contiguous()
+    def transform(t: Any, shape: tuple[int, ...]) -> Any:
+        t = pil_like_bicubic_resize(dn_to_uint8_levels(t), (size, size))
+        return (t / 255.0 - m) / s
+
+    return stack_by_shape(images, transform, device=device)
 
 
 def token_grid_embeddings(
     grids: np.ndarray,
+    batch: Batch,
     *,
-    inputs: list[np.ndarray],
-    metas: list[dict[str, Any]],
-    output: OutputSpec,
     base_meta: dict[str, Any],
     per_item: list[dict[str, Any]] | None = None,
 ) -> list[Embedding]:
@@ -224,32 +203,24 @@ def token_grid_embeddings(
     maps one-to-one onto the grid; grids are cropped to it (rounded outward) and pooled
     vectors are the mean (or max) of the cropped tokens.
     """
+    output = batch.output
     out: list[Embedding] = []
     for i in range(grids.shape[0]):
-        g = grids[i]
         meta = dict(base_meta)
-        meta["input_hw"] = [int(inputs[i].shape[-2]), int(inputs[i].shape[-1])]
+        meta["input_hw"] = hw_list(batch.inputs[i])
         if per_item is not None:
             meta.update(per_item[i])
         meta["output_mode"] = output.mode
-        win = roi_window_from_meta(metas[i])
-        meta["grid_hw_full"] = [int(g.shape[-2]), int(g.shape[-1])]
-        if win is not None:
-            y0, y1, x0, x1 = roi_token_box(win, grid_h=g.shape[-2], grid_w=g.shape[-1])
-            g = g[:, y0:y1, x0:x1]
-            meta["roi_cropped"] = True
-            meta["roi_window_geo"] = list(win)
+        win = roi_window_from_meta(batch.metas[i])
+        meta["grid_hw_full"] = hw_list(grids[i])
+        g = crop_to_roi(grids[i], win, meta)
         if output.mode == "pooled":
-            vec = g.max(axis=(1, 2)) if output.pooling == "max" else g.mean(axis=(1, 2))
             prefix = "roi_grid" if win is not None else "patch"
             meta["pooling"] = f"{prefix}_{output.pooling}"
             meta["cls_removed"] = True
-            out.append(Embedding(data=np.ascontiguousarray(vec, dtype=np.float32), meta=meta))
+            out.append(pooled_embedding(pool(g, output.pooling), meta))
         else:
-            meta["pooling"] = "none"
-            meta["grid_type"] = "vit_patch_tokens"
-            meta["grid_hw"] = [int(g.shape[-2]), int(g.shape[-1])]
-            out.append(Embedding(data=np.ascontiguousarray(g, dtype=np.float32), meta=meta))
+            out.append(grid_embedding(g, meta, "vit_patch_tokens"))
     return out
 
 
@@ -258,47 +229,61 @@ def token_grid_embeddings(
 # ---------------------------------------------------------------------------------------
 
 
-class SatMAE(Embedder):
+class SatMAE(TorchEmbedder):
     """SatMAE ViT-L/16 (fMoW RGB) on S2 B4,B3,B2.
 
     ``model_config``: ``hf_repo`` (alias ``model_id``), ``hf_revision``, ``filename``,
     ``layernorm_eps`` (default 1e-5, rshf's), ``img_mean`` / ``img_std`` (override).
+
+    SatMAE++ shares the loading and the forward; it overrides the hooks marked below.
     """
 
     info: ClassVar[ModelInfo] = CATALOG["satmae"]
     batch_size_cpu = 8
     batch_size_cuda = 32
+    hf_repo = HF_REPO
+    display_name = "SatMAE"  # in checkpoint errors
+    dropped_what = "MAE decoder keys"  # in the log line of ignored keys
+
+    def _check_config(self, cfg: dict[str, Any]) -> None:
+        """Hook: refuse a bad ``model_config`` before anything is loaded."""
+
+    def _check_sidecar(self, side: dict[str, Any], path: Path | None) -> None:
+        """Hook: refuse a repo ``config.json`` that describes another model."""
+
+    def _encoder_state_dict(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Hook: published keys -> encoder keys, and the keys dropped by name."""
+        sd, dropped = drop_mae_decoder(raw)
+        return strip_prefix(sd, ("model.", "module."), nested=True), dropped
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
         cfg = self.model_config
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
+        model_id = self.info.model_id
+        self._check_config(cfg)
+        self._init_runtime()
         self.eps = float(cfg.get("layernorm_eps", 1e-5))
-        resolved = resolve_hf_weights("satmae", weights, cfg, repo=HF_REPO, filenames=HF_FILENAMES)
+        resolved = resolve_hf_weights(
+            model_id, weights, cfg, repo=self.hf_repo, filenames=HF_FILENAMES
+        )
         self.weights_record = resolved.record()
         side = sidecar_config(resolved.path)
+        self._check_sidecar(side, resolved.path)
         self.mean = tuple(
             float(v) for v in (cfg.get("img_mean") or side.get("img_mean") or FMOW_MEAN)
         )
         self.std = tuple(float(v) for v in (cfg.get("img_std") or side.get("img_std") or FMOW_STD))
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ModelError(f"satmae img_mean/img_std need 3 values, got {self.mean}/{self.std}")
+            raise ModelError(
+                f"{model_id} img_mean/img_std need 3 values, got {self.mean}/{self.std}"
+            )
         if resolved.path is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = build_vit_large(eps=self.eps)
+            model = build_seeded(build_vit_large, eps=self.eps)
         else:
             model = build_vit_large(eps=self.eps, meta=True)
-            raw = load_state_dict_file(str(resolved.path))
-            sd, dropped = drop_mae_decoder(raw)
-            for pre in ("model.", "module."):
-                if sd and all(k.startswith(pre) for k in sd):
-                    sd = {k[len(pre) :]: v for k, v in sd.items()}
-            check_and_load(model, sd, path=str(resolved.path), what="SatMAE")
+            sd, dropped = self._encoder_state_dict(load_state_dict_file(str(resolved.path)))
+            check_and_load(model, sd, path=str(resolved.path), what=self.display_name)
             if dropped:
-                log.info("satmae: ignored %d MAE decoder keys", len(dropped))
+                log.info("%s: ignored %d %s", model_id, len(dropped), self.dropped_what)
         self.model = model.to(self.device).eval()
 
     def preprocess(self, inputs: list[np.ndarray]) -> Any:
@@ -309,30 +294,13 @@ class SatMAE(Embedder):
 
     def forward(self, x: Any) -> np.ndarray:
         """One forward: (B, 1024, 14, 14) patch tokens after the final norm (CLS dropped)."""
-        import torch
-
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             tok = self.model.forward_features(x)[:, 1:, :]
-        b, _, d = tok.shape
-        side = IMAGE_SIZE // PATCH
-        grid = tok.float().reshape(b, side, side, d).permute(0, 3, 1, 2)
-        return grid.cpu().numpy().astype(np.float32, copy=False)
+        return tokens_to_grid(tok, IMAGE_SIZE // PATCH)
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
-        grids = self.forward(self.preprocess(inputs))
-        base = {
+    def base_meta(self) -> dict[str, Any]:
+        """Hook: the meta keys every embedding of this model starts with."""
+        return {
             "model": "satmae",
             "weights": dict(self.weights_record),
             "image_size": IMAGE_SIZE,
@@ -340,16 +308,12 @@ class SatMAE(Embedder):
             "norm_mean": list(self.mean),
             "norm_std": list(self.std),
             "layernorm_eps": self.eps,
-            "device": self.device,
-            "precision": precision_label(self._amp_dtype),
+            **self.run_meta(),
         }
-        return token_grid_embeddings(
-            grids,
-            inputs=[np.asarray(x) for x in inputs],
-            metas=metas,
-            output=output,
-            base_meta=base,
-        )
+
+    def _embed(self, batch: Batch) -> list[Embedding]:
+        grids = self.forward(self.preprocess(batch.inputs))
+        return token_grid_embeddings(grids, batch, base_meta=self.base_meta())
 
 
 __all__ = [

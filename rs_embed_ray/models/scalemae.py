@@ -32,15 +32,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_ray.errors import ModelError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, as_chw
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
     load_state_dict_file,
-    precision_label,
-    resolve_device,
+    strip_prefix,
+    tokens_to_grid,
 )
 from rs_embed_ray.models.satmae import (
     EMBED_DIM,
@@ -53,7 +54,6 @@ from rs_embed_ray.models.satmae import (
     rgb_uint8_batch,
     token_grid_embeddings,
 )
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,7 @@ def gsd_pos_embed(res: Any, *, dim: int = EMBED_DIM, side: int = IMAGE_SIZE // P
 def prepare_state_dict(sd: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Published keys -> backbone keys: strip ``model.``, drop MAE decoder keys, and map a
     global-pool ``fc_norm`` onto ``norm``. Returns (state dict, whether it was ``fc_norm``)."""
-    sd = dict(sd)
-    for pre in ("model.", "module."):
-        if sd and all(k.startswith(pre) for k in sd):
-            sd = {k[len(pre) :]: v for k, v in sd.items()}
-    sd, dropped = drop_mae_decoder(sd)
+    sd, dropped = drop_mae_decoder(strip_prefix(dict(sd), ("model.", "module."), nested=True))
     if dropped:
         log.info("scalemae: ignored %d MAE decoder keys", len(dropped))
     has_fc_norm = "fc_norm.weight" in sd and "norm.weight" not in sd
@@ -110,7 +106,7 @@ def prepare_state_dict(sd: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     return sd, has_fc_norm
 
 
-class ScaleMAE(Embedder):
+class ScaleMAE(TorchEmbedder):
     """Scale-MAE ViT-L/16 on S2 B4,B3,B2 with a ground-resolution side input.
 
     ``model_config``: ``hf_repo`` (alias ``model_id``), ``hf_revision``, ``filename``,
@@ -122,11 +118,8 @@ class ScaleMAE(Embedder):
     batch_size_cuda = 32
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
         cfg = self.model_config
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
+        self._init_runtime()
         self.default_scale_m = float(
             cfg.get("scale_m") or getattr(self.info.sensor, "scale_m", DEFAULT_SCALE_M)
         )
@@ -139,9 +132,7 @@ class ScaleMAE(Embedder):
         self.weights_record = resolved.record()
         has_fc_norm = False
         if resolved.path is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = build_vit_large(eps=LAYERNORM_EPS, pos_embed=False)
+            model = build_seeded(build_vit_large, eps=LAYERNORM_EPS, pos_embed=False)
         else:
             model = build_vit_large(eps=LAYERNORM_EPS, pos_embed=False, meta=True)
             sd, has_fc_norm = prepare_state_dict(load_state_dict_file(str(resolved.path)))
@@ -166,7 +157,7 @@ class ScaleMAE(Embedder):
         import torch
 
         m = self.model
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             tok = m.patch_embed(x)
             cls = m.cls_token.expand(tok.shape[0], -1, -1).to(tok.dtype)
             seq = torch.cat([cls, tok], dim=1) + gsd_pos_embed(res.to(x.device))
@@ -175,47 +166,25 @@ class ScaleMAE(Embedder):
             if self.final_norm:
                 seq = m.norm(seq)
             tok = seq[:, 1:, :]
-        b, _, d = tok.shape
-        side = IMAGE_SIZE // PATCH
-        grid = tok.float().reshape(b, side, side, d).permute(0, 3, 1, 2)
-        return grid.cpu().numpy().astype(np.float32, copy=False)
+        return tokens_to_grid(tok, IMAGE_SIZE // PATCH)
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         import torch
 
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
-        arrays = [np.asarray(x) for x in inputs]
-        res = [self.input_res(a, metas[i]) for i, a in enumerate(arrays)]
-        x = self.preprocess(inputs)
-        grids = self.forward(x, torch.tensor(res, dtype=torch.float32))
+        res = [
+            self.input_res(np.asarray(x), m) for x, m in zip(batch.inputs, batch.metas, strict=True)
+        ]
+        grids = self.forward(self.preprocess(batch.inputs), torch.tensor(res, dtype=torch.float32))
         base = {
             "model": "scalemae",
             "weights": dict(self.weights_record),
             "image_size": IMAGE_SIZE,
             "preprocess": "uint8_pil_bicubic_direct_imagenet_norm",
             "final_norm_applied": bool(self.final_norm),
-            "device": self.device,
-            "precision": precision_label(self._amp_dtype),
+            **self.run_meta(),
         }
-        return token_grid_embeddings(
-            grids,
-            inputs=arrays,
-            metas=metas,
-            output=output,
-            base_meta=base,
-            per_item=[{"input_res_m": round(r, 6)} for r in res],
-        )
+        per_item = [{"input_res_m": round(r, 6)} for r in res]
+        return token_grid_embeddings(grids, batch, base_meta=base, per_item=per_item)
 
 
 __all__ = ["HF_FILENAMES", "HF_REPO", "ScaleMAE", "gsd_pos_embed", "prepare_state_dict"]

@@ -44,19 +44,21 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_ray.errors import ModelError, WeightsError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG, S1_FLOAT
-from rs_embed_ray.models.preprocess import roi_token_box, roi_window_from_meta
+from rs_embed_ray.models.grids import crop_to_roi, grid_embedding, hw_list, pool, pooled_embedding
+from rs_embed_ray.models.preprocess import roi_window_from_meta
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
-    load_state_dict_file,
-    precision_label,
-    resolve_device,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
+    check_state_dict,
+    load_prepared,
+    strip_prefix,
+    to_numpy,
 )
-from rs_embed_ray.models.weights import resolve_weights
-from rs_embed_ray.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_ray.specs import SensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -142,27 +144,11 @@ def build_terrafm_base() -> Any:
 
 def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str, Any]:
     """Published TerraFM keys -> this encoder's keys (strict except ``head.*``)."""
-    sd = dict(sd)
-    for pre in ("module.", "backbone.", "model."):
-        if sd and all(k.startswith(pre) for k in sd):
-            sd = {k[len(pre) :]: v for k, v in sd.items()}
+    sd = strip_prefix(dict(sd), ("module.", "backbone.", "model."), nested=True)
     ignored = sorted(k for k in sd if k.startswith(_IGNORED_PREFIXES))
     for k in ignored:
         sd.pop(k)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    bad = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(sd))
-        if tuple(sd[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or extra or bad:
-        raise WeightsError(
-            f"TerraFM checkpoint {path} does not match the architecture: {len(missing)} missing "
-            f"(e.g. {missing[:3]}), {len(extra)} unexpected (e.g. {extra[:3]}), "
-            f"{len(bad)} shape mismatches (e.g. {bad[:2]})."
-        )
+    check_state_dict(model, sd, path=path, what="TerraFM")
     if ignored:
         log.info("terrafm: ignored %d head keys", len(ignored))
     return sd
@@ -183,7 +169,7 @@ def normalize_s1(x: np.ndarray) -> np.ndarray:
     return np.clip(v / denom, 0.0, 1.0).astype(np.float32)
 
 
-class TerraFM(Embedder):
+class TerraFM(TorchEmbedder):
     """TerraFM-B on S2 (12 bands B1..B12 without B10) or S1 VV/VH (by channel count).
 
     ``model_config``: ``s2_stem`` (``l2a`` default | ``l1c``), ``hf_repo``, ``hf_revision``,
@@ -195,30 +181,13 @@ class TerraFM(Embedder):
     batch_size_cuda = 64
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
         cfg = self.model_config
         self.s2_stem = str(cfg.get("s2_stem") or "l2a").lower()
         if self.s2_stem not in ("l2a", "l1c"):
             raise ModelError(f"terrafm s2_stem must be 'l2a' or 'l1c', got {self.s2_stem!r}.")
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
-        resolved = resolve_weights(
-            "terrafm",
-            weights,
-            filename=str(cfg.get("filename") or HF_FILENAME),
-            hf_repo=str(cfg.get("hf_repo") or HF_REPO),
-            hf_revision=cfg.get("hf_revision"),
-        )
-        self.weights_record = resolved.record()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = build_terrafm_base()
-        if resolved.path is not None:
-            sd = prepare_state_dict(
-                model, load_state_dict_file(str(resolved.path)), path=str(resolved.path)
-            )
-            model.load_state_dict(sd, strict=True)
+        self._init_runtime()
+        resolved = self._resolve_weights(weights, filename=HF_FILENAME, hf_repo=HF_REPO)
+        model = load_prepared(build_seeded(build_terrafm_base), resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()
 
     def preprocess(self, inputs: list[np.ndarray]) -> tuple[list[Any], list[str]]:
@@ -253,28 +222,15 @@ class TerraFM(Embedder):
 
     def forward(self, x: Any, stem: str) -> np.ndarray:
         """One forward: (B, 197, 768) final-norm tokens [CLS, patches] as float32 numpy."""
-        import torch
-
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             tok = self.model.forward_tokens(x, stem)
-        return tok.float().cpu().numpy().astype(np.float32, copy=False)
+        return to_numpy(tok)
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         import torch
 
-        if not inputs:
-            return []
-        n = len(inputs)
-        metas = self._metas(n, fetch_metas)
-        xs, stems = self.preprocess(inputs)
+        n, output = len(batch), batch.output
+        xs, stems = self.preprocess(batch.inputs)
         tokens: list[np.ndarray | None] = [None] * n
         groups: dict[str, list[int]] = {}
         for i, s in enumerate(stems):
@@ -284,33 +240,26 @@ class TerraFM(Embedder):
             for j, i in enumerate(idx):
                 tokens[i] = out[j]
         side = IMAGE_SIZE // PATCH
-        precision = precision_label(self._amp_dtype)
         results: list[Embedding] = []
         for i in range(n):
             tok = tokens[i]
             assert tok is not None
-            grid = tok[1:].reshape(side, side, EMBED_DIM).transpose(2, 0, 1)
-            a = np.asarray(inputs[i])
             meta: dict[str, Any] = {
                 "model": "terrafm",
                 "weights": dict(self.weights_record),
                 "modality": "s1" if stems[i] == "s1" else "s2",
                 "patch_embed": stems[i],
-                "input_hw": [int(a.shape[-2]), int(a.shape[-1])],
+                "input_hw": hw_list(batch.inputs[i]),
                 "image_size": IMAGE_SIZE,
                 "preprocess": "s1_log1p_p99_bilinear"
                 if stems[i] == "s1"
                 else "s2_div_10000_clip01_bilinear",
                 "output_mode": output.mode,
-                "device": self.device,
-                "precision": precision,
+                **self.run_meta(),
             }
-            win = roi_window_from_meta(metas[i])
-            if win is not None:
-                y0, y1, x0, x1 = roi_token_box(win, grid_h=side, grid_w=side)
-                grid = grid[:, y0:y1, x0:x1]
-                meta["roi_cropped"] = True
-                meta["roi_window_geo"] = list(win)
+            win = roi_window_from_meta(batch.metas[i])
+            grid = tok[1:].reshape(side, side, EMBED_DIM).transpose(2, 0, 1)
+            grid = crop_to_roi(grid, win, meta)
             if output.mode == "pooled":
                 if win is None:
                     vec = tok[0]
@@ -321,17 +270,11 @@ class TerraFM(Embedder):
                             "applies only to ROI-cropped grids"
                         )
                 else:
-                    reduce = np.max if output.pooling == "max" else np.mean
-                    vec = reduce(grid, axis=(1, 2))
+                    vec = pool(grid, output.pooling)
                     meta["pooling"] = f"roi_grid_{output.pooling}"
-                results.append(Embedding(data=np.ascontiguousarray(vec, np.float32), meta=meta))
+                results.append(pooled_embedding(vec, meta))
             else:
-                meta["pooling"] = "none"
-                meta["grid_type"] = "vit_patch_tokens_final_norm"
-                meta["grid_hw"] = [int(grid.shape[1]), int(grid.shape[2])]
-                results.append(
-                    Embedding(data=np.ascontiguousarray(grid, dtype=np.float32), meta=meta)
-                )
+                results.append(grid_embedding(grid, meta, "vit_patch_tokens_final_norm"))
         return results
 
 
