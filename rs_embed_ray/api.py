@@ -65,6 +65,7 @@ def plan_export(
     ee_max_qps: float = 100.0,
     spatial_batching: bool = False,
     temporals: list[TemporalSpec | None] | None = None,
+    ee_quota_actor: str | None = None,
 ) -> ExportPlan:
     """Validate an export request and resolve it into a plan, without starting Ray.
 
@@ -73,6 +74,11 @@ def plan_export(
     """
     if precision not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
+    if int(ee_max_concurrent) < 1 or not float(ee_max_qps) > 0:
+        raise ModelError(
+            f"ee_max_concurrent ({ee_max_concurrent}) must be >= 1 and ee_max_qps "
+            f"({ee_max_qps}) > 0: they are the Earth Engine project's quota."
+        )
     plan = build_plan(
         spatials=spatials,
         temporal=temporal,
@@ -117,8 +123,22 @@ def plan_export(
         ee_max_concurrent=int(ee_max_concurrent),
         ee_max_qps=float(ee_max_qps),
         spatial_batching=bool(spatial_batching),
+        ee_quota_actor=_quota_actor_name(ee_quota_actor),
     )
     return plan
+
+
+def _quota_actor_name(name: str | None) -> str | None:
+    """A Ray actor name (letters, digits, ``_.-``), or None for the run's own quota split."""
+    if name is None:
+        return None
+    name = str(name).strip()
+    if not name or not all(c.isalnum() or c in "_.-" for c in name):
+        raise ModelError(
+            f"ee_quota_actor {name!r}: use a name of letters, digits, '_', '.' or '-' "
+            "(the same name in every job that shares the quota)."
+        )
+    return name
 
 
 def preflight(plan: ExportPlan) -> None:

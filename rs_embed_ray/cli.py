@@ -163,6 +163,12 @@ def main(verbose: int) -> None:
     help="Cluster-wide Earth Engine requests per second.",
 )
 @click.option(
+    "--ee-quota-actor",
+    metavar="NAME",
+    help="Share one Earth Engine quota between jobs on one cluster: every job with the same "
+    "NAME takes request slots from one detached actor (default: the run splits its own quota).",
+)
+@click.option(
     "--ee-project", help="Earth Engine project (default: EE_PROJECT, GOOGLE_CLOUD_PROJECT)."
 )
 @click.option("--ee-url", help="Earth Engine base URL (default: RS_EMBED_RAY_EE_URL or Google's).")
@@ -239,6 +245,7 @@ def export(**o: Any) -> None:
             ray_address=o["ray_address"],
             ee_max_concurrent=o["ee_max_concurrent"],
             ee_max_qps=o["ee_max_qps"],
+            ee_quota_actor=o["ee_quota_actor"],
             spatial_batching=o["spatial_batching"],
             show_progress=not o["no_progress"],
         )

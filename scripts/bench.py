@@ -258,6 +258,19 @@ def forward_main(a: argparse.Namespace) -> None:
             print(json.dumps(row), flush=True)
 
 
+def service_rate(requests: list[dict]) -> tuple[float, float]:
+    """(requests/s, mean requests in flight) at the service between the 10% and 90%
+    completions: what the fetch stage really kept going, free of driver-side batching."""
+    ends = sorted(r["end"] for r in requests)
+    if len(ends) < 10:
+        return float("nan"), float("nan")
+    t0, t1 = ends[len(ends) // 10], ends[(9 * len(ends)) // 10]
+    if t1 <= t0:
+        return float("nan"), float("nan")
+    busy = sum(max(0.0, min(r["end"], t1) - max(r["time"], t0)) for r in requests)
+    return ((9 * len(ends)) // 10 - len(ends) // 10) / (t1 - t0), busy / (t1 - t0)
+
+
 def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
     """(items/s between 10% and 90% of the step's records, median gap) from the log."""
     from rs_embed_ray.io.state import RunState
@@ -432,6 +445,8 @@ def main() -> None:
                 fetch_latency_per_item_s=round(busy, 4),
                 fetch_bound=round(min(conc / busy if busy > 0 else 1e12, qps_bound), 2),
                 emulator_peak_in_flight=peak_in_flight,
+                ee_pixel_requests_per_s_steady=round(service_rate(px)[0], 2),
+                ee_mean_in_flight_steady=round(service_rate(px)[1], 2),
                 emulator_cpu_ms_per_item=round(1000 * (emu.cpu_s() - emu_cpu0) / a.n, 2),
             )
             per_place_cpu = (mem.total_cpu_s + emu.cpu_s() - emu_cpu0) / a.n

@@ -40,6 +40,9 @@ from rs_embed_ray.providers.ratelimit import (
 log = logging.getLogger(__name__)
 
 DEFAULT_ACTOR_NAME = "rs_embed_ray_ee_quota"
+# jobs find a shared (``ee_quota_actor``) quota actor here: a detached actor in a job's own
+# anonymous namespace could not be reached from the next job
+SHARED_NAMESPACE = "rs_embed_ray"
 DEFAULT_LEASE_TIMEOUT_S = 360.0  # > Earth Engine's 5-minute interactive limit
 
 
@@ -234,6 +237,7 @@ class RayLimiter(SlotMixin):
 __all__ = [
     "DEFAULT_ACTOR_NAME",
     "DEFAULT_LEASE_TIMEOUT_S",
+    "SHARED_NAMESPACE",
     "EEQuotaActor",
     "RayLimiter",
     "get_or_create_quota_actor",

@@ -74,6 +74,7 @@ class FetchWorker:
         fail_on_bad_input: bool,
         threads: int = 1,
         limiter_name: str | None = None,
+        quota_share: dict[str, Any] | None = None,
         spatial_batching: bool = False,
         frame_bins: str | None = None,
     ) -> None:
@@ -83,9 +84,14 @@ class FetchWorker:
         self.bins_kw: dict[str, Any] = {"frame_bins": frame_bins} if frame_bins else {}
         self.faults = opts.get("faults") or None  # test hook: rs_embed_ray.testing.faults
         if limiter_name and backend == "gee":
-            from rs_embed_ray.pipeline.ee_quota import limiter_for
+            from rs_embed_ray.pipeline.ee_quota import SHARED_NAMESPACE, limiter_for
 
-            opts["limiter"] = limiter_for(limiter_name)
+            opts["limiter"] = limiter_for(limiter_name, namespace=SHARED_NAMESPACE)
+        elif quota_share and backend == "gee":
+            # this actor's fixed share of the run's quota (runner._quota_kwargs)
+            from rs_embed_ray.providers.ratelimit import LocalLimiter
+
+            opts["limiter"] = LocalLimiter(quota_share["max_concurrent"], quota_share["qps"])
         self.provider = create_provider(backend, **opts)
         self.sensor = SensorSpec(**sensor)
         self.n_frames = n_frames

@@ -268,20 +268,33 @@ class Runner:
                 "continue_on_error=True (CLI --continue-on-error) to record failures and go on."
             )
 
-    def _limiter_name(self) -> str | None:
-        """Earth Engine fetches share one named quota actor per cluster and limits."""
+    def _quota_kwargs(self, size: int, threads: int) -> dict[str, Any]:
+        """How the fetch actors keep the run under the Earth Engine quota.
+
+        By default the run's quota is split among its own fetch actors: each may have
+        ``threads`` requests in flight (actors x threads never exceeds ``ee_max_concurrent``,
+        see ``_fetch_op``) and ``ee_max_qps / size`` requests per second, so the whole run
+        stays under both limits with no round trip per request. With ``ee_quota_actor``,
+        every request takes a lease from that named, detached actor instead, so several
+        jobs on one cluster share one project's quota.
+        """
         p = self.plan
         if p.backend != "gee":
-            return None
-        from rs_embed_ray.pipeline.ee_quota import get_or_create_quota_actor
+            return {}
+        shared = p.extra.get("ee_quota_actor")
+        if not shared:
+            qps = float(p.extra["ee_max_qps"]) / size
+            return {"quota_share": {"max_concurrent": threads, "qps": qps}}
+        from rs_embed_ray.pipeline.ee_quota import SHARED_NAMESPACE, get_or_create_quota_actor
 
         if self._quota is None:
             mc, qps = int(p.extra["ee_max_concurrent"]), float(p.extra["ee_max_qps"])
-            name = f"rs_embed_ray_ee_quota_{os.getpid()}_{id(self):x}"
-            # the driver owns the actor and keeps its handle for the whole run, so every
-            # fetch actor on every node shares it and it dies with the run
-            self._quota = (name, get_or_create_quota_actor(name, mc, qps))
-        return self._quota[0]
+            # limits apply when the actor is created: the first job to ask sets them
+            actor = get_or_create_quota_actor(
+                shared, mc, qps, detached=True, namespace=SHARED_NAMESPACE
+            )
+            self._quota = (shared, actor)
+        return {"limiter_name": self._quota[0]}
 
     def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
         """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
@@ -289,11 +302,15 @@ class Runner:
         # an actor is a process: a few threaded actors cost far less memory and start-up
         # than one actor per fetch
         conc = max(1, min(p.num_workers, n))
+        if p.backend == "gee":
+            # more fetches in flight than the project's concurrency quota would only queue
+            conc = min(conc, int(p.extra["ee_max_concurrent"]))
         threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
         # at most two fetch processes per CPU of the cluster: past that, more actors only
         # add memory and context switches; their threads carry the extra requests instead
         size = min(math.ceil(conc / threads), max(2, 2 * int(self.cpus)))
-        threads = math.ceil(conc / size)
+        # actors x threads never exceeds conc: the quota split relies on it
+        threads = max(1, conc // size)
         # IO-bound: small CPU shares, leaving room for the model actor when chained
         share = 0.25 if chained else 0.5
         fetch_cpus = min(1.0, max(0.05, share * self.cpus / size))
@@ -310,7 +327,7 @@ class Runner:
                 "retry_backoff_s": p.retry_backoff_s,
                 "fail_on_bad_input": p.fail_on_bad_input,
                 "threads": threads,
-                "limiter_name": self._limiter_name(),
+                **self._quota_kwargs(size, threads),
                 "spatial_batching": bool(p.extra.get("spatial_batching", False)),
                 "frame_bins": group.frame_bins,
             },

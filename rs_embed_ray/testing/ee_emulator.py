@@ -1020,6 +1020,9 @@ def _make_server(host: str, port: int, emulator: EEEmulator) -> ThreadingHTTPSer
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "EEEmulator/1.0"
+        # headers and body go out as two writes: with Nagle on, the body waits for the
+        # client's delayed ACK of the headers (~40 ms a request), a stall no real server adds
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

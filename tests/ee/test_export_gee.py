@@ -113,3 +113,81 @@ def test_gee_spatial_batching_fewer_requests(tmp_path):
             np.testing.assert_array_equal(
                 za["input_chw__spectral_stats"], zb["input_chw__spectral_stats"]
             )
+
+
+MANY = [PointBuffer(15.0 + 0.002 * i, 45.0, 100.0) for i in range(24)]
+
+
+def test_gee_export_stays_under_the_quota_split_among_fetch_actors(tmp_path):
+    """8 workers over 4 fetch actors against a project allowing 3 requests in flight and 15/s:
+    the run caps itself (3 in flight, 15/s split among the actors), so the emulator, which
+    answers 429 past either limit, never has to refuse a request."""
+    with EEEmulator(latency_ms=40, max_concurrent=3, qps=15, retry_after_s=0) as emu:
+        res = run(
+            emu,
+            tmp_path,
+            "combined",
+            spatials=MANY,
+            models=["spectral_stats"],
+            weights=None,
+            num_workers=8,
+            fetch_threads=2,
+            ee_max_concurrent=3,
+            ee_max_qps=15,
+            max_retries=0,
+        )
+        log = [r for r in emu.request_log if r["kind"] == "computePixels"]
+    assert res["status"] == "ok" and res["n_items"] == len(MANY)
+    assert emu.peak_in_flight <= 3 and len(log) == len(MANY)
+    assert all(r["status"] == 200 for r in log)  # no 429: the limits held on the client side
+    starts = sorted(r["time"] for r in log)
+    # token buckets of 15/s in all (burst 15): any 2 s window holds at most 15 + 2 * 15
+    assert max(sum(1 for t in starts if s <= t < s + 2.0) for s in starts) <= 45
+
+
+def test_gee_export_shared_quota_actor(tmp_path):
+    """With ee_quota_actor every request takes a lease from one named, detached actor, which
+    outlives the run so the next job of the same project shares it."""
+    import ray
+
+    from rs_embed_ray.pipeline.ee_quota import SHARED_NAMESPACE, RayLimiter
+
+    name = f"rs_embed_ray_test_quota_{tmp_path.name}"
+    with EEEmulator(latency_ms=20, max_concurrent=2, retry_after_s=0) as emu:
+        res = run(
+            emu,
+            tmp_path,
+            "combined",
+            spatials=MANY[:8],
+            models=["spectral_stats"],
+            weights=None,
+            num_workers=6,
+            fetch_threads=2,
+            ee_max_concurrent=2,
+            ee_quota_actor=name,
+            max_retries=0,
+        )
+        n_requests = len(emu.request_log)  # every HTTP call of the client takes a lease
+    assert res["status"] == "ok"
+    assert emu.peak_in_flight <= 2
+    actor = ray.get_actor(name, namespace=SHARED_NAMESPACE)  # still there after the run
+    try:
+        stats = RayLimiter(actor).stats()
+        assert stats["granted"] >= 8 and stats["granted"] <= n_requests
+        assert stats["peak_in_use"] <= 2
+    finally:
+        ray.kill(actor)
+
+
+def test_bad_quota_settings_fail_before_ray(tmp_path):
+    from rs_embed_ray import plan_export
+    from rs_embed_ray.errors import ModelError
+
+    base = dict(
+        spatials=PLACES, temporal=T, models=["spectral_stats"], backend="gee", layout="per_item"
+    )
+    with pytest.raises(ModelError, match="ee_max_concurrent"):
+        plan_export(**base, out=str(tmp_path / "a"), ee_max_concurrent=0)
+    with pytest.raises(ModelError, match="ee_quota_actor"):
+        plan_export(**base, out=str(tmp_path / "b"), ee_quota_actor="bad name!")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
