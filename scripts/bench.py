@@ -183,7 +183,12 @@ def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int)
 
 
 def forward_rates(
-    spec: str, batch_sizes: list[int], device: str, precision: str, min_s: float
+    spec: str,
+    batch_sizes: list[int],
+    device: str,
+    precision: str,
+    min_s: float,
+    n_frames: int | None = None,
 ) -> list[dict]:
     """images/s of one model's forward alone (``model`` or ``model:variant``), one result per
     batch size: random raw-unit inputs at the model's own image size (one tile each), random
@@ -205,7 +210,7 @@ def forward_rates(
     load_s = time.perf_counter() - t_load
     side = int(info.image_size or 224)
     c = len(info.sensor.bands) if info.sensor else 3
-    frames = (info.n_frames or 4) if info.temporal_mode == "multi" else None
+    frames = (n_frames or info.n_frames or 4) if info.temporal_mode == "multi" else None
     shape = (frames, c, side, side) if frames else (c, side, side)
     rng = np.random.default_rng(0)
     out = []
@@ -219,11 +224,14 @@ def forward_rates(
             fetch_metas=[{}] * bs,
             batch_size=bs,
         )
-        embed_with_prep(emb, xs, **kw)  # warm-up (allocator, autotuning, lazy init)
+        # warm-up (allocator, autotuning, lazy init) on one input: a batch of a slow model
+        # can take minutes, and what the warm-up pays for does not grow with the batch
+        embed_with_prep(emb, xs[:1], **{**kw, "spatials": kw["spatials"][:1],
+                                        "fetch_metas": [{}], "batch_size": 1})  # fmt: skip
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < min_s or reps < 2:
+        while time.perf_counter() - t0 < min_s or reps < 1:
             embed_with_prep(emb, xs, **kw)
             reps += 1
         if device.startswith("cuda"):
@@ -254,7 +262,7 @@ def forward_main(a: argparse.Namespace) -> None:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
     for spec in [m.strip() for m in a.forward.split(",") if m.strip()]:
-        for row in forward_rates(spec, sizes, a.device, a.precision, a.min_seconds):
+        for row in forward_rates(spec, sizes, a.device, a.precision, a.min_seconds, a.frames):
             print(json.dumps(row), flush=True)
 
 
@@ -317,6 +325,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="for --forward: cpu or cuda")
     ap.add_argument("--precision", choices=["auto", "float32"], default="auto")
     ap.add_argument("--min-seconds", type=float, default=5.0, help="for --forward")
+    ap.add_argument(
+        "--frames", type=int, help="for --forward: frames per input of multi-temporal models"
+    )
     a = ap.parse_args()
     if a.forward:
         forward_main(a)
