@@ -1008,6 +1008,23 @@ class EEEmulator:
         raise _HTTPError(400, f"Emulator: fileFormat {fmt!r} is not supported (use NPY/GEO_TIFF).")
 
 
+def date_range_starts(resolved: Any) -> set[str]:
+    """Start dates of every ``DateRange`` in a resolved expression: what a ``size_hook``
+    looks at to make the collection of one time bin empty."""
+    out: set[str] = set()
+    stack = [resolved]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            fiv = node.get("functionInvocationValue")
+            if isinstance(fiv, dict) and fiv.get("functionName") == "DateRange":
+                out.add(fiv["arguments"]["start"].get("constantValue"))
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
 def fetch_stats(url: str) -> dict[str, Any]:
     """The request log and in-flight peak of an emulator running in another process."""
     import urllib.request

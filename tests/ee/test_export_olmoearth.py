@@ -9,13 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from rs_embed_ray import PointBuffer, TemporalSpec, export_batch
-from rs_embed_ray.testing.ee_emulator import EEEmulator
+from rs_embed_ray.testing.ee_emulator import EEEmulator, date_range_starts
 
 pytest.importorskip("olmoearth_pretrain_minimal")
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -32,26 +31,11 @@ def nano_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_olmoearth_checkpoint(tmp_path_factory.mktemp("oe"), variant="nano_v1_2")
 
 
-def _starts(resolved: Any) -> set[str]:
-    out: set[str] = set()
-    stack = [resolved]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            fiv = node.get("functionInvocationValue")
-            if isinstance(fiv, dict) and fiv.get("functionName") == "DateRange":
-                out.add(fiv["arguments"]["start"].get("constantValue"))
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
-
-
 @pytest.mark.parametrize("layout", ["per_item", "combined"])
 def test_olmoearth_export_with_an_empty_bin(tmp_path, nano_ckpt, layout):
     out = tmp_path / ("pi" if layout == "per_item" else "c.npz")
     with EEEmulator(retry_after_s=0) as emu:
-        emu.size_hook = lambda e: 0 if "2022-01-31" in _starts(e) else None  # bin 1 empty
+        emu.size_hook = lambda e: 0 if "2022-01-31" in date_range_starts(e) else None  # bin 1 empty
         res = export_batch(
             spatials=PLACES,
             temporal=WINDOW,

@@ -23,7 +23,7 @@ from rs_embed_ray.providers.gee import (
 )
 from rs_embed_ray.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_ray.testing import ee_emulator as emod
-from rs_embed_ray.testing.ee_emulator import EEEmulator, expected_pixels
+from rs_embed_ray.testing.ee_emulator import EEEmulator, date_range_starts, expected_pixels
 
 S2 = SensorSpec(collection="COPERNICUS/S2_SR_HARMONIZED", bands=("B4", "B3", "B2"), scale_m=10)
 S1 = SensorSpec(collection="COPERNICUS/S1_GRD", bands=("VV", "VH"), scale_m=10)
@@ -79,21 +79,6 @@ def same_meta(a: dict, b: dict) -> bool:
 
 def bounds_of(expr: Any) -> list[tuple[float, float, float, float]]:
     return emod._geometry_bounds(expr)
-
-
-def date_starts(expr: Any) -> set[str]:
-    out: set[str] = set()
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            fiv = node.get("functionInvocationValue")
-            if isinstance(fiv, dict) and fiv.get("functionName") == "DateRange":
-                out.add(fiv["arguments"]["start"].get("constantValue"))
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
 
 
 # ---------------------------------------------------------------------------- one request
@@ -446,7 +431,7 @@ def test_time_series_batch_shares_the_size_query(emulator: EEEmulator) -> None:
     west = 900_000 + 320 * 1.5
 
     def hook(e: Any) -> int | None:  # July has no image in the western half only
-        if "2022-07-01" in date_starts(e) and all(b[2] <= west for b in bounds_of(e)):
+        if "2022-07-01" in date_range_starts(e) and all(b[2] <= west for b in bounds_of(e)):
             return 0
         return None
 

@@ -14,7 +14,7 @@ from rs_embed_ray import geo
 from rs_embed_ray.errors import ProviderError, SpecError
 from rs_embed_ray.providers.gee import GEEProvider, split_date_range
 from rs_embed_ray.specs import PointBuffer, SensorSpec, TemporalSpec, fixed_day_bins
-from rs_embed_ray.testing.ee_emulator import EEEmulator, expected_pixels
+from rs_embed_ray.testing.ee_emulator import EEEmulator, date_range_starts, expected_pixels
 
 OLMO = ("B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12", "B1", "B9")
 S2 = SensorSpec(collection="COPERNICUS/S2_SR_HARMONIZED", bands=OLMO, scale_m=10)
@@ -28,22 +28,6 @@ def provider(emu: EEEmulator, **kw: Any) -> GEEProvider:
     kw.setdefault("backoff_s", 0.01)
     kw.setdefault("max_backoff_s", 0.05)
     return GEEProvider(url=emu.url, **kw)
-
-
-def date_range_starts(resolved: Any) -> set[str]:
-    """Start dates of every DateRange in a resolved expression (for size hooks)."""
-    out: set[str] = set()
-    stack = [resolved]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            fiv = node.get("functionInvocationValue")
-            if isinstance(fiv, dict) and fiv.get("functionName") == "DateRange":
-                out.add(fiv["arguments"]["start"].get("constantValue"))
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
 
 
 def empty_bins(*starts: str):

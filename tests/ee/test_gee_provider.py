@@ -26,6 +26,7 @@ from rs_embed_ray.providers.ratelimit import LocalLimiter
 from rs_embed_ray.specs import BBox, PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_ray.testing.ee_emulator import (
     EEEmulator,
+    date_range_starts,
     decode_position,
     expected_pixels,
 )
@@ -43,22 +44,6 @@ def provider(emu: EEEmulator, **kw: Any) -> GEEProvider:
 
 def expected(grid: geo.Grid, bands) -> np.ndarray:
     return expected_pixels(grid.affine, grid.width, grid.height, bands).astype(np.float32)
-
-
-def date_range_starts(resolved: Any) -> set[str]:
-    """Start dates of every DateRange in a resolved expression (for size hooks)."""
-    out: set[str] = set()
-    stack = [resolved]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            fiv = node.get("functionInvocationValue")
-            if isinstance(fiv, dict) and fiv.get("functionName") == "DateRange":
-                out.add(fiv["arguments"]["start"].get("constantValue"))
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return out
 
 
 # ---------------------------------------------------------------------------- geometry
