@@ -250,18 +250,16 @@ def _mae_decoder_shapes(enc_dim: int, patch: int, side: int) -> dict[str, tuple[
     return shapes
 
 
-def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
-    """Write a SatMAE ViT-L/16 checkpoint as ``model.safetensors`` + ``config.json``.
-
-    Mirrors ``MVRL/satmae-vitlarge-fmow-pretrain-800`` (rshf ``MaskedAutoencoderViT``
-    saved with PyTorchModelHubMixin, no wrapper prefix): encoder keys at the top level under
-    timm names (``cls_token``, ``pos_embed`` (1, 197, 1024), ``patch_embed.proj``,
-    ``blocks.0..23``, ``norm``) and the MAE decoder (``decoder_embed``, ``mask_token``,
-    ``decoder_pos_embed``, ``decoder_blocks.0..7``, ``decoder_norm``, ``decoder_pred``).
-    Names and shapes come from a meta-device timm ViT-L (no init cost); values are seeded
-    N(0, 0.02) draws, the position tables are the real fixed sin-cos. About 1.3 GB
-    (329 M float32 values).
-    """
+def _write_mae_vit_large(
+    directory: str | Path,
+    *,
+    seed: int,
+    extra_shapes: dict[str, tuple[int, ...]] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """rshf's MAE ViT-L/16 layout (timm encoder at the top level + MAE decoder, fixed sin-cos
+    position tables) as ``model.safetensors`` + its ``config.json``; ``extra_*`` add a
+    variant's own keys (SatMAE++'s upsampling head)."""
     from safetensors.torch import save_file
 
     from rs_embed_ray.models.satmae import EMBED_DIM, IMAGE_SIZE, PATCH, build_vit_large
@@ -270,6 +268,7 @@ def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
     enc = build_vit_large(eps=1e-5, meta=True)
     shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
     shapes.update(_mae_decoder_shapes(EMBED_DIM, PATCH, side))
+    shapes.update(extra_shapes or {})
     sd = _random_fill(shapes, seed)
     sd["pos_embed"] = _mae_sincos_2d(EMBED_DIM, side)
     sd["decoder_pos_embed"] = _mae_sincos_2d(512, side)
@@ -289,8 +288,25 @@ def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
         "decoder_num_heads": 16,
         "mlp_ratio": 4.0,
         "norm_pix_loss": False,
+        **(extra_config or {}),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return path
+
+
+def write_satmae_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
+    """Write a SatMAE ViT-L/16 checkpoint as ``model.safetensors`` + ``config.json``.
+
+    Mirrors ``MVRL/satmae-vitlarge-fmow-pretrain-800`` (rshf ``MaskedAutoencoderViT``
+    saved with PyTorchModelHubMixin, no wrapper prefix): encoder keys at the top level under
+    timm names (``cls_token``, ``pos_embed`` (1, 197, 1024), ``patch_embed.proj``,
+    ``blocks.0..23``, ``norm``) and the MAE decoder (``decoder_embed``, ``mask_token``,
+    ``decoder_pos_embed``, ``decoder_blocks.0..7``, ``decoder_norm``, ``decoder_pred``).
+    Names and shapes come from a meta-device timm ViT-L (no init cost); values are seeded
+    N(0, 0.02) draws, the position tables are the real fixed sin-cos. About 1.3 GB
+    (329 M float32 values).
+    """
+    path = _write_mae_vit_large(directory, seed=seed)
     log.info("wrote random-valued satmae checkpoint %s (seed=%s)", path, seed)
     return path
 
@@ -337,37 +353,12 @@ def write_satmaepp_checkpoint(directory: str | Path, *, seed: int = 0) -> Path:
     holds the constructor's JSON-able kwargs. Key names come from rshf's ``satmaepp/model.py``
     (not checked against the hosted file, which is unreachable offline). About 1.3 GB.
     """
-    from safetensors.torch import save_file
-
-    from rs_embed_ray.models.satmae import EMBED_DIM, IMAGE_SIZE, PATCH, build_vit_large
-
-    side = IMAGE_SIZE // PATCH
-    enc = build_vit_large(eps=1e-5, meta=True)
-    shapes = {k: tuple(v.shape) for k, v in enc.state_dict().items()}
-    shapes.update(_mae_decoder_shapes(EMBED_DIM, PATCH, side))
-    shapes.update(_satmaepp_multiscale_head_shapes(3, 4))
-    sd = _random_fill(shapes, seed)
-    sd["pos_embed"] = _mae_sincos_2d(EMBED_DIM, side)
-    sd["decoder_pos_embed"] = _mae_sincos_2d(512, side)
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "model.safetensors"
-    save_file(sd, str(path), metadata={"format": "pt"})
-    config = {
-        "img_size": IMAGE_SIZE,
-        "patch_size": PATCH,
-        "in_chans": 3,
-        "embed_dim": EMBED_DIM,
-        "depth": 24,
-        "num_heads": 16,
-        "decoder_embed_dim": 512,
-        "decoder_depth": 8,
-        "decoder_num_heads": 16,
-        "mlp_ratio": 4.0,
-        "norm_pix_loss": False,
-        "proj_ratio": 4,
-    }
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    path = _write_mae_vit_large(
+        directory,
+        seed=seed,
+        extra_shapes=_satmaepp_multiscale_head_shapes(3, 4),
+        extra_config={"proj_ratio": 4},
+    )
     log.info("wrote random-valued satmaepp checkpoint %s (seed=%s)", path, seed)
     return path
 
