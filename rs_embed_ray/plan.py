@@ -447,6 +447,10 @@ def build_groups(models: list[ModelRequest]) -> tuple[list[ModelRequest], list[F
             continue
         ident = m.sensor.identity()
         ident.pop("bands")
+        if str(ident.get("modality") or "").lower() != "gse":
+            # a model's modality hint (terrafm's "s2") does not change the pixels fetched
+            # (providers read it only for gse), so it must not split a shared fetch
+            ident.pop("modality", None)
         gid = fingerprint({"sensor": ident, "semantics": m.info.fetch_semantics})
         buckets.setdefault(gid, []).append(m)
     out_models = {m.key: m for m in models}
@@ -457,7 +461,12 @@ def build_groups(models: list[ModelRequest]) -> tuple[list[ModelRequest], list[F
             for b in m.sensor.bands:  # type: ignore[union-attr]
                 if b not in bands:
                     bands.append(b)
-        gsensor = dataclasses.replace(members[0].sensor, bands=tuple(bands))  # type: ignore[arg-type]
+        modalities = {m.sensor.modality for m in members}  # type: ignore[union-attr]
+        gsensor = dataclasses.replace(
+            members[0].sensor,  # type: ignore[arg-type]
+            bands=tuple(bands),
+            modality=modalities.pop() if len(modalities) == 1 else None,
+        )
         sem = members[0].info.fetch_semantics
         gkey = _sensor_key(gsensor) + ("" if sem == "single" else f"--{sanitize_key(sem)}")
         n_frames = members[0].info.n_frames if members[0].info.temporal_mode == "multi" else None
