@@ -57,19 +57,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rs_embed_ray.errors import ModelError, WeightsError
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
+from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
-from rs_embed_ray.models.preprocess import RoiWindow, roi_is_full, roi_token_box
+from rs_embed_ray.models.preprocess import RoiWindow, compose_window, roi_is_full, roi_token_box
 from rs_embed_ray.models.preprocess import roi_window_from_meta as _roi_from_meta
 from rs_embed_ray.models.runtime import (
-    autocast_context,
-    autocast_dtype,
+    Batch,
+    TorchEmbedder,
+    build_seeded,
     load_state_dict_file,
-    precision_label,
-    resolve_device,
 )
 from rs_embed_ray.models.weights import file_sha256, resolve_weights
-from rs_embed_ray.specs import OutputSpec, SpatialSpec, TemporalSpec, fixed_day_bins, window_of
+from rs_embed_ray.specs import TemporalSpec, fixed_day_bins, window_of
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +397,7 @@ def _square(t: Any, mode: str) -> tuple[Any, RoiWindow]:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
         # the content window in the square's fractions is all of it; the ROI window of the
-        # input maps to a clipped window (see _compose)
+        # input maps to a clipped window (see preprocess.compose_window)
         return t[..., top : top + s, left : left + s], (
             -top / s,
             (h - top) / s,
@@ -412,21 +411,7 @@ def _square(t: Any, mode: str) -> tuple[Any, RoiWindow]:
     return F.pad(t, pads, mode=mode_pad), (top / s, (top + h) / s, left / s, (left + w) / s)
 
 
-def _compose(inner: RoiWindow, outer: RoiWindow | None) -> RoiWindow:
-    """A window in the input's fractions mapped into the square's fractions (clipped)."""
-    y0, y1, x0, x1 = inner
-    if outer is not None:
-        oy0, oy1, ox0, ox1 = outer
-        y0, y1, x0, x1 = (
-            y0 + oy0 * (y1 - y0),
-            y0 + oy1 * (y1 - y0),
-            x0 + ox0 * (x1 - x0),
-            x0 + ox1 * (x1 - x0),
-        )
-    return (max(0.0, y0), min(1.0, y1), max(0.0, x0), min(1.0, x1))
-
-
-class OlmoEarth(Embedder):
+class OlmoEarth(TorchEmbedder):
     """OlmoEarth (v1.2 Base by default) on S2 12 bands, 30-day frames, FlexiViT patch 4."""
 
     info: ClassVar[ModelInfo] = CATALOG["olmoearth"]
@@ -434,8 +419,6 @@ class OlmoEarth(Embedder):
     batch_size_cuda = 16
 
     def _load(self, weights: str | None) -> None:
-        import torch
-
         cfg = self.model_config
         self.variant = normalize_variant(cfg.get("variant"))
         spec = VARIANTS[self.variant]
@@ -452,8 +435,7 @@ class OlmoEarth(Embedder):
             raise ModelError(
                 f"olmoearth shape_adjust must be 'pad' or 'crop', got {cfg.get('shape_adjust')!r}."
             )
-        self.device = resolve_device(self.device)
-        self._amp_dtype = autocast_dtype(self.device, self.precision)
+        self._init_runtime()
         repo = str(cfg.get("hf_repo") or spec["repo"])
         revision = cfg.get("hf_revision")
         resolved = resolve_weights(
@@ -461,9 +443,7 @@ class OlmoEarth(Embedder):
         )
         record = resolved.record()
         if resolved.path is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = _build_random(self.variant)
+            model = build_seeded(_build_random, self.variant)
             record["config"] = f"builtin:{self.variant}"
         else:
             cfg_path = _resolve_config(resolved.path, weights, repo, revision)
@@ -472,9 +452,7 @@ class OlmoEarth(Embedder):
             except (OSError, ValueError) as exc:
                 raise WeightsError(f"Cannot read olmoearth config {cfg_path}: {exc}") from exc
             self._check_config(config, cfg_path)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                model = build_latent_mim(config)
+            model = build_seeded(build_latent_mim, config)
             sd = prepare_state_dict(
                 model, load_state_dict_file(str(resolved.path)), path=str(resolved.path)
             )
@@ -618,28 +596,18 @@ class OlmoEarth(Embedder):
         sample = MaskedOlmoEarthSample(
             timestamps=timestamps, **{MODALITY: data, f"{MODALITY}_mask": mask}
         )
-        with torch.inference_mode(), autocast_context(self.device, self._amp_dtype):
+        with self.inference():
             out = self.encoder(sample, patch_size=self.patch_size, fast_pass=True)
         tm = out["tokens_and_masks"]
         return tm, getattr(tm, MODALITY)
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
         """Embed raw (T, 12, H, W) series; one forward per distinct kept-frame count."""
         import torch
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.nn.flexi_vit import PoolingType
 
-        if not inputs:
-            return []
+        inputs, metas, output, temporal = batch.inputs, batch.metas, batch.output, batch.temporal
         n = len(inputs)
-        metas = self._metas(n, fetch_metas)
         frames: list[np.ndarray] = []
         stamps: list[list[list[int]]] = []
         fmetas: list[dict[str, Any]] = []
@@ -673,12 +641,11 @@ class OlmoEarth(Embedder):
                 if gm is not None:
                     gmax[i] = gm[j].astype(np.float32)
 
-        precision = precision_label(self._amp_dtype)
         results: list[Embedding] = []
         for i in range(n):
             g = grids[i]
             assert g is not None
-            win = _compose(pad_wins[i], _roi_from_meta(metas[i]))
+            win = compose_window(pad_wins[i], _roi_from_meta(metas[i]))
             cropped = not roi_is_full(win)
             box = (0, g.shape[1], 0, g.shape[2])
             if cropped:
@@ -700,8 +667,7 @@ class OlmoEarth(Embedder):
                 "timestamps": stamps[i],
                 **fmetas[i],
                 "output_mode": output.mode,
-                "device": self.device,
-                "precision": precision,
+                **self.run_meta(),
             }
             if cropped:
                 meta["roi_cropped"] = True

@@ -304,13 +304,19 @@ def square_pad(t: Any) -> tuple[Any, RoiWindow]:
 
 
 def compose_window(inner: RoiWindow, outer: RoiWindow | None) -> RoiWindow:
-    """``outer`` (a window in the input's fractions) mapped into the padded square, whose
-    content sits at ``inner``; ``inner`` itself when there is no ``outer``."""
-    if outer is None:
-        return inner
+    """``outer`` (a window in the input's fractions) mapped into the model's square input,
+    whose content sits at ``inner`` (``inner`` itself when there is no ``outer``), clipped
+    to the square: a centre crop puts parts of the input outside it."""
     y0, y1, x0, x1 = inner
-    oy0, oy1, ox0, ox1 = outer
-    return (y0 + oy0 * (y1 - y0), y0 + oy1 * (y1 - y0), x0 + ox0 * (x1 - x0), x0 + ox1 * (x1 - x0))
+    if outer is not None:
+        oy0, oy1, ox0, ox1 = outer
+        y0, y1, x0, x1 = (
+            y0 + oy0 * (y1 - y0),
+            y0 + oy1 * (y1 - y0),
+            x0 + ox0 * (x1 - x0),
+            x0 + ox1 * (x1 - x0),
+        )
+    return (max(0.0, y0), min(1.0, y1), max(0.0, x0), min(1.0, x1))
 
 
 def crop_grid(grid_dhw: np.ndarray, win: RoiWindow) -> np.ndarray:
