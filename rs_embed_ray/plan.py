@@ -420,19 +420,14 @@ def resolve_models(
 
 
 def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpec | None]) -> None:
-    """Model-specific request checks (catalog ``REQUEST_CHECKS``), e.g. a product's only
+    """Model-specific request checks (``Embedder.check_request``), e.g. a product's only
     year: raised here, before any cluster work, like every other request error."""
-    import importlib
-
-    from rs_embed_ray.models.catalog import REQUEST_CHECKS
+    from rs_embed_ray.models.registry import embedder_class
 
     for m in models:
-        target = REQUEST_CHECKS.get(m.model_id)
-        if target is None:
-            continue
-        module, _, attr = target.partition(":")
-        check = getattr(importlib.import_module(module), attr)
-        check(weights=m.weights, model_config=m.model_config, temporals=temporals)
+        embedder_class(m.model_id).check_request(
+            weights=m.weights, model_config=m.model_config, temporals=temporals
+        )
 
 
 def _sensor_key(sensor: SensorSpec) -> str:

@@ -119,6 +119,18 @@ class Embedder(ABC):
     def describe(self) -> dict[str, Any]:
         return self.info.describe()
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        """Model-specific checks of a request, run by the planner before any cluster work
+        (cheap: no weights, no torch). None by default; e.g. copernicus checks its year."""
+        return None
+
     def _metas(self, n: int, fetch_metas: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         """One fetch meta per input (empty when none were given); a length mismatch is a bug
         in the caller, reported with the model's name."""

@@ -41,12 +41,6 @@ MODEL_ALIASES: dict[str, str] = {
     "satvision_toa": "satvision",
 }
 
-# model-specific plan-time checks -> "module:function" (imported lazily by the planner; the
-# module must not import torch). Called as fn(weights=, model_config=, temporals=).
-REQUEST_CHECKS: dict[str, str] = {
-    "copernicus": "rs_embed_ray.models.copernicus:check_request",
-}
-
 # implemented ids -> "module:Class"
 IMPLEMENTATIONS: dict[str, str] = {
     "remoteclip": "rs_embed_ray.models.remoteclip:RemoteCLIP",

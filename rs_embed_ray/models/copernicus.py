@@ -398,6 +398,16 @@ class CopernicusEmbed(BatchEmbedder):
     ``mask_empty`` (bool, default False: all-zero cells count as values).
     """
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        check_request(weights=weights, model_config=model_config, temporals=temporals)
+
     info: ClassVar[ModelInfo] = CATALOG["copernicus"]
     manages_own_input_prep = True
     batch_size_cpu = 64

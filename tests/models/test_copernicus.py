@@ -83,13 +83,17 @@ def _expected(rows, cols, nan=((185, 781),), empty=((186, 782),)):
 
 
 def test_catalog_entry():
-    from rs_embed_ray.models.catalog import CATALOG, IMPLEMENTATIONS, REQUEST_CHECKS
+    from rs_embed_ray.models.base import Embedder
+    from rs_embed_ray.models.catalog import CATALOG, IMPLEMENTATIONS
     from rs_embed_ray.models.registry import embedder_class, get_info
 
     info = get_info("copernicus_embed")
     assert info.model_id == "copernicus" and info.status == "available"
     assert info.kind == "precomputed" and info.sensor is None and info.dim_pooled == 768
-    assert "copernicus" in IMPLEMENTATIONS and "copernicus" in REQUEST_CHECKS
+    has_check = embedder_class("copernicus").check_request.__func__ is not (
+        Embedder.check_request.__func__
+    )
+    assert "copernicus" in IMPLEMENTATIONS and has_check  # a plan-time check of its own
     assert embedder_class("copernicus").info is CATALOG["copernicus"]
 
 
