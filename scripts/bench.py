@@ -148,38 +148,16 @@ def make_points(n: int, lon0: float, lat0: float, buffer_m: float, spread_deg: f
 
 
 def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int) -> float:
-    """items/s of the slowest model's forward alone on random raw-unit inputs, in-process."""
+    """items/s of the slowest model's forward alone on random raw-unit inputs of the run's
+    patch size (hw x hw), batches of ``chunk``, in-process."""
     import torch
 
-    from rs_embed_ray.models.registry import get_info, load_embedder
-    from rs_embed_ray.models.tiling import embed_with_prep
-    from rs_embed_ray.specs import InputPrepSpec, OutputSpec, PointBuffer
-
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-    rates = []
-    for m in models:
-        info = get_info(m)
-        emb = load_embedder(m, device="cpu", weights=weights.get(m))
-        c = len(info.sensor.bands) if info.sensor else 3
-        shape = (c, hw, hw) if info.temporal_mode != "multi" else (info.n_frames or 4, c, hw, hw)
-        rng = np.random.default_rng(0)
-        xs = [rng.uniform(0, 3000, shape).astype(np.float32) for _ in range(chunk)]
-        sp = [PointBuffer(15.0, 45.0, 160.0)] * chunk
-        kw = dict(
-            prep=InputPrepSpec.resize(),
-            output=OutputSpec.pooled(),
-            spatials=sp,
-            temporal=None,
-            fetch_metas=[{}] * chunk,
-            batch_size=chunk,
-        )
-        embed_with_prep(emb, xs, **kw)  # warm-up
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < 3.0 or reps < 2:
-            embed_with_prep(emb, xs, **kw)
-            reps += 1
-        rates.append(reps * chunk / (time.perf_counter() - t0))
-    return min(rates)
+    rates = [
+        forward_rates(m, [chunk], "cpu", "auto", 3.0, side=hw, weights=weights.get(m))[0]
+        for m in models
+    ]
+    return min(r["images_per_s"] for r in rates)
 
 
 def forward_rates(
@@ -189,10 +167,13 @@ def forward_rates(
     precision: str,
     min_s: float,
     n_frames: int | None = None,
+    *,
+    side: int | None = None,
+    weights: str | None = "random",
 ) -> list[dict]:
     """images/s of one model's forward alone (``model`` or ``model:variant``), one result per
-    batch size: random raw-unit inputs at the model's own image size (one tile each), random
-    weights (asked for explicitly), pooled output, after one warm-up batch."""
+    batch size: random raw-unit inputs at the model's own image size (one tile each; ``side``
+    overrides it), random weights (asked for explicitly), pooled output, after a warm-up."""
     import torch
 
     from rs_embed_ray.models.registry import get_info, load_embedder
@@ -204,11 +185,9 @@ def forward_rates(
     info = get_info(name)
     cfg = {"variant": variant} if variant else None
     t_load = time.perf_counter()
-    emb = load_embedder(
-        name, device=device, weights="random", model_config=cfg, precision=precision
-    )
+    emb = load_embedder(name, device=device, weights=weights, model_config=cfg, precision=precision)
     load_s = time.perf_counter() - t_load
-    side = int(info.image_size or 224)
+    side = side or int(info.image_size or 224)
     c = len(info.sensor.bands) if info.sensor else 3
     frames = (n_frames or info.n_frames or 4) if info.temporal_mode == "multi" else None
     shape = (frames, c, side, side) if frames else (c, side, side)
