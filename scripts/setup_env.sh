@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install rs-embed-ray with everything the tests and the
 # quickstart need. torch/torchvision are pinned to builds that import together on CPU
-# machines (open_clip needs torchvision).
+# machines (open_clip needs torchvision). The oracle extra holds the independent model
+# implementations the oracle tests compare with.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,4 +12,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-python -m pip install -q -e '.[all,dev]'
+python -m pip install -q -e '.[all,dev,oracle]'
