@@ -32,8 +32,8 @@ input it calls "e.g., Sentinel-2 L2A", does exactly that. The paper treats S2 L1
 S1 as "natural augmentations" of one scene in its self-supervised training, so both stems are
 trained to land in one embedding space. We follow the official forward (and rs-embed 0.3.1,
 which calls the model the same way), so the default is no deliberate difference from the
-reference; ``s2_stem="l2a"`` runs the L2A stem instead (code version 1 defaulted to it) and
-is recorded in the embedding meta (``patch_embed``) and the manifest's ``model_config``.
+reference; ``s2_stem="l2a"`` runs the L2A stem instead (code version 1 defaulted to it); the
+manifest's embedding meta then says so (``patch_embed: "l2a"`` and ``reference_difference``).
 ``tests/oracle/test_oracle_terrafm.py`` checks the network against values produced by the
 official ``terrafm.py`` (no package ships TerraFM).
 
@@ -95,6 +95,10 @@ S1_SENSOR = SensorSpec(
     collection=S1_FLOAT, bands=("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1"
 )
 _IGNORED_PREFIXES = ("head.",)
+L2A_NOTE = (
+    "s2_stem='l2a': the L2A patch embedding; the official TerraFM forward and rs-embed 0.3.1 "
+    "run the L1C stem for 12-band input"
+)
 
 
 def build_terrafm_base() -> Any:
@@ -277,6 +281,8 @@ class TerraFM(TorchEmbedder):
                 "output_mode": output.mode,
                 **self.run_meta(),
             }
+            if stems[i] == "l2a":
+                meta["reference_difference"] = L2A_NOTE
             win = roi_window_from_meta(batch.metas[i])
             grid = tok[1:].reshape(side, side, EMBED_DIM).transpose(2, 0, 1)
             grid = crop_to_roi(grid, win, meta)

@@ -98,6 +98,8 @@ def test_terrafm_s2_matches_official(terrafm_golden, stem):
     pooled = ours.embed_batch(raw, output=OutputSpec.pooled(), **kw)
     grid = ours.embed_batch(raw, output=OutputSpec.grid(), **kw)
     assert [e.meta["patch_embed"] for e in grid] == [stem, stem]
+    # only the L2A option differs from the official forward (and rs-embed): the meta says so
+    assert [("reference_difference" in e.meta) for e in pooled] == [stem == "l2a"] * 2
     d_pooled, d_grid = _diffs(
         golden, stem, np.stack([e.data for e in pooled]), np.stack([e.data for e in grid])
     )
