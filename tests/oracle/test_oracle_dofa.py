@@ -82,7 +82,7 @@ def dofa_pair(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("dofa_oracle") / "DOFA_ViT_base_e100.pth"
     torch.save(sd, path)
     ours = DOFA(device="cpu", weights=str(path), precision="float32")
-    return ref, ours
+    return ref, ours, path
 
 
 def _reference(ref, x):
@@ -100,7 +100,7 @@ def _reference(ref, x):
 
 
 def test_dofa_matches_torchgeo_pooled_and_grid(dofa_pair):
-    ref, ours = dofa_pair
+    ref, ours, _ = dofa_pair
     rng = np.random.default_rng(7)
     raw = [
         rng.uniform(0, 10000, size=(9, 224, 224)).astype(np.float32),
@@ -128,7 +128,7 @@ def test_dofa_wavelengths_and_preprocessing_match_the_official_recipe(dofa_pair)
     reflectance onto the 8-bit scale of DOFA's PNG training data; torchgeo ships no
     normalisation for DOFA. For other sizes torchgeo centre-crops where we pad to a square
     and resize (rs-embed's choice, docs/models.md)."""
-    _, ours = dofa_pair
+    _, ours, _ = dofa_pair
     from rs_embed_ray.models.dofa import S2_WAVELENGTH_UM
 
     assert [S2_WAVELENGTH_UM[b] for b in ours.bands] == OFFICIAL_S2_WAVES
@@ -140,3 +140,18 @@ def test_dofa_wavelengths_and_preprocessing_match_the_official_recipe(dofa_pair)
     want = dofa_tg.DOFABase16_Weights.DOFA_MAE.transforms(t[None])
     assert tuple(want.shape) == (1, 9, 224, 224)
     np.testing.assert_allclose(x.numpy(), want.numpy(), atol=1e-5, rtol=0)
+
+
+def test_dofa_checkpoint_writer_keeps_the_published_layout(dofa_pair, tmp_path):
+    """``write_dofa_checkpoint`` (used by the other tests) writes exactly the keys and shapes
+    of the file saved from torchgeo's model above."""
+    from rs_embed_ray.testing.checkpoints import write_dofa_checkpoint
+
+    _, _, path = dofa_pair
+    theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ours = torch.load(
+        write_dofa_checkpoint(tmp_path), map_location="cpu", weights_only=True, mmap=True
+    )
+    assert {k: tuple(v.shape) for k, v in ours.items()} == {
+        k: tuple(v.shape) for k, v in theirs.items()
+    }
