@@ -75,7 +75,7 @@ from rs_embed_ray.models.runtime import (
     strip_prefix,
     to_numpy,
 )
-from rs_embed_ray.specs import SensorSpec
+from rs_embed_ray.specs import SensorSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,17 @@ def normalize_s1(x: np.ndarray) -> np.ndarray:
     return np.clip(v / denom, 0.0, 1.0).astype(np.float32)
 
 
+def _s2_stem(model_config: dict[str, Any] | None) -> str:
+    """``model_config["s2_stem"]`` checked and lower-cased; ``l1c`` when unset."""
+    stem = str((model_config or {}).get("s2_stem") or S2_STEMS[0]).strip().lower()
+    if stem not in S2_STEMS:
+        raise ModelError(
+            f"terrafm model_config s2_stem must be 'l1c' (default, the official forward's "
+            f"stem) or 'l2a', got {stem!r}."
+        )
+    return stem
+
+
 class TerraFM(TorchEmbedder):
     """TerraFM-B on S2 (12 bands B1..B12 without B10) or S1 VV/VH (by channel count).
 
@@ -204,11 +215,19 @@ class TerraFM(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        """A bad ``s2_stem`` is refused at plan time, before any cluster work."""
+        _s2_stem(model_config)
+
     def _load(self, weights: str | None) -> None:
-        cfg = self.model_config
-        self.s2_stem = str(cfg.get("s2_stem") or S2_STEMS[0]).lower()
-        if self.s2_stem not in S2_STEMS:
-            raise ModelError(f"terrafm s2_stem must be 'l1c' or 'l2a', got {self.s2_stem!r}.")
+        self.s2_stem = _s2_stem(self.model_config)
         self._init_runtime()
         resolved = self._resolve_weights(weights, filename=HF_FILENAME, hf_repo=HF_REPO)
         model = load_prepared(build_seeded(build_terrafm_base), resolved.path, prepare_state_dict)

@@ -126,3 +126,14 @@ def test_reference_forward_s1_s2_batch_and_roi(terrafm):
     (p_b,) = _embed(terrafm, [b], OutputSpec.pooled(), [roi])
     assert p_b.meta["pooling"] == "roi_grid_mean" and p_b.meta["roi_cropped"] is True
     np.testing.assert_allclose(p_b.data, batched[1].data[:, 7:, :7].mean(axis=(1, 2)), atol=2e-4)
+
+
+def test_bad_s2_stem_is_refused_at_plan_time():
+    """Before any weights or cluster: the planner's model checks refuse it (exit 2 in the CLI)."""
+    from rs_embed_ray.models.registry import embedder_class
+
+    check = embedder_class("terrafm").check_request
+    check(weights=None, model_config={"s2_stem": "L2A"}, temporals=[None])
+    check(weights=None, model_config=None, temporals=[None])
+    with pytest.raises(ModelError, match=r"s2_stem must be 'l1c' .* got 'l3'"):
+        check(weights=None, model_config={"s2_stem": "l3"}, temporals=[None])
