@@ -57,7 +57,15 @@ class ModelRequest:
             "sensor": jsonable(self.sensor),
             "model_config": jsonable(self.model_config),
             "weights": self.weights,
+            **self.code_version_payload(),
         }
+
+    def code_version_payload(self) -> dict[str, Any]:
+        """``{"code_version": n}`` once a fix changed the model's numbers (n > 1): what
+        the older code embedded then no longer matches on resume. Empty at version 1, so
+        the fingerprints of every unchanged model stay as they were."""
+        v = int(self.info.code_version)
+        return {"code_version": v} if v != 1 else {}
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,7 @@ class ExportPlan:
                     "sensor": jsonable(m.sensor),
                     "model_config": jsonable(m.model_config),
                     "weights": m.weights,
+                    **m.code_version_payload(),
                 }
                 for m in self.models
             ],

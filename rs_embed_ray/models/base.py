@@ -49,6 +49,11 @@ class ModelInfo:
     # explicit bins ("30d": fixed 30-day bins from the window start, at most n_frames, empty
     # bins all-NaN) instead of an equal-bin series with back-filling; multi mode only
     frame_bins: str | None = None
+    # the version of our implementation's numbers: bumped when a fix changes the embeddings
+    # a model produces from the same input and weights (e.g. dofa 2: the patch kernel
+    # layout). It is part of the pair and request fingerprints when above 1, so a resumed
+    # run re-embeds what the older code embedded instead of mixing both.
+    code_version: int = 1
 
     @property
     def fetch_semantics(self) -> str:
@@ -72,6 +77,7 @@ class ModelInfo:
             "dim_grid": self.dim_grid,
             "output": list(self.outputs),
             "weights_source": self.weights_source,
+            "code_version": self.code_version,
         }
 
 

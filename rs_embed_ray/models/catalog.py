@@ -184,6 +184,7 @@ CATALOG: dict[str, ModelInfo] = {
         variants=("base", "large"),
         notes="Wavelength-conditioned patch embed; pooled = fc_norm(mean patch tokens); "
         "large = 1024-D.",
+        code_version=2,  # 2: the generated patch kernel in the official (C, k, k, D) layout
     ),
     "clay": ModelInfo(
         model_id="clay",
@@ -205,9 +206,11 @@ CATALOG: dict[str, ModelInfo] = {
         dim_grid=768,
         grid_hw=(14, 14),
         weights_source="hf:MBZUAI/TerraFM/TerraFM-B.pth",
-        notes=f"ViT-B/16 with 12-ch S2 (L2A/L1C) and 2-ch S1 stems chosen by channel count; "
+        notes=f"ViT-B/16 with 12-ch S2 (L1C stem by default, as the official forward; "
+        f"s2_stem='l2a') and 2-ch S1 stems chosen by channel count; "
         f"S2 DN/10000, S1 = VV,VH from {S1_FLOAT} (log1p/p99, pass an S1 sensor); bilinear "
         "224; CLS pooled (ROI: mean of cropped tokens); grid = final-norm patch tokens.",
+        code_version=2,  # 2: LayerNorm eps 1e-6 as terrafm_base; default S2 stem l1c
     ),
     "terramind": ModelInfo(
         model_id="terramind",

@@ -11,9 +11,14 @@ published state dict, so ``earthflow/DOFA`` ``DOFA_ViT_base_e100.pth`` loads by 
   ``TransformerEncoder`` (d=128, 4 heads, GELU, post-norm) over
   ``[128 weight tokens, C wavelength codes, 1 bias token]``; ``fc_weight`` maps each band's
   output (+ its code) to a 16x16x768 kernel slice, ``fc_bias`` maps the bias token's output to
-  768 biases. The generated kernel is the raw reshape ``(768, C, 16, 16)`` of the (C, 196608)
-  output, both scaled by 0.01, applied as a conv with stride 16 and padding 1 (the published
-  layer's padding; 224 px -> 14 x 14 patches).
+  768 biases. The (C, 196608) output is viewed as ``(C, 16, 16, 768)`` and permuted to the
+  conv kernel ``(768, C, 16, 16)``, as the official DOFA code (and torchgeo's ``DOFAEmbedding``)
+  does; both are scaled by 0.01 and applied as a conv with stride 16 and padding 1 (the
+  published layer's padding; 224 px -> 14 x 14 patches). Before code version 2 this was a
+  raw reshape to ``(768, C, 16, 16)``, which scrambles the published weights (every dofa
+  embedding exported before is wrong; the pair fingerprint carries the code version, so a
+  resumed run re-embeds them). ``tests/oracle/test_oracle_dofa.py`` checks the whole network
+  against torchgeo's ``DOFA`` on the same checkpoint.
 * ``cls_token``, fixed 2-D sin-cos ``pos_embed``, 12 (base) / 24 (large) timm ``Block``s
   (qkv bias, LayerNorm eps 1e-6), ``fc_norm``.
 
@@ -170,7 +175,8 @@ def build_dofa(variant: str = "base") -> Any:
             n_bands = int(wavelengths_um.shape[0])
             codes = self.fclayer(sincos_1d(WAVE_DIM, wavelengths_um * 1000.0))
             w, b = self.weight_generator(codes)
-            kernel = w.reshape(dim, n_bands, PATCH, PATCH) * KERNEL_SCALE
+            # the official layout: per band a (k, k, D) slice, permuted to (D, C, k, k)
+            kernel = w.view(n_bands, PATCH, PATCH, dim).permute(3, 0, 1, 2) * KERNEL_SCALE
             y = torch.nn.functional.conv2d(
                 x, kernel.to(x.dtype), (b * KERNEL_SCALE).to(x.dtype), stride=PATCH, padding=1
             )

@@ -3,9 +3,9 @@
 Why this model: TerraFM is the catalog's SAR-capable model; one network takes 12-band S2 or
 2-band S1 VV/VH, chosen by the channel count.
 
-Architecture, written here from the published description (TerraFM paper and the
-``terrafm.py`` that ships in ``MBZUAI/TerraFM``, as mirrored in terratorch): module names
-follow the published state dict, so ``TerraFM-B.pth`` loads by name and shape:
+Architecture, written here from the published description (TerraFM paper and the official
+``terrafm.py`` of github.com/mbzuai-oryx/TerraFM): module names follow the published state
+dict, so ``TerraFM-B.pth`` loads by name and shape:
 
 * ``patch_embed``: per-modality stems ``conv2d_s2_l2a`` / ``conv2d_s2_l1c`` (12 -> 2304 ch)
   and ``conv2d_s1`` (2 -> 2304 ch), 16x16 kernels, stride 16; the stem's modality vector
@@ -14,12 +14,28 @@ follow the published state dict, so ``TerraFM-B.pth`` loads by name and shape:
   ``proj2`` (2304 -> 2304) -> ``proj3`` (2304 -> 768);
 * ``cls_token``, learned ``pos_embed`` (1, 197, 768) added to [CLS, patches];
 * 12 DINO blocks (``norm1``, ``attn.qkv`` (bias), ``attn.proj``, ``norm2``, ``mlp.fc1``,
-  ``mlp.fc2``; GELU; nn.LayerNorm eps 1e-5) -- the same math and key names as timm's
-  ``Block``, which is used; ``norm``.
+  ``mlp.fc2``; GELU; LayerNorm eps 1e-6, as ``terrafm_base`` builds them) -- the same math
+  and key names as timm's ``Block``, which is used; ``norm`` (eps 1e-6). The projection's
+  ``norm_input`` keeps torch's default eps 1e-5, as in the official ``TokenProjection``.
+  Before code version 2 the blocks and ``norm`` used eps 1e-5 (about 8e-5 max abs).
 
 ``head.*`` keys (a classifier) are ignored by name and a ``module.``/``backbone.`` prefix is
-stripped; every other key must match. S2 input (S2_SR_HARMONIZED is L2A) uses the L2A stem
-(``model_config["s2_stem"]="l1c"`` switches).
+stripped; every other key must match.
+
+The S2 stem (``model_config["s2_stem"]``, default ``l1c``): ``COPERNICUS/S2_SR_HARMONIZED``
+pixels are L2A, and the checkpoint holds an L2A stem, but the official code never runs it
+from the model: ``PatchEmbed.forward(x, is_l2a=False)`` picks the stem, and
+``TerraFM.forward`` / ``prepare_tokens`` / ``get_intermediate_layers`` / ``extract_feature``
+call ``self.patch_embed(x)`` without ``is_l2a``, so every 12-channel input goes through the
+L1C stem (``conv2d_s2_l1c`` + ``s2_l1c_embed``); the official README's usage example, whose
+input it calls "e.g., Sentinel-2 L2A", does exactly that. The paper treats S2 L1C, S2 L2A and
+S1 as "natural augmentations" of one scene in its self-supervised training, so both stems are
+trained to land in one embedding space. We follow the official forward (and rs-embed 0.3.1,
+which calls the model the same way), so the default is no deliberate difference from the
+reference; ``s2_stem="l2a"`` runs the L2A stem instead (code version 1 defaulted to it); the
+manifest's embedding meta then says so (``patch_embed: "l2a"`` and ``reference_difference``).
+``tests/oracle/test_oracle_terrafm.py`` checks the network against values produced by the
+official ``terrafm.py`` (no package ships TerraFM).
 
 Preprocessing (spec §3a): S2 DN / 10000 clipped to [0, 1]; S1 linear VV/VH ->
 ``log1p(max(x, 0)) / p99`` (the 99th percentile over the whole 2-band patch, 1 when it is
@@ -40,6 +56,7 @@ bands=("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1")`` (:data:`S1_SEN
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,7 +75,7 @@ from rs_embed_ray.models.runtime import (
     strip_prefix,
     to_numpy,
 )
-from rs_embed_ray.specs import SensorSpec
+from rs_embed_ray.specs import SensorSpec, TemporalSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +87,18 @@ EMBED_DIM = 768
 DEPTH = 12
 NUM_HEADS = 12
 ATTN_DIM = 3 * EMBED_DIM
+LN_EPS = 1e-6  # terrafm_base's norm_layer (blocks and final norm)
+S2_STEMS = ("l1c", "l2a")
 S2_CHANNELS = 12
 S1_CHANNELS = 2
 S1_SENSOR = SensorSpec(
     collection=S1_FLOAT, bands=("VV", "VH"), scale_m=10, cloudy_pct=None, modality="s1"
 )
 _IGNORED_PREFIXES = ("head.",)
+L2A_NOTE = (
+    "s2_stem='l2a': the L2A patch embedding; the official TerraFM forward and rs-embed 0.3.1 "
+    "run the L1C stem for 12-band input"
+)
 
 
 def build_terrafm_base() -> Any:
@@ -120,13 +143,14 @@ def build_terrafm_base() -> Any:
             n = (IMAGE_SIZE // PATCH) ** 2
             self.cls_token = nn.Parameter(torch.zeros(1, 1, EMBED_DIM))
             self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, EMBED_DIM))
+            norm = partial(nn.LayerNorm, eps=LN_EPS)
             self.blocks = nn.ModuleList(
                 [
-                    Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
+                    Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=norm)
                     for _ in range(DEPTH)
                 ]
             )
-            self.norm = nn.LayerNorm(EMBED_DIM)
+            self.norm = norm(EMBED_DIM)
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
             nn.init.trunc_normal_(self.cls_token, std=0.02)
 
@@ -169,22 +193,41 @@ def normalize_s1(x: np.ndarray) -> np.ndarray:
     return np.clip(v / denom, 0.0, 1.0).astype(np.float32)
 
 
+def _s2_stem(model_config: dict[str, Any] | None) -> str:
+    """``model_config["s2_stem"]`` checked and lower-cased; ``l1c`` when unset."""
+    stem = str((model_config or {}).get("s2_stem") or S2_STEMS[0]).strip().lower()
+    if stem not in S2_STEMS:
+        raise ModelError(
+            f"terrafm model_config s2_stem must be 'l1c' (default, the official forward's "
+            f"stem) or 'l2a', got {stem!r}."
+        )
+    return stem
+
+
 class TerraFM(TorchEmbedder):
     """TerraFM-B on S2 (12 bands B1..B12 without B10) or S1 VV/VH (by channel count).
 
-    ``model_config``: ``s2_stem`` (``l2a`` default | ``l1c``), ``hf_repo``, ``hf_revision``,
-    ``filename``.
+    ``model_config``: ``s2_stem`` (``l1c`` default, the stem the official forward runs |
+    ``l2a``), ``hf_repo``, ``hf_revision``, ``filename``.
     """
 
     info: ClassVar[ModelInfo] = CATALOG["terrafm"]
     batch_size_cpu = 8
     batch_size_cuda = 64
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        """A bad ``s2_stem`` is refused at plan time, before any cluster work."""
+        _s2_stem(model_config)
+
     def _load(self, weights: str | None) -> None:
-        cfg = self.model_config
-        self.s2_stem = str(cfg.get("s2_stem") or "l2a").lower()
-        if self.s2_stem not in ("l2a", "l1c"):
-            raise ModelError(f"terrafm s2_stem must be 'l2a' or 'l1c', got {self.s2_stem!r}.")
+        self.s2_stem = _s2_stem(self.model_config)
         self._init_runtime()
         resolved = self._resolve_weights(weights, filename=HF_FILENAME, hf_repo=HF_REPO)
         model = load_prepared(build_seeded(build_terrafm_base), resolved.path, prepare_state_dict)
@@ -257,6 +300,8 @@ class TerraFM(TorchEmbedder):
                 "output_mode": output.mode,
                 **self.run_meta(),
             }
+            if stems[i] == "l2a":
+                meta["reference_difference"] = L2A_NOTE
             win = roi_window_from_meta(batch.metas[i])
             grid = tok[1:].reshape(side, side, EMBED_DIM).transpose(2, 0, 1)
             grid = crop_to_roi(grid, win, meta)

@@ -122,7 +122,7 @@ def test_batched_equals_single_and_roi_crop(dofa):
 
 
 def test_dynamic_patch_embed_against_numpy(dofa):
-    """Wavelength code, residual MLP, kernel reshape/scale and the stride-16 pad-1 conv,
+    """Wavelength code, residual MLP, kernel layout/scale and the stride-16 pad-1 conv,
     recomputed with numpy from the loaded weights (torch's own TransformerEncoder is
     trusted for the 1-layer weight generator)."""
     pe = dofa.model.patch_embed
@@ -142,7 +142,9 @@ def test_dynamic_patch_embed_against_numpy(dofa):
         enc = wg.transformer_encoder(seq.unsqueeze(1)).squeeze(1).double().numpy()
     w = (enc[128:-1] + codes) @ sd["weight_generator.fc_weight.weight"].T
     w = w + sd["weight_generator.fc_weight.bias"]
-    kernel = w.reshape(768, 9, 16, 16) * 0.01  # the published raw reshape
+    # the official layout: (C, k, k, D) permuted to (D, C, k, k); a raw reshape to
+    # (D, C, k, k) was the bug of code version 1 (this test then encoded it)
+    kernel = w.reshape(9, 16, 16, 768).transpose(3, 0, 1, 2) * 0.01
     bias = enc[-1] @ sd["weight_generator.fc_bias.weight"].T + sd["weight_generator.fc_bias.bias"]
     x = np.random.default_rng(0).normal(size=(1, 9, 224, 224))
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))

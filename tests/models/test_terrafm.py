@@ -72,7 +72,7 @@ def test_preprocess_golden(terrafm):
     s1 = rng.gamma(2.0, 0.05, size=(2, 32, 32)).astype(np.float32)
     s1[0, 0, 0] = -0.01  # negative linear values clamp to 0
     xs, stems = terrafm.preprocess([s2, s1])
-    assert stems == ["l2a", "s1"]
+    assert stems == ["l1c", "s1"]  # the official forward's stem
     want_s2 = resize_bilinear(np.clip(s2 / 10000.0, 0, 1), (224, 224))
     np.testing.assert_allclose(xs[0].numpy(), want_s2, atol=1e-5)
     v = np.log1p(np.maximum(s1.astype(np.float64), 0.0))
@@ -98,8 +98,8 @@ def test_reference_forward_s1_s2_batch_and_roi(terrafm):
     x = np.clip(a / 10000.0, 0, 1).astype(np.float64)
     patches = x.reshape(12, 14, 16, 14, 16).transpose(1, 3, 0, 2, 4).reshape(196, -1)
     pe = "patch_embed."
-    t = patches @ sd[pe + "conv2d_s2_l2a.weight"].reshape(2304, -1).T
-    t = t + sd[pe + "conv2d_s2_l2a.bias"] + sd[pe + "s2_l2a_embed"]
+    t = patches @ sd[pe + "conv2d_s2_l1c.weight"].reshape(2304, -1).T
+    t = t + sd[pe + "conv2d_s2_l1c.bias"] + sd[pe + "s2_l1c_embed"]
     t = t @ sd[pe + "projection.proj1.weight"].T
     mu, var = t.mean(-1, keepdims=True), t.var(-1, keepdims=True)
     t = (t - mu) / np.sqrt(var + 1e-5) * sd[pe + "projection.norm_input.weight"]
@@ -114,7 +114,7 @@ def test_reference_forward_s1_s2_batch_and_roi(terrafm):
         h = terrafm.model.norm(h)[0].numpy()
     batched = _embed(terrafm, [a, b, s1], OutputSpec.grid())
     assert [e.data.shape for e in batched] == [(768, 14, 14)] * 3
-    assert [e.meta["patch_embed"] for e in batched] == ["l2a", "l2a", "s1"]
+    assert [e.meta["patch_embed"] for e in batched] == ["l1c", "l1c", "s1"]
     want = h[1:].reshape(14, 14, 768).transpose(2, 0, 1)
     np.testing.assert_allclose(batched[0].data, want, atol=3e-4, rtol=0)
     (p_a,) = _embed(terrafm, [a], OutputSpec.pooled())
@@ -126,3 +126,14 @@ def test_reference_forward_s1_s2_batch_and_roi(terrafm):
     (p_b,) = _embed(terrafm, [b], OutputSpec.pooled(), [roi])
     assert p_b.meta["pooling"] == "roi_grid_mean" and p_b.meta["roi_cropped"] is True
     np.testing.assert_allclose(p_b.data, batched[1].data[:, 7:, :7].mean(axis=(1, 2)), atol=2e-4)
+
+
+def test_bad_s2_stem_is_refused_at_plan_time():
+    """Before any weights or cluster: the planner's model checks refuse it (exit 2 in the CLI)."""
+    from rs_embed_ray.models.registry import embedder_class
+
+    check = embedder_class("terrafm").check_request
+    check(weights=None, model_config={"s2_stem": "L2A"}, temporals=[None])
+    check(weights=None, model_config=None, temporals=[None])
+    with pytest.raises(ModelError, match=r"s2_stem must be 'l1c' .* got 'l3'"):
+        check(weights=None, model_config={"s2_stem": "l3"}, temporals=[None])
