@@ -26,6 +26,18 @@ GOLDEN = Path(__file__).parent / "data" / "galileo_golden.npz"
 TOL = 1e-4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a loaded 2-CPU machine two spinning threads are ~20x slower
+    for a network this small."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
     with np.load(GOLDEN) as d:
