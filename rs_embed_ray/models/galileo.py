@@ -497,8 +497,9 @@ class Galileo(TorchEmbedder):
             if (folder / ENCODER_FILENAME).is_file():
                 weights = str(folder / ENCODER_FILENAME)  # the published models/nano folder
         resolved = self._resolve_weights(weights, filename=WEIGHTS_FILE, hf_repo=HF_REPO)
-        if resolved.path is not None:
-            check_sidecar_config(Path(resolved.path))
+        if resolved.path is not None and check_sidecar_config(Path(resolved.path)) is not None:
+            cfg_file = Path(resolved.path).parent / CONFIG_FILENAME
+            self.weights_record["config"] = str(cfg_file.resolve())
         model = build_seeded(build_galileo_encoder)
         model = load_prepared(model, resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()

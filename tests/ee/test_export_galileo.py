@@ -67,6 +67,7 @@ def test_galileo_per_item_export_with_an_empty_bin(tmp_path, nano):
     man = json.loads((out / "p00000.json").read_text())
     (m,) = man["models"]
     assert m["weights"]["weights"] == str(nano.resolve()) and m["weights"]["sha256"] == sha
+    assert m["weights"]["config"] == str((nano.parent / "config.json").resolve())
     assert m["embedding"]["shape"] == [128] and m["input"]["shape"] == [3, 10, 32, 32]
     text = json.dumps(man)
     assert '"n_frames_masked": 1' in text and '"month_indices": [0, 1, 2]' in text
