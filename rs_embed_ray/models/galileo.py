@@ -164,6 +164,35 @@ def upstream_shift_div() -> tuple[np.ndarray, np.ndarray]:
     return mean - STD_MULTIPLIER * std, 2.0 * STD_MULTIPLIER * std
 
 
+CONFIG_KEYS = ("recipe", "image_size", "patch_size", "hf_repo", "hf_revision", "filename")
+
+
+def parse_config(model_config: dict[str, Any] | None) -> tuple[str, int, int]:
+    """``(recipe, image_size, patch_size)`` of a model_config; unknown keys, a bad recipe or
+    sizes that do not divide raise ModelError naming what to change."""
+    cfg = dict(model_config or {})
+    cfg.pop("faults", None)  # the pipeline's test hook, not the model's
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ModelError(
+            f"galileo: unknown model_config key(s) {unknown}; known: {list(CONFIG_KEYS)}."
+        )
+    recipe = normalize_recipe(cfg.get("recipe"))
+    try:
+        image_size = int(cfg.get("image_size") or IMAGE_SIZE)
+        patch_size = int(cfg.get("patch_size") or PATCH_SIZE)
+    except (TypeError, ValueError):
+        raise ModelError(
+            "galileo: model_config image_size and patch_size must be integers."
+        ) from None
+    if image_size <= 0 or patch_size <= 0 or image_size % patch_size:
+        raise ModelError(
+            f"galileo needs image_size divisible by patch_size, got image_size={image_size}, "
+            f"patch_size={patch_size}."
+        )
+    return recipe, image_size, patch_size
+
+
 def normalize_recipe(name: Any) -> str:
     key = str(name or "upstream").strip().lower().replace("-", "_")
     if key in ("rs_embed", "rsembed", "rs_embed_0.3.1"):
@@ -481,16 +510,19 @@ class Galileo(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        """Plan-time check of the model_config (keys, recipe, sizes): cheap, no weights."""
+        parse_config(model_config)
+
     def _load(self, weights: str | None) -> None:
-        cfg = self.model_config
-        self.recipe = normalize_recipe(cfg.get("recipe"))
-        self.image_size = int(cfg.get("image_size") or IMAGE_SIZE)
-        self.patch_size = int(cfg.get("patch_size") or PATCH_SIZE)
-        if self.image_size <= 0 or self.patch_size <= 0 or self.image_size % self.patch_size:
-            raise ModelError(
-                f"galileo needs image_size divisible by patch_size, got image_size="
-                f"{self.image_size}, patch_size={self.patch_size}."
-            )
+        self.recipe, self.image_size, self.patch_size = parse_config(self.model_config)
         self._init_runtime()
         if weights and Path(str(weights)).expanduser().is_dir():
             folder = Path(str(weights)).expanduser()

@@ -265,3 +265,27 @@ def test_catalog_entry() -> None:
     assert info.status == "available" and embedder_class("galileo") is Galileo
     assert info.fetch_semantics == "bins:30d:max12"
     assert info.sensor.bands == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+
+
+def test_bad_model_config_fails_at_plan_time(tmp_path) -> None:
+    """A bad recipe stops the export before any cluster work, naming the choices."""
+    from rs_embed_ray.api import plan_export
+    from rs_embed_ray.specs import PointBuffer
+
+    def plan(cfg):
+        return plan_export(
+            spatials=[PointBuffer(15.0, 45.0, 160.0)],
+            temporal=WIN,
+            models=["galileo"],
+            out=str(tmp_path / "o"),
+            layout="per_item",
+            backend="local",
+            source=str(tmp_path),
+            model_configs={"galileo": cfg},
+        )
+
+    with pytest.raises(ModelError, match=r"recipe 'upstrem'.*upstream.*rs_embed"):
+        plan({"recipe": "upstrem"})
+    with pytest.raises(ModelError, match=r"unknown model_config key\(s\) \['n_frames'\]"):
+        plan({"n_frames": 4})
+    assert plan({"recipe": "rs_embed", "image_size": 32}).models[0].model_id == "galileo"
