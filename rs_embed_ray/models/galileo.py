@@ -35,7 +35,7 @@ Recipes (``model_config["recipe"]``):
   ``config/normalization.json``); NDVI ``(B8 - B4) / (B8 + B4)`` (0 where the sum is not
   positive) computed from the DN and left unscaled, as the upstream dataset does; the
   model is told the real pixel size after the resize, ``input_resolution_m = scale_m *
-  side / image_size``.
+  side / image_size`` (``scale_m`` from the fetch grid, else the sensor's 10 m).
 * ``"rs_embed"`` (rs-embed 0.3.1's adapter, which departs from upstream): raw DN 0..10000
   with no normalisation, the NDVI group masked, and ``input_resolution_m = 10`` whatever
   the resize did.
@@ -498,6 +498,13 @@ def frame_months(
     ], "window_split"
 
 
+def pixel_metres(fetch_meta: dict[str, Any] | None, default: float) -> float:
+    """Ground size of an input pixel: the fetch grid's ``scale_m``, else ``default``."""
+    grid = (fetch_meta or {}).get("grid") or {}
+    scale = grid.get("scale_m") if isinstance(grid, dict) else None
+    return float(scale) if scale else default
+
+
 class Galileo(TorchEmbedder):
     """Galileo nano on S2 B2..B12 (10 bands), up to 12 monthly frames, patch 8 at 64 px.
 
@@ -635,7 +642,7 @@ class Galileo(TorchEmbedder):
             a = self._as_tchw(batch.inputs[i])
             mo, src = frame_months(a.shape[0], batch.temporal, metas[i])
             p = self.preprocess(a)
-            scale = float(metas[i].get("scale_m") or self.info.sensor.scale_m)  # type: ignore[union-attr]
+            scale = pixel_metres(metas[i], float(self.info.sensor.scale_m))  # type: ignore[union-attr]
             if self.recipe == "upstream":
                 res_m.append(scale * p[3] / self.image_size)
             else:

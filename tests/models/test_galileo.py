@@ -195,6 +195,8 @@ def test_months_from_bins_and_resolution(model) -> None:
     assert e.meta["month_indices"] == [2, 3, 4, 4]
     assert e.meta["input_resolution_m"] == pytest.approx(35.0)  # 224 px * 10 m / 64
     assert e.data.shape == (128,) and e.meta["pooling"] == "token_mean"
+    (e20,) = _embed(model, [_x(0, t=1, side=96)], OutputSpec.pooled(), [{"grid": {"scale_m": 20}}])
+    assert e20.meta["input_resolution_m"] == pytest.approx(30.0)  # 96 px * 20 m / 64
 
 
 def test_empty_frame_is_masked_not_embedded(model) -> None:
