@@ -3,9 +3,11 @@
 Why this model: Galileo (nasaharvest) is a small multi-modal, multi-temporal encoder trained
 on monthly composites; its nano size makes it the catalog's cheapest multi-frame model.
 
-Architecture: no official package installs from the package index, so the encoder is
-ported here from the published ``single_file_galileo.py`` of ``nasaharvest/galileo``
-(written from its description, no code copied). Module names follow the published
+Architecture: no official package installs from the package index (nasaharvest/galileo's
+``pyproject.toml`` names it ``galileo``, but that name on PyPI is an unrelated client library,
+checked 2026-12-03), so the encoder is ported here from the published
+``single_file_galileo.py`` of ``nasaharvest/galileo`` (written from its description, no code
+copied). Module names follow the published
 ``models/nano/encoder.pt`` state dict (strict load, ``.backbone`` infixes dropped as the
 official ``Encoder.load_from_folder`` does), and ``config.json`` beside it must describe
 the nano encoder. Tokens, as in the official encoder:
