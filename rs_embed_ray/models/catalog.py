@@ -53,6 +53,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "copernicus": "rs_embed_ray.models.copernicus:CopernicusEmbed",
     "terrafm": "rs_embed_ray.models.terrafm:TerraFM",
     "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
+    "galileo": "rs_embed_ray.models.galileo:Galileo",
 }
 
 
@@ -290,16 +291,22 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "galileo": ModelInfo(
         model_id="galileo",
-        status="planned",
+        status="available",
         sensor=_s2(S2_10),
         temporal_mode="multi",
         n_frames=12,
+        frame_bins="30d",
         image_size=64,
         dim_pooled=128,
         dim_grid=128,
         grid_hw=(8, 8),
         weights_source="hf:nasaharvest/galileo/models/nano/encoder.pt",
-        notes="nano encoder, patch 8; one frame per 30-day bin, at most 12.",
+        notes="Galileo nano encoder (ported; strict load of models/nano/encoder.pt + "
+        "config.json), patch 8 at 64 px; explicit 30-day bins from the window start (<= 12, a "
+        "longer window in 12 equal bins), empty bins masked; months = bin midpoints. recipe "
+        "upstream (default): 2-sigma pretraining normalisation, NDVI group, real pixel size "
+        "after the resize; recipe rs_embed: raw DN, NDVI masked, 10 m assumed. pooled = mean "
+        "of visible tokens; grid = per-patch mean of visible tokens.",
     ),
     "anysat": ModelInfo(
         model_id="anysat",
