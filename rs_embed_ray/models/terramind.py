@@ -231,6 +231,39 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
     return kept
 
 
+CONFIG_KEYS = ("model_key", "variant", "preprocess", "layer_index", "hf_repo", "hf_revision")
+CONFIG_KEYS += ("filename",)
+
+
+def parse_config(model_config: dict[str, Any] | None) -> tuple[str, str, int]:
+    """``model_config`` -> (model_key, preprocess mode, layer_index); a ModelError names the
+    key to change. Cheap (no torch), so the planner runs it before any cluster work."""
+    cfg = {k: v for k, v in dict(model_config or {}).items() if k != "faults"}
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ModelError(
+            f"terramind: unknown model_config key(s) {unknown}; known: {list(CONFIG_KEYS)}."
+        )
+    key = cfg.get("model_key")
+    if key is None and cfg.get("variant") is not None:
+        key = f"terramind_v1_{str(cfg['variant']).strip().lower()}"
+    model_key = str(key or DEFAULT_MODEL_KEY).strip().lower()
+    depth = VARIANTS[variant_of(model_key)][1]
+    mode = str(cfg.get("preprocess") or "upstream").strip().lower()
+    if mode not in PREPROCESS_MODES:
+        raise ModelError(f"terramind preprocess must be one of {PREPROCESS_MODES}, got {mode!r}.")
+    try:
+        layer = int(cfg.get("layer_index", -1))
+    except (TypeError, ValueError):
+        layer = depth  # reported below
+    if not -depth <= layer < depth:
+        raise ModelError(
+            f"terramind layer_index must be an integer in [-{depth}, {depth - 1}], "
+            f"got {cfg.get('layer_index')!r}."
+        )
+    return model_key, mode, layer
+
+
 def normalize(x: np.ndarray, *, mode: str, model_key: str) -> np.ndarray:
     """(12, H, W) raw L2A DN -> model input (before the resize): z-score per band.
 
@@ -260,25 +293,20 @@ class TerraMind(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[Any],
+    ) -> None:
+        """Plan-time check of ``model_config`` (before any cluster work)."""
+        parse_config(model_config)
+
     def _load(self, weights: str | None) -> None:
-        cfg = self.model_config
-        key = cfg.get("model_key")
-        if key is None and cfg.get("variant") is not None:
-            key = f"terramind_v1_{str(cfg['variant']).strip().lower()}"
-        self.model_key = str(key or DEFAULT_MODEL_KEY).strip().lower()
+        self.model_key, self.preprocess_mode, self.layer_index = parse_config(self.model_config)
         self.variant = variant_of(self.model_key)
-        self.preprocess_mode = str(cfg.get("preprocess") or "upstream").strip().lower()
-        if self.preprocess_mode not in PREPROCESS_MODES:
-            raise ModelError(
-                f"terramind preprocess must be one of {PREPROCESS_MODES}, "
-                f"got {self.preprocess_mode!r}."
-            )
-        self.layer_index = int(cfg.get("layer_index", -1))
-        depth = VARIANTS[self.variant][1]
-        if not -depth <= self.layer_index < depth:
-            raise ModelError(
-                f"terramind layer_index must be in [-{depth}, {depth - 1}], got {self.layer_index}."
-            )
         self._init_runtime()
         repo, filename = MODEL_KEYS[self.model_key]
         resolved = self._resolve_weights(weights, filename=filename, hf_repo=repo)
@@ -355,6 +383,7 @@ __all__ = [
     "TerraMind",
     "VARIANTS",
     "build_terramind",
+    "parse_config",
     "normalize",
     "prepare_state_dict",
     "sincos_pos_emb",

@@ -81,6 +81,28 @@ def test_checkpoint_layout_and_strict_load(terramind, terramind_ckpt, tmp_path):
         TerraMind(device="cpu", weights="random", model_config={"preprocess": "minmax"})
 
 
+def test_bad_model_config_refused_at_plan_time():
+    """The planner's check (no torch, no weights) names the key to change."""
+    from rs_embed_ray.models.terramind import TerraMind, parse_config
+
+    check = TerraMind.check_request
+    assert parse_config({"variant": "base", "layer_index": "5"}) == (
+        "terramind_v1_base",
+        "upstream",
+        5,
+    )
+    assert parse_config({"model_key": "terramind_v01_base"})[0] == "terramind_v01_base"
+    for cfg, msg in [
+        ({"variant": "huge"}, "model_key"),
+        ({"preprocess": "minmax"}, "preprocess"),
+        ({"layer_index": 12}, "layer_index"),
+        ({"layer_index": "last"}, "layer_index"),
+        ({"modality": "S1GRD"}, "unknown model_config"),
+    ]:
+        with pytest.raises(ModelError, match=msg):
+            check(weights=None, model_config=cfg, temporals=[None])
+
+
 def test_preprocess_golden(terramind):
     """Fixed inputs: a band at mean + k*std becomes k exactly (a constant survives the
     resize); DN above 10000 are kept upstream and clipped in rs-embed mode; NaN -> 0."""
