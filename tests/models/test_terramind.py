@@ -166,3 +166,27 @@ def test_batched_equals_single_layers_and_roi(terramind):
     finally:
         terramind.layer_index = -1
     np.testing.assert_allclose(g0.data, want.reshape(14, 14, 384).transpose(2, 0, 1), atol=1e-5)
+
+
+def test_weights_found_in_env_dir_and_hf_cache(terramind_ckpt, tmp_path, monkeypatch):
+    """The published file name under RS_EMBED_RAY_WEIGHTS_DIR/terramind/, then in the Hugging
+    Face cache layout of ibm-esa-geospatial/TerraMind-1.0-small; each recorded with sha256."""
+    import shutil
+
+    from rs_embed_ray.models.terramind import TerraMind
+    from rs_embed_ray.testing.checkpoints import write_hf_cache_entry
+
+    cache = tmp_path / "hub"
+    write_hf_cache_entry(
+        cache, "ibm-esa-geospatial/TerraMind-1.0-small", "TerraMind_v1_small.pt", terramind_ckpt
+    )
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    m = TerraMind(device="cpu", precision="float32")
+    assert m.weights_record["source"] == "hf_cache"
+    wd = tmp_path / "wdir"
+    (wd / "terramind").mkdir(parents=True)
+    shutil.copyfile(terramind_ckpt, wd / "terramind" / "TerraMind_v1_small.pt")
+    monkeypatch.setenv("RS_EMBED_RAY_WEIGHTS_DIR", str(wd))
+    m2 = TerraMind(device="cpu", precision="float32")
+    assert m2.weights_record["source"] == "env_dir"
+    assert m2.weights_record["sha256"] == m.weights_record["sha256"]
