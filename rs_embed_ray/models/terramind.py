@@ -29,6 +29,14 @@ first, a departure from the upstream recipe (which standardises the values as th
 ``RS_EMBED_TERRAMIND_NORMALIZE=none`` does). rs-embed also defaults to the small model where
 the upstream flagship is base: the catalog keeps small (``variant`` picks another).
 
+Verified against (2026-12-03, seeded random file in the published layout): terratorch 1.2.11's
+``TerraMindViT`` (the ``oracle`` extra; tests/oracle/test_oracle_terramind.py) -- tokens
+identical (max abs 0.0), pooled within 1e-6; rs-embed 0.3.1's own adapter
+(scripts/compare_terramind_rs_embed.py, anchor venv) -- max abs 3.8e-6 on the grid with
+``preprocess="rs_embed"``, 0.32 with ``upstream`` on input holding DN outside 0..10000 (the
+clip is the only difference). terratorch stays a test-only extra: the product builds this
+small encoder itself instead of pulling terratorch's large dependency tree.
+
 Outputs from one forward: the tokens of layer ``layer_index`` (-1: after ``encoder_norm``,
 other layers un-normed, as terratorch returns them); pooled = mean (max) of the 196 tokens (no
 CLS), or of the ROI-cropped grid when the input carries a fetch-square window; grid = the
