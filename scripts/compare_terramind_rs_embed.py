@@ -6,7 +6,8 @@ Needs the anchor venv (/work/shared/anchor/setup_anchor.sh; rs-embed 0.3.1 with 
 ``python scripts/compare_terramind_rs_embed.py --anchor-python /tmp/anchor-venv312/bin/python``.
 The checkpoint is a seeded random file in the published layout, placed in a private Hugging
 Face cache where rs-embed (through terratorch's ``hf_hub_download``) finds it offline. The
-input holds DN below 0 and above 10000, where the two modes differ (rs-embed clips).
+input holds DN below 0 and above 10000 and one NaN, where the two modes differ (rs-embed
+clips, and zeroes NaN after its resize).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def main() -> None:
         write_hf_cache_entry(d / "hub", repo, filename, ckpt)
         rng = np.random.default_rng(args.seed)
         x = rng.uniform(-300, 12000, size=(2, 12, 64, 64)).astype(np.float32)
+        x[0, 3, 5, 5] = np.nan  # a missing pixel: the modes treat it differently too
         np.save(d / "x.npy", x)
         env = dict(os.environ, HF_HUB_OFFLINE="1", HUGGINGFACE_HUB_CACHE=str(d / "hub"))
         env["HF_HUB_CACHE"] = str(d / "hub")

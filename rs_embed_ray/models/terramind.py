@@ -23,8 +23,9 @@ modalities' embeddings are ignored by name, every other key must match.
 
 Preprocessing (spec §3a). Upstream (default, ``preprocess="upstream"``): TerraMind's v1
 pretraining z-score of the raw L2A DN (v0.1 statistics for ``terramind_v01_*``), bilinear
-resize to 224 (``align_corners=False``), NaN -> 0. rs-embed 0.3.1 clips the DN to 0..10000
-first, a departure from the upstream recipe (which standardises the values as they are);
+resize to 224 (``align_corners=False``), NaN -> 0 before the resize. rs-embed 0.3.1 clips
+the DN to 0..10000 first (and zeroes NaN only after its resize), a departure from the
+upstream recipe (which standardises the values as they are);
 ``model_config["preprocess"]="rs_embed"`` reproduces it (``"none"`` skips the z-score, as
 ``RS_EMBED_TERRAMIND_NORMALIZE=none`` does). rs-embed also defaults to the small model where
 the upstream flagship is base: the catalog keeps small (``variant`` picks another).
@@ -275,7 +276,9 @@ def parse_config(model_config: dict[str, Any] | None) -> tuple[str, str, int]:
 def normalize(x: np.ndarray, *, mode: str, model_key: str) -> np.ndarray:
     """(12, H, W) raw L2A DN -> model input (before the resize): z-score per band.
 
-    ``rs_embed`` clips to 0..10000 first; ``none`` keeps the DN. NaN/inf -> 0 afterwards.
+    ``rs_embed`` clips to 0..10000 first and keeps NaN (rs-embed resizes first and zeroes
+    NaN after, so a missing pixel spreads to its resize neighbours: the caller zeroes NaN
+    after the resize); otherwise NaN/inf -> 0 here (the band mean). ``none`` keeps the DN.
     """
     a = np.asarray(x, dtype=np.float32)
     if mode == "rs_embed":
@@ -285,6 +288,8 @@ def normalize(x: np.ndarray, *, mode: str, model_key: str) -> np.ndarray:
         mean = np.asarray(V01_MEAN if v01 else V1_MEAN, np.float32)[:, None, None]
         std = np.asarray(V01_STD if v01 else V1_STD, np.float32)[:, None, None]
         a = (a - mean) / std
+    if mode == "rs_embed":
+        return a.astype(np.float32, copy=False)
     return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
@@ -344,7 +349,7 @@ class TerraMind(TorchEmbedder):
                 t = F.interpolate(
                     t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
                 )
-            out.append(t[0])
+            out.append(torch.nan_to_num(t[0], nan=0.0, posinf=0.0, neginf=0.0))
         return torch.stack(out)
 
     def forward(self, x: Any) -> np.ndarray:
