@@ -7,7 +7,7 @@ Needs the anchor venv (/work/shared/anchor/setup_anchor.sh; rs-embed 0.3.1 with 
 The checkpoint is a seeded random file in the published layout, placed in a private Hugging
 Face cache where rs-embed (through terratorch's ``hf_hub_download``) finds it offline. The
 input holds DN below 0 and above 10000 and one NaN, where the two modes differ (rs-embed
-clips, and zeroes NaN after its resize).
+clips, and sets NaN to DN 0 before its z-score).
 """
 
 from __future__ import annotations

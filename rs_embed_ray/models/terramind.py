@@ -23,9 +23,9 @@ modalities' embeddings are ignored by name, every other key must match.
 
 Preprocessing (spec §3a). Upstream (default, ``preprocess="upstream"``): TerraMind's v1
 pretraining z-score of the raw L2A DN (v0.1 statistics for ``terramind_v01_*``), bilinear
-resize to 224 (``align_corners=False``), NaN -> 0 before the resize. rs-embed 0.3.1 clips
-the DN to 0..10000 first (and zeroes NaN only after its resize), a departure from the
-upstream recipe (which standardises the values as they are);
+resize to 224 (``align_corners=False``), NaN -> 0 (the band mean) before the resize. rs-embed
+0.3.1 sets NaN to DN 0 and clips the DN to 0..10000 first, a departure from the upstream
+recipe (which standardises the values as they are);
 ``model_config["preprocess"]="rs_embed"`` reproduces it (``"none"`` skips the z-score, as
 ``RS_EMBED_TERRAMIND_NORMALIZE=none`` does). rs-embed also defaults to the small model where
 the upstream flagship is base: the catalog keeps small (``variant`` picks another).
@@ -33,10 +33,11 @@ the upstream flagship is base: the catalog keeps small (``variant`` picks anothe
 Verified against (2026-12-03, seeded random file in the published layout): terratorch 1.2.11's
 ``TerraMindViT`` (the ``oracle`` extra; tests/oracle/test_oracle_terramind.py) -- tokens
 identical (max abs 0.0), pooled within 1e-6; rs-embed 0.3.1's own adapter
-(scripts/compare_terramind_rs_embed.py, anchor venv) -- max abs 3.8e-6 on the grid with
-``preprocess="rs_embed"``, 0.32 with ``upstream`` on input holding DN outside 0..10000 (the
-clip is the only difference). terratorch stays a test-only extra: the product builds this
-small encoder itself instead of pulling terratorch's large dependency tree.
+(scripts/compare_terramind_rs_embed.py, anchor venv) -- max abs 4.9e-6 on the grid with
+``preprocess="rs_embed"``, 0.32 with ``upstream`` on input holding DN outside 0..10000 and
+a NaN (the clip and the NaN fill are the only differences). terratorch stays a test-only
+extra: the product builds this small encoder itself instead of pulling terratorch's large
+dependency tree.
 
 Outputs from one forward: the tokens of layer ``layer_index`` (-1: after ``encoder_norm``,
 other layers un-normed, as terratorch returns them); pooled = mean (max) of the 196 tokens (no
@@ -276,20 +277,18 @@ def parse_config(model_config: dict[str, Any] | None) -> tuple[str, str, int]:
 def normalize(x: np.ndarray, *, mode: str, model_key: str) -> np.ndarray:
     """(12, H, W) raw L2A DN -> model input (before the resize): z-score per band.
 
-    ``rs_embed`` clips to 0..10000 first and keeps NaN (rs-embed resizes first and zeroes
-    NaN after, so a missing pixel spreads to its resize neighbours: the caller zeroes NaN
-    after the resize); otherwise NaN/inf -> 0 here (the band mean). ``none`` keeps the DN.
+    ``upstream``: NaN/inf -> 0 after the z-score (the band mean; upstream defines no fill).
+    ``rs_embed``: NaN/inf -> DN 0 first, then clip to 0..10000 and z-score, as rs-embed
+    0.3.1 does. ``none`` keeps the DN (NaN -> 0).
     """
     a = np.asarray(x, dtype=np.float32)
     if mode == "rs_embed":
-        a = np.clip(a, 0.0, 10000.0)
+        a = np.clip(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 10000.0)
     if mode != "none":
         v01 = model_key.startswith("terramind_v01")
         mean = np.asarray(V01_MEAN if v01 else V1_MEAN, np.float32)[:, None, None]
         std = np.asarray(V01_STD if v01 else V1_STD, np.float32)[:, None, None]
         a = (a - mean) / std
-    if mode == "rs_embed":
-        return a.astype(np.float32, copy=False)
     return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
@@ -349,7 +348,7 @@ class TerraMind(TorchEmbedder):
                 t = F.interpolate(
                     t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
                 )
-            out.append(torch.nan_to_num(t[0], nan=0.0, posinf=0.0, neginf=0.0))
+            out.append(t[0])
         return torch.stack(out)
 
     def forward(self, x: Any) -> np.ndarray:
