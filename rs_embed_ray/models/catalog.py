@@ -54,6 +54,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "terrafm": "rs_embed_ray.models.terrafm:TerraFM",
     "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
     "galileo": "rs_embed_ray.models.galileo:Galileo",
+    "terramind": "rs_embed_ray.models.terramind:TerraMind",
 }
 
 
@@ -215,14 +216,15 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "terramind": ModelInfo(
         model_id="terramind",
-        status="planned",
+        status="available",
         sensor=_s2(S2_12),
         image_size=224,
         dim_pooled=384,
         dim_grid=384,
         grid_hw=(14, 14),
         weights_source="hf:ibm-esa-geospatial/TerraMind-1.0-small/TerraMind_v1_small.pt",
-        notes="terratorch terramind_v1_small, S2L2A z-score; mean of tokens.",
+        variants=("tiny", "small", "base", "large"),
+        notes="TerraMind v1 small encoder on raw S2L2A, v1 z-score; mean of tokens.",
     ),
     "fomo": ModelInfo(
         model_id="fomo",
