@@ -17,15 +17,16 @@ import numpy as np
 ATOL = 1e-4  # issue 13: max abs difference allowed in float32, pooled and grid
 
 
-def perturb_(module: Any, seed: int, scale: float = 0.02) -> Any:
-    """Add seeded N(0, scale) noise to every float parameter and buffer of ``module``, in
-    place (returns it). ``torch.manual_seed`` is not touched: a private generator draws."""
+def perturb_(module: Any, seed: int, scale: float = 0.02, skip: tuple[str, ...] = ()) -> Any:
+    """Add seeded N(0, scale) noise to every float parameter and buffer of ``module`` whose
+    name contains none of ``skip`` (fixed tables the published code regenerates), in place
+    (returns it). ``torch.manual_seed`` is not touched: a private generator draws."""
     import torch
 
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        for _, t in [*module.named_parameters(), *module.named_buffers()]:
-            if t.is_floating_point():
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            if t.is_floating_point() and not any(s in name for s in skip):
                 t.add_(scale * torch.randn(t.shape, generator=gen, dtype=t.dtype))
     return module
 
