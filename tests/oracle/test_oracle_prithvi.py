@@ -124,3 +124,17 @@ def test_two_frames_match_terratorch_rebuilt(pair):
     pooled, grid, want_pooled, want_grid = run_both(two, ours, 2)
     assert_close(grid, want_grid, "prithvi T=2 grid")
     assert_close(pooled, want_pooled, "prithvi T=2 pooled")
+
+
+def test_preprocessing_matches_terratorch_stats(pair):
+    """Our default preprocessing of a 224 px frame (no pad or resize then) is the published
+    z-score with terratorch's registered Prithvi-EO-2.0 mean/std, read from the file's
+    config.json; rs-embed's DN/10000 (``normalization="rs_embed"``) is not."""
+    _, _, ours = pair
+    mean = np.asarray(pvit.PRITHVI_V2_MEAN, np.float32)[:, None, None]
+    std = np.asarray(pvit.PRITHVI_V2_STD, np.float32)[:, None, None]
+    rng = np.random.default_rng(15)
+    raw = rng.uniform(0, 9000, size=(1, 6, 224, 224)).astype(np.float32)
+    xs, _ = ours.preprocess([raw])
+    assert_close(xs[0].numpy(), (raw - mean) / std, "prithvi preprocessing", atol=1e-5)
+    assert np.abs(xs[0].numpy() - raw / 10000.0).max() > 0.1
