@@ -71,3 +71,18 @@ def test_position_table_matches_rshf(pair):
     want = get_2d_sincos_pos_embed_with_resolution(1024, 14, res, cls_token=True)
     got = gsd_pos_embed(res)
     assert_close(got.numpy(), want.float().numpy(), "scalemae position table", atol=1e-4)
+
+
+def test_preprocessing_matches_torchgeo_transforms(pair):
+    """torchgeo ships Scale-MAE's input transform (``_scale_mae_transforms``: /255, then
+    ImageNet mean/std, on a uint8-valued tensor, no resize): on a 224 px patch (no resize
+    on our side either) it equals our preprocessing of the same DN patch."""
+    scale_mae = pytest.importorskip("torchgeo.models.scale_mae")
+
+    _, ours, _ = pair
+    rng = np.random.default_rng(16)
+    raw = rng.uniform(-100, 12000, size=(3, 224, 224)).astype(np.float32)
+    u8 = (np.clip(raw / 10000.0, 0, 1) * 255.0).astype(np.uint8)
+    want = scale_mae._scale_mae_transforms(torch.from_numpy(u8).float()[None])
+    got = ours.preprocess([raw])
+    assert_close(got.numpy(), want.numpy(), "scalemae preprocessing", atol=1e-5)
