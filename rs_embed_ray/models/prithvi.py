@@ -36,9 +36,23 @@ window-length rule ``T = clamp(days // 28, 1, 4)`` of rs-embed is not applied: a
 shorter than 8 weeks still gets up to 4 (shorter) bins. ``location_coords`` = (lat, lon) of
 the place centre: Prithvi needs georeferenced input.
 
-Preprocessing (spec §3a): DN / 10000 clipped to [0, 1] (the HF config mean/std are not
-applied), NaN -> 0; per frame centre pad to a square (reflect; edge when too wide) and
-bilinear resize to 224 (``align_corners=False``). Outputs: last block + ``norm``, CLS
+Preprocessing (``model_config["normalization"]``):
+
+* ``"upstream"`` (default): the published recipe (the HF repo's ``inference.py``; the
+  ``mean``/``std`` that terratorch registers for every Prithvi-EO-2.0 model):
+  ``(DN - mean) / std`` per band with the ``pretrained_cfg`` mean/std of the repo's
+  ``config.json`` next to the weights (else the published v2 values, ``V2_MEAN``/``V2_STD``,
+  in HLS reflectance x 10000, the scale of S2 SR DN); a missing (NaN) pixel becomes 0.0001
+  after normalising, as upstream does with its nodata value. This departs from rs-embed
+  0.3.1, whose adapter feeds ``DN / 10000`` clipped to [0, 1] and never applies the
+  config's mean/std (spec §3a): a model trained on z-scores then sees inputs around
+  0.1-0.3 instead of around 0, far outside its training distribution. Found by the
+  preprocessing oracle (tests/oracle/test_oracle_prithvi.py, terratorch's constants);
+* ``"rs_embed"``: rs-embed 0.3.1's ``DN / 10000`` clipped to [0, 1], NaN -> 0 (what every
+  prithvi export of this project did before; matches the reference exports).
+
+Then per frame a centre pad to a square (reflect; edge when too wide) and a bilinear
+resize to 224 (``align_corners=False``), in either mode. Outputs: last block + ``norm``, CLS
 dropped; grid = mean over frames of the (t, h, w) token grid; pooled = mean (or max) over
 all patch tokens of all frames. A padded or ROI-windowed input has its grid cropped back
 to the real area before pooling. One forward per distinct T in a batch (usually one).
@@ -113,6 +127,12 @@ PRETRAIN_FRAMES = 4
 MAX_FRAMES = 4
 MAX_GAP_DAYS = 184  # the ~6 month upper end of the pretraining frame spacing
 BAND_NAMES = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
+# the published Prithvi-EO-2.0 input statistics (config.json pretrained_cfg; terratorch's
+# PRITHVI_V2_MEAN / PRITHVI_V2_STD), HLS reflectance x 10000
+V2_MEAN = (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0)
+V2_STD = (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0)
+NODATA_FLOAT = 0.0001  # upstream's value for a missing pixel after normalising
+NORMALIZATIONS = ("upstream", "rs_embed")
 
 
 def normalize_variant(name: Any) -> str:
@@ -321,6 +341,20 @@ def _check_sidecar_config(weights_path: Path, variant: str) -> dict[str, Any] | 
 # ---------------------------------------------------------------------------------------
 
 
+def _norm_stats(pre: dict[str, Any] | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-band mean/std of the repo's ``pretrained_cfg`` (6 values each), else V2's."""
+    pre = pre or {}
+    mean, std = pre.get("mean"), pre.get("std")
+    try:
+        if mean is not None and std is not None and len(mean) == len(std) == IN_CHANS:
+            m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+            if all(v > 0 for v in s):
+                return m, s
+    except (TypeError, ValueError):
+        pass
+    return V2_MEAN, V2_STD
+
+
 def split_days(start: str, end: str, n: int) -> list[tuple[date, date]]:
     """``n`` equal whole-day bins over [start, end); the last ends at ``end`` (provider rule)."""
     d0, d1 = date.fromisoformat(str(start)), date.fromisoformat(str(end))
@@ -366,7 +400,7 @@ def dedupe_frames(x: np.ndarray) -> list[int]:
     """Indices of the frames kept when bit-identical repeats are dropped (first kept)."""
     kept: list[int] = []
     for i in range(x.shape[0]):
-        if not any(np.array_equal(x[i], x[j]) for j in kept):
+        if not any(np.array_equal(x[i], x[j], equal_nan=True) for j in kept):
             kept.append(i)
     return kept
 
@@ -374,8 +408,9 @@ def dedupe_frames(x: np.ndarray) -> list[int]:
 class Prithvi(TorchEmbedder):
     """Prithvi-EO-2.0 TL on S2 B2,B3,B4,B8A,B11,B12 (30 m), up to 4 frames, dates + place.
 
-    ``model_config``: ``variant`` (see module docstring), ``dedupe_frames`` (default True),
-    ``hf_repo``, ``hf_revision``, ``filename``.
+    ``model_config``: ``variant`` (see module docstring), ``normalization`` (``upstream``,
+    default, or ``rs_embed``), ``dedupe_frames`` (default True), ``hf_repo``,
+    ``hf_revision``, ``filename``.
     """
 
     info: ClassVar[ModelInfo] = CATALOG["prithvi"]
@@ -387,11 +422,20 @@ class Prithvi(TorchEmbedder):
         self.variant = normalize_variant(cfg.get("variant"))
         spec = VARIANTS[self.variant]
         self.dedupe = bool(cfg.get("dedupe_frames", True))
+        norm = str(cfg.get("normalization") or "upstream").strip().lower()
+        if norm not in NORMALIZATIONS:
+            raise ModelError(
+                f"prithvi normalization must be one of {list(NORMALIZATIONS)}, got "
+                f"{cfg.get('normalization')!r}."
+            )
+        self.normalization = norm
         self._init_runtime()
         resolved = self._resolve_weights(weights, filename=spec["file"], hf_repo=spec["repo"])
         model = build_seeded(build_prithvi_encoder, self.variant)
+        pre = None
         if resolved.path is not None:
-            _check_sidecar_config(resolved.path, self.variant)
+            pre = _check_sidecar_config(resolved.path, self.variant)
+        self.mean, self.std = _norm_stats(pre)
         model = load_prepared(model, resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()
         self.embed_dim = int(spec["embed_dim"])
@@ -421,7 +465,7 @@ class Prithvi(TorchEmbedder):
                 f"prithvi takes at most {MAX_FRAMES} frames, got {a.shape[0]} "
                 "(the catalog fetches 4 equal bins)."
             )
-        return np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        return np.where(np.isfinite(a), a, np.float32(np.nan))  # +-inf: missing, like NaN
 
     def select_frames(
         self, x: Any, temporal: TemporalSpec | None, fetch_meta: dict[str, Any] | None
@@ -464,7 +508,13 @@ class Prithvi(TorchEmbedder):
             groups.setdefault((int(f.shape[-2]), int(f.shape[-1])), []).append(i)
         for idx in groups.values():
             t = torch.from_numpy(np.concatenate([frames[i] for i in idx])).to(self.device)
-            t = torch.clamp(t / 10000.0, 0.0, 1.0)
+            missing = torch.isnan(t)
+            if self.normalization == "upstream":
+                m = torch.tensor(self.mean, dtype=t.dtype, device=t.device).view(1, -1, 1, 1)
+                s = torch.tensor(self.std, dtype=t.dtype, device=t.device).view(1, -1, 1, 1)
+                t = torch.where(missing, NODATA_FLOAT, (t - m) / s)
+            else:
+                t = torch.clamp(torch.where(missing, 0.0, t) / 10000.0, 0.0, 1.0)
             t, win = square_pad(t)
             if t.shape[-1] != IMAGE_SIZE:
                 t = F.interpolate(
@@ -534,7 +584,12 @@ class Prithvi(TorchEmbedder):
                 "weights": dict(self.weights_record),
                 "input_hw": hw_list(batch.inputs[i]),
                 "image_size": IMAGE_SIZE,
-                "preprocess": "dn_div_10000_clip01_pad_square_bilinear",
+                "preprocess": (
+                    "upstream_zscore_pad_square_bilinear"
+                    if self.normalization == "upstream"
+                    else "dn_div_10000_clip01_pad_square_bilinear"
+                ),
+                "normalization": self.normalization,
                 "bands": list(self.info.sensor.bands),  # type: ignore[union-attr]
                 "band_names": list(BAND_NAMES),
                 "temporal_coords": tcoords[i],
@@ -565,7 +620,10 @@ __all__ = [
     "DECODER",
     "DEFAULT_VARIANT",
     "IMAGE_SIZE",
+    "NORMALIZATIONS",
     "PRETRAIN_FRAMES",
+    "V2_MEAN",
+    "V2_STD",
     "VARIANTS",
     "Prithvi",
     "build_prithvi_encoder",

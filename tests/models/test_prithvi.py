@@ -127,23 +127,52 @@ def test_loader_rejects_wrong_file_and_config(tmp_path):
         Prithvi(device="cpu", weights=str(p))
 
 
+MEAN = np.array([1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0], np.float32)[:, None, None]
+STD = np.array([2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0], np.float32)[:, None, None]
+
+
 def test_preprocess_golden(prithvi):
-    """DN/10000 clip [0,1] -> centre reflect pad to square -> bilinear 224 (half-pixel)."""
+    """(DN - mean) / std (the published stats from config.json) -> centre reflect pad to
+    square -> bilinear 224 (half-pixel); NaN -> 0.0001 after normalising."""
     from rs_embed_ray.models.tiling import resize_bilinear
 
+    assert prithvi.normalization == "upstream" and prithvi.mean[0] == 1087.0
     rng = np.random.default_rng(3)
     x = rng.uniform(-500, 12000, size=(1, 6, 20, 30)).astype(np.float32)
     t, wins = prithvi.preprocess([x])
-    unit = np.clip(x / 10000.0, 0.0, 1.0)
+    unit = (x - MEAN) / STD
     padded = np.pad(unit, ((0, 0), (0, 0), (5, 5), (0, 0)), mode="reflect")
     want = resize_bilinear(padded, (224, 224))
     assert tuple(t[0].shape) == (1, 6, 224, 224)
-    np.testing.assert_allclose(t[0].numpy(), want, atol=1e-5)  # float32 weights
+    np.testing.assert_allclose(t[0].numpy(), want, atol=5e-5)  # float32 weights, |z| <= 5
     assert wins == [(5 / 30, 25 / 30, 0.0, 1.0)]
-    # a 224 square passes unresized, only scaled
+    # a 224 square passes unresized, only normalised; a missing pixel is upstream's 0.0001
     y = rng.uniform(0, 10000, size=(2, 6, 224, 224)).astype(np.float32)
+    y[1, :, 7, 9] = np.nan
     t2, _ = prithvi.preprocess([y])
-    np.testing.assert_allclose(t2[0].numpy(), y / 10000.0, rtol=1e-6)
+    want2 = (y - MEAN) / STD
+    want2[1, :, 7, 9] = 0.0001
+    np.testing.assert_allclose(t2[0].numpy(), want2, rtol=1e-6, atol=1e-6)
+
+
+def test_preprocess_rs_embed_normalization(prithvi_ckpt):
+    """``normalization="rs_embed"`` keeps rs-embed 0.3.1's DN/10000 clip [0,1], NaN -> 0."""
+    from rs_embed_ray.models.prithvi import Prithvi
+
+    m = Prithvi(
+        device="cpu",
+        weights=str(prithvi_ckpt),
+        model_config={"normalization": "rs_embed"},
+        precision="float32",
+    )
+    rng = np.random.default_rng(4)
+    y = rng.uniform(-500, 12000, size=(1, 6, 224, 224)).astype(np.float32)
+    y[0, :, 3, 3] = np.nan
+    t, _ = m.preprocess([y])
+    want = np.clip(np.nan_to_num(y, nan=0.0) / 10000.0, 0.0, 1.0)
+    np.testing.assert_allclose(t[0].numpy(), want, rtol=1e-6)
+    with pytest.raises(ModelError, match="normalization must be one of"):
+        Prithvi(device="cpu", weights="random", model_config={"normalization": "zscore"})
 
 
 def test_pos_embed_matches_formula(prithvi):
@@ -203,7 +232,7 @@ def test_forward_matches_hand_composed_reference(prithvi):
     x = rng.uniform(0, 8000, size=(2, 6, 224, 224)).astype(np.float32)
     (got,) = _embed(prithvi, [x], OutputSpec.grid())
     sd = {k: v.detach().double().numpy() for k, v in prithvi.model.state_dict().items()}
-    unit = np.clip(x / 10000.0, 0.0, 1.0).astype(np.float64)
+    unit = ((x - MEAN) / STD).astype(np.float64)
     patches = unit.reshape(2, 6, 14, 16, 14, 16).transpose(0, 2, 4, 1, 3, 5).reshape(2 * 196, -1)
     tok = patches @ sd["patch_embed.proj.weight"].reshape(768, -1).T + sd["patch_embed.proj.bias"]
     rows = []
