@@ -286,6 +286,7 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="hf:ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL/Prithvi_EO_V2_100M_TL.pt",
         variants=("prithvi_eo_v2_100_tl", "prithvi_eo_v2_300_tl", "prithvi_eo_v2_600_tl"),
+        code_version=2,  # 2: inputs z-scored with the published mean/std (upstream recipe)
         notes="Fetched as 4 equal bins over the window; bit-identical (back-filled) frames "
         "dropped, so T is 1..4 (rs-embed's T = clamp(days // 28, 1, 4) is not applied); "
         "temporal coords = bin midpoints, location = place centre (needs georef); "
