@@ -156,8 +156,9 @@ class _Template:
         return json.loads("".join(parts))
 
 
-def _make_template(text: str, tokens: Sequence[str], unique: Sequence[int]) -> _Template | None:
-    """Cut ``text`` at every placeholder token; None if a token is ambiguous in the text."""
+def _make_template(text: str, tokens: Sequence[str], positions: Sequence[int]) -> _Template | None:
+    """Cut ``text`` at every placeholder token (``tokens[i]`` stands for the per-place value
+    at ``positions[i]``); None if a token is ambiguous in the text."""
     pieces: list[str] = []
     slots: list[int] = []
     rest = text
@@ -168,7 +169,7 @@ def _make_template(text: str, tokens: Sequence[str], unique: Sequence[int]) -> _
             break
         pos, i = min(hits)
         pieces.append(rest[:pos])
-        slots.append(unique[i])
+        slots.append(positions[i])
         rest = rest[pos + len(tokens[i]) :]
     static = "".join(pieces)
     if any(tok in static for tok in tokens):  # pragma: no cover - tokens are unambiguous
@@ -237,7 +238,7 @@ class RequestTemplates:
         placeholders = [ph_unique[u] for u in pattern]
         text = json.dumps(ee.serializer.encode(build(placeholders)))
         tokens = [json.dumps(ph_unique[u]) for u in unique]
-        template = _make_template(text, tokens, unique)
+        template = _make_template(text, tokens, [first_of[u] for u in unique])
         real = build(values)
         expected = json.dumps(ee.serializer.encode(real))
         if template is not None and json.dumps(template.fill(texts)) != expected:
