@@ -74,7 +74,7 @@ def fetch_all(sensor: SensorSpec, windows: list[TemporalSpec], **kw: Any):
 
 
 def test_s2_requests_are_the_clients_bytes(emulator: EEEmulator) -> None:
-    bodies, patches, stats = both(emulator, fetch_all(S2, [SUMMER, SPRING]))
+    bodies, _patches, stats = both(emulator, fetch_all(S2, [SUMMER, SPRING]))
     # one template per equality pattern of the values: the place whose corners repeat
     # (0.0, 0.0, 320.0, 320.0) has its own; every later place is spliced into one of them
     assert stats["built"] == 2 and stats["templated"] == len(bodies) - 2 == 4
@@ -106,7 +106,7 @@ def test_s1_and_its_relaxed_fallback_are_the_clients_bytes(emulator: EEEmulator)
 def test_time_series_requests_are_the_clients_bytes(emulator: EEEmulator) -> None:
     # equal bins; the bin starting 2022-07-01 (of SUMMER) is empty and back-filled
     emulator.size_hook = lambda e: 0 if "2022-07-01" in date_range_starts(e) else None
-    bodies, patches, stats = both(emulator, fetch_all(S2, [SUMMER, SPRING], n_frames=3))
+    _bodies, patches, stats = both(emulator, fetch_all(S2, [SUMMER, SPRING], n_frames=3))
     assert [p.meta["n_backfilled_frames"] for p in patches] == [1, 1, 1, 0, 0, 0]
     # the empty-bin pattern is part of the shape (x 2 corner patterns)
     assert stats["built"] == 4 and stats["templated"] == 2
@@ -192,8 +192,8 @@ def test_export_identical_with_templates_on_and_off(tmp_path) -> None:
                 out=str(out),
                 layout="per_item",
                 show_progress=False,
-                num_workers=2,
-                chunk_size=2,
+                num_workers=1,
+                chunk_size=4,
             )
             assert all(r["status"] == "ok" for r in res)
             bodies[templates] = sorted(r["body"] for r in emu.requests_of("computePixels"))
