@@ -140,7 +140,7 @@ class PeakRSS:
 
 def fetch_cpu_main(a: argparse.Namespace) -> None:
     """CPU per place of ONE FetchWorker in this process (no Ray, no model, the emulator in its
-    own process), Earth Engine request templates off then on: one JSON line each.
+    own process), Earth Engine request templates off, on, on, off: one JSON line each.
 
     On a busy machine this is the robust per-place figure: CPU seconds of this process
     (all its threads: the client, the HTTP transport, shard writing) over the places, after
@@ -163,7 +163,8 @@ def fetch_cpu_main(a: argparse.Namespace) -> None:
             }
             for i in range(0, len(rows), a.chunk_size)
         ]
-        for templates in (False, True):
+        # off, on, on, off: a drift of the machine's other load hits both modes alike
+        for templates in (False, True, True, False):
             with tempfile.TemporaryDirectory(prefix="rs_bench_shards_") as shards:
                 worker = FetchWorker(
                     backend="gee",

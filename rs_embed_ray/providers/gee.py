@@ -52,6 +52,13 @@ Why it looks like this:
   back as an all-NaN frame (never back-filled); a place with no image in any bin raises the
   usual "No images found" error. Meta: ``frames=[{start, end, empty, n_images}]``,
   ``n_empty``.
+* **Templates** (``request_templates``, default on). The expression of a request shape
+  (sensor, bands, composite, variant, bins, empty-bin pattern) is built and serialised once
+  per process; each place splices its region corners and dates into that JSON
+  (``providers.gee_template``) and it is sent through the client's own resource, headers and
+  transport. The bodies are the client's byte for byte (checked on the first place of every
+  shape; a shape or value that cannot be spliced safely is built by the client). The
+  value:compute size queries and the S1 diagnostics are still built by the client.
 * **Retries.** The ee client retries 429/5xx by itself (googleapiclient, ``max_retries=5``,
   random 2**n s sleeps, no Retry-After). The provider sets ``ee.data.setMaxRetries(0)`` and
   owns the policy: 429, 5xx, 408 and connection errors are retried with exponential backoff
