@@ -236,12 +236,16 @@ class RequestTemplates:
         first_of = {u: pattern.index(u) for u in unique}
         ph_unique = {u: _placeholder(str(kinds[first_of[u]]), u) for u in unique}
         placeholders = [ph_unique[u] for u in pattern]
-        text = json.dumps(ee.serializer.encode(build(placeholders)))
-        tokens = [json.dumps(ph_unique[u]) for u in unique]
-        template = _make_template(text, tokens, [first_of[u] for u in unique])
         real = build(values)
-        expected = json.dumps(ee.serializer.encode(real))
-        if template is not None and json.dumps(template.fill(texts)) != expected:
+        try:
+            text = json.dumps(ee.serializer.encode(build(placeholders)))
+            tokens = [json.dumps(ph_unique[u]) for u in unique]
+            template = _make_template(text, tokens, [first_of[u] for u in unique])
+            expected = json.dumps(ee.serializer.encode(real))
+            if template is not None and json.dumps(template.fill(texts)) != expected:
+                template = None
+        except Exception:  # e.g. the client checks a value a placeholder cannot pass
+            log.debug("templating %s failed", str(full_key[0])[:200], exc_info=True)
             template = None
         if template is None:
             log.warning(

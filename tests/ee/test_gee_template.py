@@ -165,6 +165,16 @@ def test_templates_refuse_what_they_cannot_splice(emulator: EEEmulator) -> None:
     assert not isinstance(templates.expression("k", [True], build), Encoded)
     assert templates.stats["templated"] == 1 and templates.stats["client"] == 3
 
+    def picky(values: Any) -> Any:  # a client-side check no placeholder passes
+        if "placeholder" in str(values[0]):
+            raise ValueError("not a real value")
+        return ee.List([values[0]])
+
+    for value in ("a", "b"):  # the shape is refused once, then always built by the client
+        got = templates.expression("picky", [value], picky)
+        assert not isinstance(got, Encoded) and ee.serializer.encode(got)
+    assert templates.stats["rejected"] == 1 and templates.stats["client"] == 5
+
 
 def test_request_templates_option_is_typed(emulator: EEEmulator) -> None:
     with pytest.raises(ValueError, match="request_templates must be true or false"):
