@@ -13,6 +13,7 @@ Example:
   python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
   python scripts/bench.py --forward remoteclip,dofa:large --batch-sizes 1,16
   python scripts/bench.py --n 2000 --latency-ms 300 --num-workers 40 --models remoteclip
+  python scripts/bench.py --fetch-cpu --n 1000   # CPU per place of one FetchWorker, no Ray
 """
 
 from __future__ import annotations
@@ -135,6 +136,82 @@ class PeakRSS:
         for pid, t0 in self._cpu0.items():
             if pid in self.cpu_s:
                 self.cpu_s[pid] -= t0
+
+
+def fetch_cpu_main(a: argparse.Namespace) -> None:
+    """CPU per place of ONE FetchWorker in this process (no Ray, no model, the emulator in its
+    own process), Earth Engine request templates off, on, on, off: one JSON line each.
+
+    On a busy machine this is the robust per-place figure: CPU seconds of this process
+    (all its threads: the client, the HTTP transport, shard writing) over the places, after
+    one warm-up batch; wall time depends on the other load and is printed only for context.
+    """
+    from rs_embed_ray.pipeline import fetch
+    from rs_embed_ray.pipeline.fetch import FetchWorker
+    from rs_embed_ray.specs import spatial_to_dict
+
+    fetch.current_node = lambda: ""  # outside Ray: asking for the node would start Ray here
+
+    emu = ExternalEmulator(a.latency_ms, a.jitter_ms)
+    try:
+        pts = make_points(a.n + a.chunk_size, 15.0, 45.0, a.buffer_m, a.spread_deg)
+        rows = [json.dumps(spatial_to_dict(p)) for p in pts]
+        batches = [
+            {
+                "index": np.arange(i, min(i + a.chunk_size, len(rows)), dtype=np.int64),
+                "spatial": np.asarray(rows[i : i + a.chunk_size], dtype=object),
+            }
+            for i in range(0, len(rows), a.chunk_size)
+        ]
+        # off, on, on, off: a drift of the machine's other load hits both modes alike
+        for templates in (False, True, True, False):
+            with tempfile.TemporaryDirectory(prefix="rs_bench_shards_") as shards:
+                worker = FetchWorker(
+                    backend="gee",
+                    provider_options={
+                        "url": emu.url,
+                        "request_templates": templates,
+                        "ee_max_concurrent": a.ee_max_concurrent,
+                        "ee_max_qps": a.ee_max_qps,
+                    },
+                    sensor={
+                        "collection": "COPERNICUS/S2_SR_HARMONIZED",
+                        "bands": ("B2", "B3", "B4", "B8"),
+                        "scale_m": 10,
+                    },
+                    n_frames=None,
+                    temporal={"mode": "range", "start": "2022-06-01", "end": "2022-09-01"},
+                    shard_dir=shards,
+                    max_retries=0,
+                    retry_backoff_s=0.0,
+                    fail_on_bad_input=False,
+                    threads=a.fetch_threads,
+                )
+                worker(batches[0])  # warm-up: ee initialisation, first template
+                emu0, cpu0, t0 = emu.cpu_s(), time.process_time(), time.perf_counter()
+                ok = 0
+                for b in batches[1:]:
+                    ok += int((worker(b)["status"] == "ok").sum())
+                cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+                n = len(rows) - len(batches[0]["index"])
+                print(
+                    json.dumps(
+                        {
+                            "mode": "fetch_cpu",
+                            "request_templates": templates,
+                            "n": n,
+                            "ok": ok,
+                            "fetch_threads": a.fetch_threads,
+                            "fetch_worker_cpu_ms_per_place": round(1000 * cpu / n, 3),
+                            "emulator_cpu_ms_per_place": round(1000 * (emu.cpu_s() - emu0) / n, 3),
+                            "wall_s": round(wall, 2),
+                            "templates": worker.provider.template_stats(),
+                        }
+                    ),
+                    flush=True,
+                )
+    finally:
+        emu.stop()
 
 
 def make_points(n: int, lon0: float, lat0: float, buffer_m: float, spread_deg: float):
@@ -307,9 +384,24 @@ def main() -> None:
     ap.add_argument(
         "--frames", type=int, help="for --forward: frames per input of multi-temporal models"
     )
+    ap.add_argument(
+        "--fetch-cpu",
+        action="store_true",
+        help="instead of an export: CPU per place of one FetchWorker (no Ray), Earth Engine "
+        "request templates off and on",
+    )
+    ap.add_argument(
+        "--no-request-templates",
+        action="store_true",
+        help="export with the Earth Engine client building every request (provider option "
+        "request_templates=False)",
+    )
     a = ap.parse_args()
     if a.forward:
         forward_main(a)
+        return
+    if a.fetch_cpu:
+        fetch_cpu_main(a)
         return
 
     import ray
@@ -342,7 +434,10 @@ def main() -> None:
     if a.backend == "emulator":
         emu = ExternalEmulator(a.latency_ms, a.jitter_ms)
         emu_cpu0 = emu.cpu_s()
-        kw.update(backend="gee", provider_options={"url": emu.url})
+        popts: dict = {"url": emu.url}
+        if a.no_request_templates:
+            popts["request_templates"] = False
+        kw.update(backend="gee", provider_options=popts)
     else:
         source = a.source
         if source is None:

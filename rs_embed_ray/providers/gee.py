@@ -52,6 +52,13 @@ Why it looks like this:
   back as an all-NaN frame (never back-filled); a place with no image in any bin raises the
   usual "No images found" error. Meta: ``frames=[{start, end, empty, n_images}]``,
   ``n_empty``.
+* **Templates** (``request_templates``, default on). The expression of a request shape
+  (sensor, bands, composite, variant, bins, empty-bin pattern) is built and serialised once
+  per process; each place splices its region corners and dates into that JSON
+  (``providers.gee_template``) and it is sent through the client's own resource, headers and
+  transport. The bodies are the client's byte for byte (checked on the first place of every
+  shape; a shape or value that cannot be spliced safely is built by the client). The
+  value:compute size queries and the S1 diagnostics are still built by the client.
 * **Retries.** The ee client retries 429/5xx by itself (googleapiclient, ``max_retries=5``,
   random 2**n s sleeps, no Retry-After). The provider sets ``ee.data.setMaxRetries(0)`` and
   owns the policy: 429, 5xx, 408 and connection errors are retried with exponential backoff
@@ -73,6 +80,7 @@ Why it looks like this:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.utils
 import json
 import logging
@@ -102,6 +110,7 @@ from rs_embed_ray.geo import (
     split_grid,
     union_grid,
 )
+from rs_embed_ray.providers import gee_template
 from rs_embed_ray.providers.base import Patch
 from rs_embed_ray.providers.ratelimit import (
     DEFAULT_MAX_CONCURRENT,
@@ -548,7 +557,10 @@ class GEEProvider:
     ``limiter``: shared request limiter; default a ``LocalLimiter(ee_max_concurrent,
     ee_max_qps)`` for this instance. ``max_retries``/``backoff_s``/``max_backoff_s``: retry
     policy for 429/5xx/transport errors. ``auto_auth`` is accepted for rs-embed
-    compatibility; no interactive flow is ever started.
+    compatibility; no interactive flow is ever started. ``request_templates`` (default True):
+    serialise each request shape once and splice every place's region and dates into it
+    (``providers.gee_template``; the same request bytes, less client CPU); False builds every
+    request with the client.
     """
 
     name = "gee"
@@ -577,6 +589,7 @@ class GEEProvider:
         batch_max_group: int = DEFAULT_BATCH_MAX_GROUP,
         batch_max_area_ratio: float = DEFAULT_BATCH_MAX_AREA_RATIO,
         batch_threads: int = 1,
+        request_templates: bool = True,
     ) -> None:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
@@ -603,6 +616,9 @@ class GEEProvider:
         self.batch_max_group = int(batch_max_group)
         self.batch_max_area_ratio = float(batch_max_area_ratio)
         self.batch_threads = max(1, int(batch_threads))
+        if not isinstance(request_templates, bool):
+            raise ValueError(f"request_templates must be true or false, got {request_templates!r}")
+        self.request_templates = request_templates
         self._setup_runtime()
 
     def _setup_runtime(self) -> None:
@@ -617,10 +633,21 @@ class GEEProvider:
             urlsplit(self.url).hostname or ""
         ).endswith("googleapis.com")
         self.project: str | None = None
+        self._templates: gee_template.RequestTemplates | None = None
+        if self.request_templates:
+            if gee_template.supported():
+                self._templates = gee_template.RequestTemplates()
+            else:
+                log.warning("this earthengine-api cannot send templated requests; not using them")
+
+    def template_stats(self) -> dict[str, int]:
+        """Requests whose expression came from a template vs built by the client (see
+        ``providers.gee_template``); empty when templates are off."""
+        return dict(self._templates.stats) if self._templates is not None else {}
 
     # pickling: ship the configuration, not locks or sessions (Ray actors rebuild them)
     def __getstate__(self) -> dict[str, Any]:
-        skip = {"_token", "_init_lock", "_ready", "_transport", "_secrets", "_local"}
+        skip = {"_token", "_init_lock", "_ready", "_transport", "_secrets", "_local", "_templates"}
         return {k: v for k, v in self.__dict__.items() if k not in skip}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -959,9 +986,34 @@ class GEEProvider:
 
     @staticmethod
     def _region(grid: Grid) -> Any:
+        return GEEProvider._rect(grid.bounds())
+
+    @staticmethod
+    def _rect(bounds: Sequence[float]) -> Any:
         import ee
 
-        return ee.Geometry.Rectangle(list(grid.bounds()), proj="EPSG:3857", geodesic=False)
+        return ee.Geometry.Rectangle(list(bounds), proj="EPSG:3857", geodesic=False)
+
+    def _image(self, shape: str, job: _Job, grid: Grid, make: Callable[[_Job, Any], Any]) -> Any:
+        """The expression of a request over ``grid``: ``make(job, region)`` built by the
+        client, or (templates on) that expression serialised once per request shape with
+        this place's region corners and dates spliced in (``providers.gee_template``).
+
+        ``make`` must take the window and bins from its job argument, never from ``job``.
+        """
+        if self._templates is None:
+            return make(job, self._region(grid))
+        n_bins = len(job.bins)
+
+        def build(values: Sequence[Any]) -> Any:
+            flat = list(values[6:])
+            bins = list(zip(flat[0::2], flat[1::2], strict=True))
+            j = dataclasses.replace(job, start=values[4], end=values[5], bins=bins)
+            return make(j, self._rect(values[:4]))
+
+        values = [*grid.bounds(), job.start, job.end, *(d for b in job.bins for d in b)]
+        key = (shape, n_bins, repr(dataclasses.replace(job, start="", end="", bins=[])))
+        return self._templates.expression(key, values, build)
 
     def _empty_error(self, job: _Job, grid: Grid) -> ProviderError:
         """The clear "no images" error (S1 asks Earth Engine for its filter-stage counts)."""
@@ -1008,9 +1060,12 @@ class GEEProvider:
 
     def _fetch_counted(self, job: _Job, grid: Grid, variant: str) -> tuple[np.ndarray, int]:
         """One composite on ``grid`` with its image count: ((Cu + 1), H, W), pixel requests."""
-        col = self._collection(job, self._region(grid), variant)
-        names = [*job.uniq, N_IMAGES_BAND]
-        return self._pull(self._counted_composite(job, col), names, grid)
+
+        def make(j: _Job, region: Any) -> Any:
+            return self._counted_composite(j, self._collection(j, region, variant))
+
+        image = self._image(f"counted:{variant}", job, grid, make)
+        return self._pull(image, [*job.uniq, N_IMAGES_BAND], grid)
 
     def _fetch_binned(self, job: _Job, grid: Grid, variant: str) -> tuple[np.ndarray, int]:
         """Explicit bins on ``grid``: one counted composite per bin, stacked into one image.
@@ -1018,9 +1073,13 @@ class GEEProvider:
         Returns (T, Cu + 1, H, W) (the last channel is each bin's image count) and the
         number of pixel requests (one per tile unless T x (Cu + 1) exceeds the band limit).
         """
-        col = self._collection(job, self._region(grid), variant)
-        frames = [self._counted_composite(job, col.filterDate(s, e)) for s, e in job.bins]
-        return self._fetch_frames(frames, [*job.uniq, N_IMAGES_BAND], grid, stacked=True)
+
+        def frames(j: _Job, region: Any) -> list[Any]:
+            col = self._collection(j, region, variant)
+            return [self._counted_composite(j, col.filterDate(s, e)) for s, e in j.bins]
+
+        names = [*job.uniq, N_IMAGES_BAND]
+        return self._fetch_frames(frames, names, job, grid, f"binned:{variant}")
 
     def _frame_images(self, job: _Job, col: Any, bin_empty: list[bool]) -> list[Any]:
         """One image per time bin; an empty bin is back-filled with the window composite."""
@@ -1177,9 +1236,7 @@ class GEEProvider:
         k, total, bin_counts = self._decide(job, counts)
         if k is None:
             raise self._empty_error(job, place.grid)
-        col = self._collection(job, region, job.variants[k])
-        frames = self._frame_images(job, col, [b == 0 for b in bin_counts])
-        data, n_px = self._fetch_frames(frames, job.uniq, place.grid, stacked=True)
+        data, n_px = self._fetch_series(job, k, [b == 0 for b in bin_counts], place.grid)
         requests, retries = self._spent(req0)
         return self._finish(
             job, place, data, k, total, bin_counts,
@@ -1288,9 +1345,7 @@ class GEEProvider:
             sub = union_grid([places[i].grid for i in members])
             req1 = self._start()
             try:
-                col = self._collection(job, self._region(sub), job.variants[k])
-                frames = self._frame_images(job, col, list(empty))
-                data, n_px = self._fetch_frames(frames, job.uniq, sub, stacked=True)
+                data, n_px = self._fetch_series(job, k, list(empty), sub)
             except Exception as exc:
                 for i in members:
                     out[i] = exc
@@ -1456,28 +1511,45 @@ class GEEProvider:
             out[:, r0 : r0 + sub.height, c0 : c0 + sub.width] = block
         return out, n_req
 
-    def _fetch_frames(
-        self, frames: list[Any], bands: list[str], grid: Grid, *, stacked: bool
+    def _fetch_series(
+        self, job: _Job, k: int, empty: list[bool], grid: Grid
     ) -> tuple[np.ndarray, int]:
-        """Move T frames of len(bands) bands onto ``grid``: (T, C, H, W) float32."""
+        """Equal-bin time series of variant ``k`` on ``grid`` (empty bins back-filled)."""
+        variant = job.variants[k]
+
+        def frames(j: _Job, region: Any) -> list[Any]:
+            return self._frame_images(j, self._collection(j, region, variant), empty)
+
+        shape = f"series:{variant}:" + "".join("e" if e else "f" for e in empty)
+        return self._fetch_frames(frames, job.uniq, job, grid, shape)
+
+    def _fetch_frames(
+        self,
+        frames: Callable[[_Job, Any], list[Any]],
+        bands: list[str],
+        job: _Job,
+        grid: Grid,
+        shape: str,
+    ) -> tuple[np.ndarray, int]:
+        """Move the T = len(job.bins) frames ``frames(job, region)`` of len(bands) bands
+        onto ``grid``, stacked into as few images as the band limit allows: (T, C, H, W)."""
         import ee
 
-        t, c = len(frames), len(bands)
+        t, c = len(job.bins), len(bands)
         out = np.empty((t, c, grid.height, grid.width), dtype=np.float32)
-        per_req = max(1, self.max_bands // c) if stacked else 1
+        per_req = max(1, self.max_bands // c)
         if c > self.max_bands:
             raise ProviderError(f"{c} bands exceed Earth Engine's {self.max_bands}-band limit.")
         n_req = 0
         for g0 in range(0, t, per_req):
             group = list(range(g0, min(t, g0 + per_req)))
-            if stacked:
-                names = [f"{b}__t{i}" for i in group for b in bands]
-                image = ee.Image.cat(
-                    [frames[i].rename([f"{b}__t{i}" for b in bands]) for i in group]
-                )
-            else:
-                names = list(bands)
-                image = frames[group[0]]
+            names = [f"{b}__t{i}" for i in group for b in bands]
+
+            def make(j: _Job, region: Any, group: list[int] = group) -> Any:
+                built = frames(j, region)
+                return ee.Image.cat([built[i].rename([f"{b}__t{i}" for b in bands]) for i in group])
+
+            image = self._image(f"{shape}:{g0}:{len(group)}", job, grid, make)
             block, n = self._pull(image, names, grid)
             n_req += n
             out[g0 : g0 + len(group)] = block.reshape(len(group), c, grid.height, grid.width)
@@ -1487,8 +1559,11 @@ class GEEProvider:
         """computePixels for one tile; splits in two if the server still says it is too big."""
         import ee
 
+        # a templated expression is already serialised: send it without the encode step
+        encoded = isinstance(image, gee_template.Encoded)
+        send = gee_template.compute_pixels if encoded else ee.data.computePixels
         params: dict[str, Any] = {
-            "expression": image,
+            "expression": image.expression if encoded else image,
             "fileFormat": "NUMPY_NDARRAY",
             "grid": {
                 "dimensions": {"width": sub.width, "height": sub.height},
@@ -1505,7 +1580,7 @@ class GEEProvider:
         if self.workload_tag:
             params["workloadTag"] = self.workload_tag
         try:
-            arr = self._call("computePixels", lambda: ee.data.computePixels(params))
+            arr = self._call("computePixels", lambda: send(params))
         except ProviderError as exc:
             too_big = "Total request size" in str(exc) or "less than or equal" in str(exc)
             if not too_big or depth >= 8 or (sub.width == 1 and sub.height == 1):

@@ -544,7 +544,8 @@ class EEEmulator:
       ``nan_regions``: NaN pixels.
 
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
-    status, project, bytes); for pixel requests ``bands`` lists the image bands and
+    status, project, bytes; with ``record_bodies`` also ``body``, the request body exactly as
+    it arrived, decoded as UTF-8); for pixel requests ``bands`` lists the image bands and
     ``count_bands`` the per-pixel count bands; ``peak_in_flight`` the most requests handled
     at once; a process that started the emulator with the CLI reads both with ``GET
     /_emulator/stats`` (``fetch_stats(url)``).
@@ -586,6 +587,7 @@ class EEEmulator:
         self.nan_regions: list[tuple[float, float, float, float]] = []
         self.size_hook: Callable[[Any], int | None] | None = None
         self.request_log: list[dict[str, Any]] = []
+        self.record_bodies = False
         self.peak_in_flight = 0
         self.in_flight = 0
         self._rng = random.Random(seed)
@@ -813,6 +815,8 @@ class EEEmulator:
             "status": 200,
             "project": None,
         }
+        if self.record_bodies:
+            entry["body"] = body.decode("utf-8", "replace")
         self._enter()
         try:
             status, hdrs, payload = self._route(method, route, headers, body, entry)
