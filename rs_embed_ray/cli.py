@@ -190,6 +190,7 @@ def export(**o: Any) -> None:
     from rs_embed_ray.api import export_batch, plan_export
     from rs_embed_ray.io.points import read_places
     from rs_embed_ray.specs import OutputSpec, TemporalSpec
+    from rs_embed_ray.validation import check_not_inputs
 
     try:
         if o["year"] is not None and (o["start"] or o["end"]):
@@ -249,8 +250,9 @@ def export(**o: Any) -> None:
             spatial_batching=o["spatial_batching"],
             show_progress=not o["no_progress"],
         )
-        plan_export(**kwargs)  # every input error surfaces here, before Ray starts
-    except (RSEmbedRayError, ValueError) as exc:
+        plan = plan_export(**kwargs)  # every input error surfaces here, before Ray starts
+        check_not_inputs(plan, [("points file", o["points"])])
+    except (RSEmbedRayError, ValueError, TypeError) as exc:
         _fail(str(exc))
         return
     try:

@@ -223,6 +223,8 @@ def _num(row: dict[str, Any], col: str, where: str) -> float:
         text = v.strip()
         if not text:
             raise SpecError(f"{where}: column {col!r} is empty.")
+        if text.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise SpecError(f"{where}: column {col!r} is not finite ({v!r}).")
         if not _NUMBER.match(text):
             raise SpecError(f"{where}: column {col!r} must be a number, got {v!r:.40}.")
         f = float(text)
