@@ -130,8 +130,15 @@ def _is_number(v: Any) -> bool:
 
 def _position(coords: Any, where: str) -> tuple[float, float]:
     if not isinstance(coords, list) or len(coords) < 2 or not all(_is_number(c) for c in coords):
-        raise SpecError(f"{where}: a position must be [lon, lat] numbers, got {coords!r:.80}.")
-    return float(coords[0]), float(coords[1])
+        raise SpecError(
+            f"{where}: a position must be [lon, lat] finite numbers, got {coords!r:.80}."
+        )
+    lon, lat = float(coords[0]), float(coords[1])
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        raise SpecError(
+            f"{where}: a position must be [lon, lat] finite numbers, got {coords!r:.80}."
+        )
+    return lon, lat
 
 
 def _positions(coords: Any, depth: int, where: str) -> list[tuple[float, float]]:
@@ -167,7 +174,7 @@ def _geojson_records(path: Path) -> list[dict[str, Any]]:
     out = []
     kinds: dict[str, int] = {}
     for i, f in enumerate(feats):
-        where = f"{path.name} GeoJSON feature {i + 1}"
+        where = f"{path.name} feature {i + 1}"
         if not isinstance(f, dict):
             raise SpecError(f"{where}: a feature must be an object, got {type(f).__name__}.")
         props = f.get("properties")
@@ -362,8 +369,9 @@ def read_places(path: str | Path, *, buffer_m: float | None = None) -> Places:
     wcols = {c for c in cols if c in WINDOW_COLS}
     has_windows = bool(wcols)
     default_buf = None if buffer_m is None else _finite_option(buffer_m, "--buffer-m")
+    unit = "feature" if p.suffix.lower() in (".geojson", ".json") else "row"
     for i, row in enumerate(rows):
-        where = f"{p.name} row {i + 1}"
+        where = f"{p.name} {unit} {i + 1}"
         if is_box:
             spec: SpatialSpec = BBox(*(_num(row, c, where) for c in BOX_COLS))
         else:
