@@ -70,7 +70,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
 def _csv_records(path: Path, sep: str) -> list[dict[str, Any]]:
     """Every cell as the text written (no type guessing: ``007`` and ``NA`` stay names)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_bytes().decode("utf-8-sig")  # no newline translation: exact cells
     except UnicodeDecodeError as exc:
         raise SpecError(f"Points file {path} cannot be read: not UTF-8 text ({exc}).") from None
     except OSError as exc:
@@ -389,7 +389,8 @@ def read_places(path: str | Path, *, buffer_m: float | None = None) -> Places:
         spatials.append(spec)
         if has_names:
             v = row.get("name")
-            names.append("" if _missing(v) else str(v))
+            # a text cell is kept exactly as written; only a null (Parquet, JSON) is empty
+            names.append(v if isinstance(v, str) else "" if _missing(v) else str(v))
         if has_windows:
             temporals.append(_window(row, wcols, where))
     windows = temporals if any(t is not None for t in temporals) else None
