@@ -1022,3 +1022,27 @@ def test_address_without_cluster_in_a_process(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert took < 30, took
     assert snapshot(tmp_path) == before
+
+
+def test_read_only_file_system_refused(tmp_path, monkeypatch, no_ray):
+    """A read-only mount (root writes through permissions, so os.access cannot tell).
+    Mocked: this machine offers no read-only file system a test may use, so ``statvfs``
+    reports ST_RDONLY for the case's folder, as the kernel does for a ``ro`` mount."""
+    ws = Ws(tmp_path)
+    real = os.statvfs
+
+    class RO:
+        def __init__(self, st: os.statvfs_result) -> None:
+            self._st = st
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+    def statvfs(path: Any) -> Any:
+        st = real(path)
+        return RO(st) if str(path).startswith(str(tmp_path)) else st
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    args = ws.args()
+    before = snapshot(tmp_path)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "is on a read-only file system" in res.output, res.output
+    assert snapshot(tmp_path) == before and no_ray == []
