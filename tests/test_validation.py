@@ -18,25 +18,10 @@ from rs_embed_ray import (
     TemporalSpec,
 )
 from rs_embed_ray.api import plan_export
+from tests.conftest import tiny_raster_source
 
 T = TemporalSpec.range("2022-06-01", "2022-09-01")
 P = PointBuffer(15.0, 45.0, 160.0)
-
-
-def tiny_source(folder):
-    """A 4 x 4 px GeoTIFF: the local source is opened (header only) at plan time."""
-    import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
-
-    src = folder / "src"
-    src.mkdir(exist_ok=True)
-    with rasterio.open(
-        src / "2022-07-01_B2.tif", "w", driver="GTiff", width=4, height=4, count=1,
-        dtype="float32", crs="EPSG:32633", transform=from_origin(500000.0, 4983000.0, 10, 10),
-    ) as ds:  # fmt: skip
-        ds.write(np.zeros((4, 4), np.float32), 1)
-    return src
 
 
 def base(tmp_path, **kw):
@@ -47,7 +32,7 @@ def base(tmp_path, **kw):
         out=str(tmp_path / "o"),
         layout="per_item",
         backend="local",
-        source=str(tiny_source(tmp_path)),
+        source=str(tiny_raster_source(tmp_path)),
     )
     d.update(kw)
     return d
