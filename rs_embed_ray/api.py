@@ -20,6 +20,7 @@ from rs_embed_ray.specs import (
     SpatialSpec,
     TemporalSpec,
 )
+from rs_embed_ray.validation import check_call, check_ray_address
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def plan_export(
     ``temporals`` (one ``TemporalSpec`` or ``None`` per place, same length as ``spatials``)
     gives places their own time windows; ``None`` entries use ``temporal``.
     """
+    check_call(locals())  # types and bounds of every argument, named in the message
     if precision not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
     if int(ee_max_concurrent) < 1 or not float(ee_max_qps) > 0:
@@ -116,6 +118,7 @@ def plan_export(
     )
     if not save_inputs and not save_embeddings:
         raise ModelError("Nothing to export: save_inputs and save_embeddings are both False.")
+    check_ray_address(ray_address)
     plan.extra.update(
         ray_address=ray_address,
         async_write=bool(async_write),

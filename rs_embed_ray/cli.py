@@ -51,6 +51,13 @@ def _parse_model_configs(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _same_file(a: Path, b: str) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
     sys.exit(EXIT_BAD_INPUT)
@@ -190,6 +197,7 @@ def export(**o: Any) -> None:
     from rs_embed_ray.api import export_batch, plan_export
     from rs_embed_ray.io.points import read_places
     from rs_embed_ray.specs import OutputSpec, TemporalSpec
+    from rs_embed_ray.validation import check_not_inputs
 
     try:
         if o["year"] is not None and (o["start"] or o["end"]):
@@ -249,8 +257,9 @@ def export(**o: Any) -> None:
             spatial_batching=o["spatial_batching"],
             show_progress=not o["no_progress"],
         )
-        plan_export(**kwargs)  # every input error surfaces here, before Ray starts
-    except (RSEmbedRayError, ValueError) as exc:
+        plan = plan_export(**kwargs)  # every input error surfaces here, before Ray starts
+        check_not_inputs(plan, [("points file", o["points"])])
+    except (RSEmbedRayError, ValueError, TypeError) as exc:
         _fail(str(exc))
         return
     try:
@@ -346,15 +355,28 @@ def models(as_json: bool) -> None:
     "first 3 principal components of their embeddings (a panel per model); grid: the "
     "PCA-to-RGB grids of a few places next to their saved input. Needs matplotlib.",
 )
-@click.option("--plot-places", type=int, default=4, show_default=True, help="Places shown (grid).")
-@click.option("--dpi", type=int, default=100, show_default=True, help="PNG resolution.")
+@click.option(
+    "--plot-places",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Places shown (grid).",
+)
+@click.option(
+    "--dpi", type=click.IntRange(10, 600), default=100, show_default=True, help="PNG resolution."
+)
 def inspect(path: str, plot_path: str | None, plot_places: int, dpi: int) -> None:
     """Count ok/failed items per model of an export (reads manifests only); --plot draws it."""
     from rs_embed_ray.io.load import summarize_export
 
+    unreadable = (RSEmbedRayError, ValueError, OSError, RecursionError, MemoryError)
     if plot_path:
         from rs_embed_ray.io.plot import PlotUnavailable, require_matplotlib
 
+        target = Path(plot_path).expanduser()
+        if target.suffix.lower() != ".png" or (target.exists() and _same_file(target, path)):
+            _fail(f"inspect --plot {plot_path}: give a new .png file name (never the export).")
+            return
         try:
             require_matplotlib()
         except PlotUnavailable as exc:
@@ -362,15 +384,15 @@ def inspect(path: str, plot_path: str | None, plot_places: int, dpi: int) -> Non
             return
     try:
         summary = summarize_export(path)
-    except (RSEmbedRayError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    except unreadable as exc:
+        _fail(str(exc) or type(exc).__name__)
         return
     if plot_path:
         from rs_embed_ray.io.plot import plot_export
 
         try:
             summary["plot"] = plot_export(path, plot_path, max_places=plot_places, dpi=dpi)
-        except (RSEmbedRayError, ValueError, FileNotFoundError) as exc:
+        except unreadable as exc:
             _fail(f"inspect --plot: {exc}")
             return
     click.echo(json.dumps(summary, indent=2, default=str))

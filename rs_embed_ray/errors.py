@@ -17,6 +17,11 @@ class ModelError(RSEmbedRayError, ValueError):
     """A model request or export request is invalid, or a model failed."""
 
 
+class InputTypeError(ModelError, TypeError):
+    """An argument of the Python API has the wrong type (e.g. a string where a mapping goes):
+    a TypeError, and a ModelError like every other request error."""
+
+
 class WeightsError(ModelError):
     """Model weights could not be found or loaded."""
 

@@ -27,6 +27,14 @@ from rs_embed_ray.specs import (
     resolve_input_prep,
     validate_spatials,
 )
+from rs_embed_ray.validation import (
+    check_existing_format,
+    check_name_lengths,
+    check_not_inputs,
+    check_output_location,
+    check_patch_sizes,
+    check_source,
+)
 
 Layout = Literal["per_item", "combined"]
 FORMATS = ("npz", "netcdf", "geoparquet")
@@ -434,9 +442,10 @@ def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpe
     from rs_embed_ray.models.registry import embedder_class
 
     for m in models:
-        embedder_class(m.model_id).check_request(
-            weights=m.weights, model_config=m.model_config, temporals=temporals
-        )
+        cls = embedder_class(m.model_id)
+        cls.check_model_config(m.model_config)
+        cls.check_weights(m.weights, m.model_config)
+        cls.check_request(weights=m.weights, model_config=m.model_config, temporals=temporals)
 
 
 def _sensor_key(sensor: SensorSpec) -> str:
@@ -641,6 +650,9 @@ def build_plan(
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ModelError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.")
     check_writable(lay, path)
+    check_output_location(lay, path)
+    if b == "local":
+        check_source(source)
     popts = dict(provider_options or {})
     if b == "local" and source:
         popts["source"] = str(Path(source).expanduser().resolve())
@@ -670,6 +682,11 @@ def build_plan(
     if plan.retry_backoff_s < 0:
         raise ModelError("retry_backoff_s must be >= 0.")
     plan.extra.update(options)
+    check_patch_sizes(plan)
+    check_name_lengths(plan)
+    if b == "local" and source:
+        check_not_inputs(plan, [("raster source", source)])
+    check_existing_format(plan)
     return plan
 
 

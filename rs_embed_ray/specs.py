@@ -21,6 +21,8 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 def _finite(value: Any, what: str) -> float:
+    if isinstance(value, (str, bytes, bool)):  # float("15") would pass, and fail far later
+        raise SpecError(f"{what} must be a number, got {type(value).__name__} {value!r:.40}.")
     try:
         out = float(value)
     except (TypeError, ValueError):

@@ -85,3 +85,19 @@ def points(n: int, buffer_m: float = 160.0):
         dy = ((i // 5) % 5 - 2) * 0.015
         out.append(PointBuffer(CENTER[0] + dx, CENTER[1] + dy, buffer_m))
     return out
+
+
+def tiny_raster_source(folder: Path) -> Path:
+    """A folder with one 4 x 4 px GeoTIFF: enough for a plan, which opens a local source's
+    first raster (header only) and refuses a folder without rasters."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    src = Path(folder) / "src"
+    src.mkdir(parents=True, exist_ok=True)
+    with rasterio.open(
+        src / "2022-07-01_B2.tif", "w", driver="GTiff", width=4, height=4, count=1,
+        dtype="float32", crs="EPSG:32633", transform=from_origin(500000.0, 4983000.0, 10, 10),
+    ) as ds:  # fmt: skip
+        ds.write(np.zeros((4, 4), np.float32), 1)
+    return src

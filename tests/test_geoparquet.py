@@ -26,7 +26,7 @@ from rs_embed_ray.io.geoparquet import (
 )
 from rs_embed_ray.io.load import load_export, summarize_export
 from rs_embed_ray.io.shards import write_shard
-from tests.conftest import points
+from tests.conftest import points, tiny_raster_source
 
 WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
 MODELS = ["spectral_stats", "remoteclip"]
@@ -72,7 +72,7 @@ def _plan_kw(tmp_path, **kw):
         format="geoparquet",
         save_inputs=False,
         backend="local",
-        source=str(tmp_path),
+        source=str(tiny_raster_source(tmp_path)),
     )
     d.update(kw)
     return d

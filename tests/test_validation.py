@@ -18,6 +18,7 @@ from rs_embed_ray import (
     TemporalSpec,
 )
 from rs_embed_ray.api import plan_export
+from tests.conftest import tiny_raster_source
 
 T = TemporalSpec.range("2022-06-01", "2022-09-01")
 P = PointBuffer(15.0, 45.0, 160.0)
@@ -31,7 +32,7 @@ def base(tmp_path, **kw):
         out=str(tmp_path / "o"),
         layout="per_item",
         backend="local",
-        source=str(tmp_path),
+        source=str(tiny_raster_source(tmp_path)),
     )
     d.update(kw)
     return d

@@ -16,7 +16,7 @@ from rs_embed_ray.api import export_batch, plan_export
 from rs_embed_ray.cli import main
 from rs_embed_ray.io.load import load_export
 from rs_embed_ray.io.points import read_places, read_points
-from tests.conftest import points
+from tests.conftest import points, tiny_raster_source
 
 RUN = TemporalSpec.range("2022-06-01", "2022-09-01")
 JULY = TemporalSpec.range("2022-06-15", "2022-07-15")  # holds the 2022-07-01 scene only
@@ -106,7 +106,7 @@ def _plan(tmp_path, **kw):
         out=str(tmp_path / "o"),
         layout="per_item",
         backend="local",
-        source=str(tmp_path),
+        source=str(tiny_raster_source(tmp_path)),
     )
     d.update(kw)
     return plan_export(**d)

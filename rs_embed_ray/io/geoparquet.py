@@ -399,7 +399,7 @@ class GeoParquetFile:
     def geo(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.metadata["geo"])
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, RecursionError):
             return None
 
     def manifest(self) -> dict[str, Any] | None:
@@ -408,7 +408,7 @@ class GeoParquetFile:
             return None
         try:
             data = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # a crafted, deeply nested manifest too
             log.warning("%s: embedded manifest is not valid JSON; ignored", self.path)
             return None
         return data if isinstance(data, dict) else None

@@ -66,6 +66,11 @@ _PER_ITEM_FORMATS = ("npz", "netcdf")  # a per-item point file is never GeoParqu
 _POINT_NAME = re.compile(r"^p([0-9]+)$")
 _NC_COORDS = ("lon", "lat", "name")
 _EMBEDDED_MANIFEST_ATTR = "rs_embed_ray_manifest"
+_MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+# a NetCDF variable may declare far more bytes than its (compressed) file holds; past this
+# many bytes and this ratio to the file size it is refused rather than allocated
+_MAX_DECLARED_BYTES = 2 << 30
+_MAX_DECLARED_RATIO = 100
 _REF_KEY_FIELDS = ("npz_key", "nc_variable", "nc_key", "variable", "parquet_column")
 _REF_KEYS_FIELDS = ("npz_keys", "nc_variables", "nc_keys", "variables")
 
@@ -309,6 +314,7 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         if self._gp is not None:
             arr = self._gp.vectors(self._columns[key])
         elif self._npz is not None:
+            self._check_npz_member(key)
             try:
                 arr = np.asarray(self._npz[key])
             except ValueError as exc:
@@ -319,9 +325,28 @@ class _ArrayFile(Mapping[str, np.ndarray]):
                     ) from exc
                 raise
         else:
-            arr = np.asarray(self._ds[key].values)
+            var = self._ds[key]
+            if var.dtype.hasobject or var.dtype.kind in "SUO":
+                raise ValueError(
+                    f"{self.path!r}: variable {key!r} holds {var.dtype} values, not numbers."
+                )
+            want = math.prod(int(n) for n in var.shape) * var.dtype.itemsize
+            size = os.path.getsize(self.path)
+            if want > _MAX_DECLARED_BYTES and want > _MAX_DECLARED_RATIO * size:
+                raise ValueError(
+                    f"{self.path!r}: variable {key!r} declares shape {tuple(var.shape)} "
+                    f"({want} bytes) in a {size}-byte file: refusing to allocate it."
+                )
+            arr = np.asarray(var.values)
         self._cache[key] = arr
         return arr
+
+    def _check_npz_member(self, key: str) -> None:
+        """An array may not declare more bytes than its archive member holds: a crafted
+        header (a shape of 10^12 elements) is refused before anything is allocated."""
+        why = _npz_member_problem(self.path, key)
+        if why is not None and "is missing" not in why:
+            raise ValueError(f"{self.path!r}: {why}.")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -357,9 +382,9 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         if not isinstance(raw, str):
             return None
         try:
-            data = json.loads(raw)
-        except ValueError:
-            log.warning("%s: embedded manifest is not valid JSON; ignored", self.path)
+            data = json_loads(raw, "the embedded manifest")
+        except ValueError as exc:
+            log.warning("%s: %s; ignored", self.path, exc)
             return None
         return data if isinstance(data, dict) else None
 
@@ -390,12 +415,29 @@ def _load_arrays(arrays_path: str, fmt: str) -> dict[str, np.ndarray]:
         return {k: arrays[k] for k in arrays}
 
 
+def json_loads(raw: str | bytes, what: str) -> Any:
+    """``json.loads`` whose every failure is a ValueError naming ``what``: a crafted file
+    nested deeper than the parser's recursion limit is refused, not a RecursionError."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be a manifest.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
+
+
 def _load_json(json_path: str) -> dict[str, Any]:
     """Load a JSON manifest; ValueError when unreadable or not an object."""
     try:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        size = os.path.getsize(json_path)
+        if size > _MAX_MANIFEST_BYTES:
+            raise ValueError(
+                f"Failed to load manifest {json_path!r}: {size} bytes, more than any manifest "
+                f"this package writes ({_MAX_MANIFEST_BYTES} bytes)."
+            )
+        with open(json_path, "rb") as f:
+            data = json_loads(f.read(), f"Manifest {json_path!r}")
+    except OSError as exc:
         raise ValueError(f"Failed to load manifest {json_path!r}: {exc}") from exc
     if not isinstance(data, dict):
         raise ValueError(f"Manifest {json_path!r} is not a JSON object.")
@@ -1190,6 +1232,7 @@ def _summary(
     stage: Any,
     models: dict[str, dict[str, Any]],
     missing: list[int],
+    unverified: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "path": os.path.abspath(path),
@@ -1206,7 +1249,81 @@ def _summary(
         "partial_models": [k for k, m in models.items() if m["status"] == "partial"],
         "failed_models": [k for k, m in models.items() if m["status"] == "failed"],
         "missing_items": missing,
+        "unverified_items": unverified or [],
     }
+
+
+_MAGIC = {
+    "netcdf": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
+    "geoparquet": (b"PAR1",),
+}
+
+
+def _verify_arrays(path: str, fmt: str, keys: list[str]) -> str | None:
+    """None when the array file's headers back the manifest (an npz holds ``keys`` as
+    plain numeric arrays of the declared size; a NetCDF / Parquet file starts as one); else
+    why not. Reads headers only, never array data: ``inspect`` stays cheap, and calls
+    nothing ok that this cannot confirm."""
+    try:
+        if fmt == "npz":
+            if not zipfile.is_zipfile(path):
+                return "it is not an npz archive"
+            for k in keys:
+                why = _npz_member_problem(path, k)
+                if why is not None:
+                    return why
+            return None
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if not any(head.startswith(m) for m in _MAGIC.get(fmt, ())):
+            return f"it does not start like a {fmt} file"
+        return None
+    except FileNotFoundError:
+        return "the array file is missing"
+    except OSError as exc:
+        return f"it cannot be read ({exc})"
+
+
+def _npz_member_problem(path: str, key: str) -> str | None:
+    """Why array ``key`` of an npz cannot be trusted (missing, object dtype, a header that
+    declares more bytes than the member holds), from its header only; None when it can."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            member = zf.getinfo(f"{key}.npy")
+            with zf.open(member) as fh:
+                version = np.lib.format.read_magic(fh)
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                shape, _, dtype = read(fh)
+    except KeyError:
+        return f"array {key!r} is missing"
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        return f"array {key!r} has a damaged header ({exc})"
+    if dtype.hasobject:
+        return (
+            f"array {key!r} holds Python objects; refusing to unpickle it (export arrays are "
+            "plain numeric arrays)"
+        )
+    want = math.prod(int(n) for n in shape) * dtype.itemsize
+    if want > member.file_size:
+        return (
+            f"array {key!r} declares shape {tuple(shape)} ({want} bytes) but holds "
+            f"{member.file_size} bytes: the file is damaged or crafted"
+        )
+    return None
+
+
+def _ok_keys(entries: list[Any]) -> list[str]:
+    keys = []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("status") == "ok":
+            key = _ref_key(entry.get("embedding"))  # None: no embedding was saved
+            if key is not None:
+                keys.append(key)
+    return keys
 
 
 def _summarize_combined(path: str) -> dict[str, Any]:
@@ -1246,22 +1363,42 @@ def _summarize_manifest(
             "failed": n_failed,
         }
     status = str(manifest.get("status", "ok"))
-    return _summary(path, "combined", fmt, True, n, status, manifest.get("stage"), models, [])
+    unverified: list[dict[str, Any]] = []
+    why = _verify_arrays(arrays_path, fmt, [])
+    if why is not None:  # the manifest cannot be trusted for a file that does not open
+        unverified.append({"index": None, "file": arrays_path, "why": why})
+        status = "unverified"
+        for m in models.values():
+            m.update(status="unverified", ok=0, failed=n)
+    return _summary(
+        path, "combined", fmt, True, n, status, manifest.get("stage"), models, [], unverified
+    )
 
 
 def _summarize_points(path: str, points: list[_Point], n_items: int, fmt: str) -> dict[str, Any]:
     statuses: dict[str, list[str]] = {}
+    unverified: list[dict[str, Any]] = []
     for point in points:
         if point.manifest is None:
             with _ArrayFile(point.arrays_path, point.fmt) as arrays:
-                entries = _entries_from_keys(list(arrays))
+                keys = list(arrays)
+            why = _verify_arrays(point.arrays_path, point.fmt, keys)
+            if why is not None:
+                raise ValueError(f"{point.arrays_path!r} cannot be verified: {why}")
+            entries = _entries_from_keys(keys)
         else:
             entries = point.manifest.get("models") or []
+            if not isinstance(entries, list):
+                entries = []
+            why = _verify_arrays(point.arrays_path, point.fmt, _ok_keys(entries))
+            if why is not None:
+                unverified.append({"index": point.index, "file": point.arrays_path, "why": why})
         for entry in entries:
             if isinstance(entry, dict) and entry.get("model"):
-                statuses.setdefault(str(entry["model"]), []).append(
-                    str(entry.get("status", "failed"))
-                )
+                status = str(entry.get("status", "failed"))
+                if unverified and unverified[-1]["index"] == point.index:
+                    status = "failed"  # never counted ok when the file does not back it
+                statuses.setdefault(str(entry["model"]), []).append(status)
     models = {
         name: {
             "status": _item_status(st),
@@ -1282,6 +1419,7 @@ def _summarize_points(path: str, points: list[_Point], n_items: int, fmt: str) -
         None,
         models,
         [i for i in range(n_items) if i not in present],
+        unverified,
     )
 
 
@@ -1307,6 +1445,9 @@ def _summarize_file_without_manifest(path: str, fmt: str) -> dict[str, Any] | No
         embedded = arrays.embedded_manifest()
         if embedded is not None:
             return _summarize_manifest(path, fmt, embedded, path)
+        why = _verify_arrays(path, fmt, list(arrays))
+        if why is not None:  # no manifest to go by, and arrays that are not what they say
+            raise ValueError(f"{path!r} cannot be verified: {why}")
         key_models = _models_from_keys(list(arrays))
         if not key_models:
             return None

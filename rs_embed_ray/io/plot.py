@@ -43,6 +43,9 @@ def require_matplotlib() -> Any:
     return matplotlib
 
 
+MAX_PLOT_PIXELS = 100_000_000  # a crafted export with thousands of models draws no giant PNG
+
+
 def plot_size(kind: str, n_models: int, n_places: int = 1, dpi: int = 100) -> tuple[int, int]:
     """``(width, height)`` in pixels of the PNG that :func:`plot_export` writes."""
     cols, rows = (n_models, 1) if kind == "pooled" else (1 + n_models, n_places)
@@ -260,6 +263,13 @@ def plot_export(
         raise ValueError(
             "nothing to plot: no model of this export has embeddings "
             f"(statuses: { {k: m.status for k, m in res.models.items()} })."
+        )
+    w, h = plot_size("grid", len(models), int(max_places), int(dpi))  # the largest it can be
+    if w * h > MAX_PLOT_PIXELS:
+        raise ValueError(
+            f"the plot would be up to {w} x {h} px ({len(models)} model(s), {max_places} "
+            f"place(s) at {dpi} dpi), more than {MAX_PLOT_PIXELS} px: lower --dpi or "
+            "--plot-places."
         )
     info: dict[str, Any]
     if any(_is_grid(m.embeddings) for m in models):

@@ -98,6 +98,10 @@ class RunState:
         self._lock_key: str | None = None
         self._locked = False
 
+    @property
+    def locked(self) -> bool:
+        return self._locked
+
     # -- lock ----------------------------------------------------------------------------
     def acquire(self) -> None:
         """Refuse a second concurrent run on the same output; take over a dead run's lock.

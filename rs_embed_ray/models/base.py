@@ -90,6 +90,9 @@ class Embedder(ABC):
     """
 
     info: ClassVar[ModelInfo]
+    # the model_config keys this model reads; None: not declared (nothing is refused).
+    # "faults" (the test hook of testing.faults) is always accepted.
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = None
 
     def __init__(
         self,
@@ -136,6 +139,22 @@ class Embedder(ABC):
         """Model-specific checks of a request, run by the planner before any cluster work
         (cheap: no weights, no torch). None by default; e.g. copernicus checks its year."""
         return None
+
+    @classmethod
+    def check_model_config(cls, model_config: dict[str, Any] | None) -> None:
+        """Refuse unknown ``model_config`` keys and a ``variant`` the model does not have
+        (listing the valid ones), in the driver: an ignored option is a silent wrong result."""
+        from rs_embed_ray.models.checks import check_model_config
+
+        check_model_config(cls, model_config)
+
+    @classmethod
+    def check_weights(cls, weights: str | None, model_config: dict[str, Any] | None) -> None:
+        """An explicit weights path must be a readable checkpoint (its header, not its
+        tensors), or a folder holding the file this model loads."""
+        from rs_embed_ray.models.checks import check_weights
+
+        check_weights(cls, weights, model_config)
 
     def _metas(self, n: int, fetch_metas: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         """One fetch meta per input (empty when none were given); a length mismatch is a bug

@@ -409,6 +409,7 @@ class CopernicusEmbed(BatchEmbedder):
         check_request(weights=weights, model_config=model_config, temporals=temporals)
 
     info: ClassVar[ModelInfo] = CATALOG["copernicus"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset({*CONFIG_KEYS})
     manages_own_input_prep = True
     batch_size_cpu = 64
     batch_size_cuda = 64

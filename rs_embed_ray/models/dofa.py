@@ -238,6 +238,9 @@ class DOFA(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["dofa"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"variant", "bands", "hf_repo", "hf_revision", "filename"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 64
 

@@ -47,6 +47,7 @@ class GoogleSatelliteEmbedding(BatchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["gse"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset({"grid_nodata", "bands"})
     manages_own_input_prep = True
     batch_size_cpu = 64
     batch_size_cuda = 64

@@ -415,6 +415,9 @@ class OlmoEarth(TorchEmbedder):
     """OlmoEarth (v1.2 Base by default) on S2 12 bands, 30-day frames, FlexiViT patch 4."""
 
     info: ClassVar[ModelInfo] = CATALOG["olmoearth"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"variant", "patch_size", "image_size", "shape_adjust", "hf_repo", "hf_revision"}
+    )
     batch_size_cpu = 4
     batch_size_cuda = 16
 

@@ -414,6 +414,9 @@ class Prithvi(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["prithvi"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"variant", "dedupe_frames", "hf_repo", "hf_revision", "filename"}
+    )
     batch_size_cpu = 4
     batch_size_cuda = 16
 

@@ -90,6 +90,9 @@ class RemoteCLIP(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["remoteclip"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"hf_repo", "model_id", "hf_revision", "filename"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 64
 

@@ -239,6 +239,9 @@ class SatMAE(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["satmae"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"hf_repo", "model_id", "hf_revision", "filename", "layernorm_eps", "img_mean", "img_std"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 32
     hf_repo = HF_REPO

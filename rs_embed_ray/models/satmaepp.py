@@ -117,6 +117,9 @@ class SatMAEPP(SatMAE):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["satmaepp"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {*SatMAE.CONFIG_KEYS, "channel_order", "modality"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 32
     hf_repo = HF_REPO

@@ -114,6 +114,9 @@ class ScaleMAE(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["scalemae"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"hf_repo", "model_id", "hf_revision", "filename", "scale_m", "final_norm"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 32
 

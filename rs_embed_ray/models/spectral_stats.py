@@ -44,6 +44,7 @@ def _block_means(x: np.ndarray, n: int) -> np.ndarray:
 
 class SpectralStats(Embedder):
     info = INFO
+    CONFIG_KEYS = frozenset()
 
     def _load(self, weights: str | None) -> None:
         self.weights_record = {"weights": "none (parameter-free)", "sha256": None}

@@ -212,6 +212,9 @@ class TerraFM(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["terrafm"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
+        {"s2_stem", "hf_repo", "hf_revision", "filename"}
+    )
     batch_size_cpu = 8
     batch_size_cuda = 64
 

@@ -98,9 +98,9 @@ def _cluster_resources() -> tuple[float, float]:
 
 
 class Runner:
-    def __init__(self, plan: ExportPlan) -> None:
+    def __init__(self, plan: ExportPlan, state: RunState | None = None) -> None:
         self.plan = plan
-        self.state = RunState(plan.state_dir)
+        self.state = state if state is not None else RunState(plan.state_dir)
         self.patch_src: dict[str, dict[int, Src]] = {g.key: {} for g in plan.groups}
         self.embed_src: dict[str, dict[int, Src]] = {m.key: {} for m in plan.models}
         self.cpus, self.gpus = _cluster_resources()
@@ -564,7 +564,8 @@ class Runner:
     # -- main ----------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]] | dict[str, Any]:
         p = self.plan
-        self.state.acquire()
+        if not self.state.locked:
+            self.state.acquire()
         try:
             if not p.resume:
                 self.state.reset()
@@ -658,6 +659,10 @@ class Runner:
                 self.state.drop_cache()
             self.state.write_run(self._run_info("ok" if all_ok else "partial", len(skipped)))
             return result
+        except BaseException:  # run.json must not keep saying "running"
+            with contextlib.suppress(Exception):
+                self.state.write_run(self._run_info("failed", 0))
+            raise
         finally:
             self.state.release()
 
@@ -724,10 +729,17 @@ def _arrays_intact(path: Path, man: dict[str, Any], fmt: str) -> bool:
 
 
 def run_plan(plan: ExportPlan) -> list[dict[str, Any]] | dict[str, Any]:
-    ensure_ray(plan.extra.get("ray_address"))
-    _configure_data_context()
+    state = RunState(plan.state_dir)
+    state.acquire()  # a second run on this output is refused at once, before Ray starts
     try:
-        return Runner(plan).run()
+        ensure_ray(plan.extra.get("ray_address"))
+        _configure_data_context()
+        runner = Runner(plan, state)
+    except BaseException:
+        state.release()
+        raise
+    try:
+        return runner.run()
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)  # the original exception, with its own message
         if isinstance(cause, RSEmbedRayError):  # OutputWriteError, ProviderError, ModelError

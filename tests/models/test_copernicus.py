@@ -28,6 +28,7 @@ from rs_embed_ray.testing.checkpoints import (
     write_copernicus_product,
     write_hf_cache_entry,
 )
+from tests.conftest import tiny_raster_source
 
 pytest.importorskip("rasterio")
 
@@ -411,7 +412,7 @@ def test_plan_fit_no_fetch_no_sensor_any_backend(tmp_path, product, monkeypatch)
     plan = plan_export(
         models=["copernicus", "spectral_stats"],
         backend="local",
-        source=str(tmp_path),
+        source=str(tiny_raster_source(tmp_path)),  # a local source must hold a raster
         sensor=s2,
         **kw,
     )
