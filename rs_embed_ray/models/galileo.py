@@ -516,6 +516,7 @@ class Galileo(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["galileo"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(CONFIG_KEYS)
     batch_size_cpu = 8
     batch_size_cuda = 64
 

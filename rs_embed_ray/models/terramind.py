@@ -302,6 +302,7 @@ class TerraMind(TorchEmbedder):
     """
 
     info: ClassVar[ModelInfo] = CATALOG["terramind"]
+    CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(CONFIG_KEYS)
     batch_size_cpu = 8
     batch_size_cuda = 64
 
