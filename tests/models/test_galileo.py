@@ -273,6 +273,9 @@ def test_bad_model_config_fails_at_plan_time(tmp_path) -> None:
     """A bad recipe stops the export before any cluster work, naming the choices."""
     from rs_embed_ray.api import plan_export
     from rs_embed_ray.specs import PointBuffer
+    from tests.conftest import tiny_raster_source
+
+    source = tiny_raster_source(tmp_path)
 
     def plan(cfg):
         return plan_export(
@@ -282,7 +285,7 @@ def test_bad_model_config_fails_at_plan_time(tmp_path) -> None:
             out=str(tmp_path / "o"),
             layout="per_item",
             backend="local",
-            source=str(tmp_path),
+            source=str(source),
             model_configs={"galileo": cfg},
         )
 
