@@ -18,7 +18,7 @@ import numpy as np
 import ray
 from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
-from rs_embed_ray.errors import ModelError, RSEmbedRayError
+from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import sidecar_path, write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
@@ -35,8 +35,7 @@ log = logging.getLogger(__name__)
 Src = dict[str, Any]  # {"status", "shard" (absolute), "error", "shape"}
 
 
-class StageFailed(RSEmbedRayError):
-    """A place failed and continue_on_error is off: the run stops, the log keeps what finished."""
+StageFailed = ExportStopped  # the name this module used before the error was exported
 
 
 def ensure_ray(address: str | None) -> None:
@@ -109,6 +108,7 @@ class Runner:
         self._quota: tuple[str, Any] | None = None
         # places whose embedding step already ran in this run (chained fetch+infer)
         self._settled: dict[str, set[int]] = {m.key: set() for m in plan.models}
+        self._log: dict[tuple[str, str, int], dict[str, Any]] = {}  # earlier runs' records
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -153,8 +153,9 @@ class Runner:
         """Adopt finished steps from earlier runs whose fingerprint matches and file is intact."""
         p = self.plan
         reader = ShardReader()
+        self._log = self.state.latest()
         try:
-            for (kind, key, index), rec in self.state.latest().items():
+            for (kind, key, index), rec in self._log.items():
                 if index >= p.n_items or rec.get("status") != "ok" or not rec.get("shard"):
                     continue
                 shard = str(self.state.folder / rec["shard"])
@@ -178,12 +179,18 @@ class Runner:
             reader.close()
 
     def _item_complete(self, index: int) -> dict[str, Any] | None:
-        """A per-item file from an earlier run that is ok, intact and for this request."""
+        """A per-item file from an earlier run that is ok, intact and for this request.
+
+        With its sidecar, the sidecar says what the file holds; without one
+        (``save_manifest=False``), the ``item`` record of the log does (contract §2.7: the
+        file itself is verified, keys, shapes and digests, before it is skipped)."""
         p = self.plan
         path = p.item_path(index)
         side = sidecar_path(path)
-        if not path.exists() or not side.exists():
+        if not path.exists():
             return None
+        if not side.exists():
+            return self._item_complete_from_log(index, path)
         try:
             man = json.loads(side.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -195,6 +202,36 @@ class Runner:
         if not _arrays_intact(path, man, p.format):
             return None
         return {**man, "resume_skipped": True, "resume_output_path": str(path)}
+
+    def _item_complete_from_log(self, index: int, path: Path) -> dict[str, Any] | None:
+        p = self.plan
+        rec = self._log.get(("item", ITEM_KEY, index))
+        if (
+            rec is None
+            or rec.get("status") != "ok"
+            or rec.get("fp") != p.item_fingerprint(index)
+            or not isinstance(rec.get("arrays"), dict)
+            or not _file_matches(path, p.format, rec["arrays"])
+        ):
+            return None
+        # contract §2.17.3 (no sidecar), with the status the log recorded for the file
+        return {
+            "created_at": utc_ts(),
+            "point_index": index,
+            "name": p.names[index],
+            "status": "ok",
+            "stage": "resume",
+            "reason": "output_exists",
+            "backend": p.backend,
+            "device": self.device,
+            "models": [],
+            "spatial": jsonable(p.spatials[index]),
+            "temporal": jsonable(p.temporal_of(index)),
+            "output": jsonable(p.output),
+            "request_fingerprint": rec["fp"],
+            "resume_skipped": True,
+            "resume_output_path": str(path),
+        }
 
     def _combined_complete(self) -> dict[str, Any] | None:
         p = self.plan
@@ -261,12 +298,40 @@ class Runner:
         bad = [r for r in recs if r.status != "ok"]
         if bad and not self.plan.continue_on_error:
             r = bad[0]
-            name = self.plan.names[r.index]
-            raise StageFailed(
-                f"{what} failed for item {r.index} ({name}): {r.error}. Finished work is kept: "
-                "rerun with resume=True (CLI --resume) to continue, or with "
-                "continue_on_error=True (CLI --continue-on-error) to record failures and go on."
-            )
+            raise self._stopped(r.index, what, str(r.error))
+
+    def _stopped(self, index: int, stage: str, reason: str) -> ExportStopped:
+        name = self.plan.names[index]
+        kept = (
+            "places that had finished are written"
+            if self.plan.layout == "per_item"
+            else "finished steps are kept in the run's log"
+        )
+        return ExportStopped(
+            f"{stage} failed for place {index} ({name}): {reason}. The run stopped "
+            f"(continue_on_error=False); {kept}. Rerun with resume=True (CLI --resume) to "
+            "continue where it stopped, or with continue_on_error=True (CLI "
+            "--continue-on-error) to record failures and go on.",
+            index=index,
+            name=name,
+            stage=stage,
+            reason=reason,
+        )
+
+    def _finished(self, todo: list[int]) -> list[int]:
+        """Places whose every step (fetch for saved inputs, each model) is ok."""
+        p = self.plan
+        done = []
+        for i in todo:
+            ok = True
+            for m in p.models:
+                if p.save_inputs and m.fetch_key:
+                    ok &= self.patch_src[m.fetch_key].get(i, {}).get("status") == "ok"
+                if p.save_embeddings:
+                    ok &= self.embed_src[m.key].get(i, {}).get("status") == "ok"
+            if ok:
+                done.append(i)
+        return done
 
     def _quota_kwargs(self, size: int, threads: int) -> dict[str, Any]:
         """How the fetch actors keep the run under the Earth Engine quota.
@@ -539,11 +604,7 @@ class Runner:
                     m = json.loads(man)
                     if status == "write_failed":
                         if not p.continue_on_error:
-                            raise StageFailed(
-                                f"writing item {i} ({p.names[i]}) failed: {m['error']}. "
-                                "Check the output location (space, permissions), then rerun "
-                                "with resume=True."
-                            )
+                            raise self._stopped(i, "write", str(m["error"]))
                         m = {
                             "created_at": utc_ts(),
                             "point_index": i,
@@ -558,6 +619,7 @@ class Runner:
                             "output": jsonable(p.output),
                         }
                     out[i] = m
+                self.state.append(item_records(p, batch["index"], batch["status"], out))
                 bar.update(len(batch["index"]))
         return out
 
@@ -589,45 +651,16 @@ class Runner:
                 len(p.models),
                 len(p.groups),
             )
-            for g in p.groups:
-                members = [p.model(k) for k in g.members]
-                need = [
-                    i
-                    for i in todo_items
-                    if i not in self.patch_src[g.key] or self.patch_src[g.key][i]["status"] != "ok"
-                ]
-                if not p.save_inputs:
-                    need = [
-                        i
-                        for i in need
-                        if p.save_embeddings
-                        and any(
-                            self.embed_src[m.key].get(i, {}).get("status") != "ok" for m in members
-                        )
-                    ]
-                if need:
-                    t0 = time.perf_counter()
-                    first = members[0] if p.save_embeddings else None
-                    self._fetch(g, need, first)
-                    log.info(
-                        "fetch[%s]: %d items in %.1fs", g.key, len(need), time.perf_counter() - t0
-                    )
-            if p.save_embeddings:
-                for m in p.models:
-                    need = [
-                        i
-                        for i in todo_items
-                        if self.embed_src[m.key].get(i, {}).get("status") != "ok"
-                    ]
-                    if need:
-                        t0 = time.perf_counter()
-                        self._infer(m, need)
-                        log.info(
-                            "infer[%s]: %d items in %.1fs",
-                            m.name,
-                            len(need),
-                            time.perf_counter() - t0,
-                        )
+            try:
+                self._stages(todo_items)
+            except ExportStopped:
+                if p.layout == "per_item":  # keep what finished (contract §2.14)
+                    done = self._finished(todo_items)
+                    if done:
+                        self._finalize_per_item(done)
+                        log.info("stopped: wrote the %d places that had finished", len(done))
+                self.state.write_run(self._run_info("stopped", len(skipped)))
+                raise
             t0 = time.perf_counter()
             if p.layout == "per_item":
                 written = self._finalize_per_item(todo_items)
@@ -661,6 +694,43 @@ class Runner:
         finally:
             self.state.release()
 
+    def _stages(self, todo_items: list[int]) -> None:
+        """Fetch every group, then embed with every model (one dataset per model)."""
+        p = self.plan
+        for g in p.groups:
+            members = [p.model(k) for k in g.members]
+            need = [
+                i
+                for i in todo_items
+                if i not in self.patch_src[g.key] or self.patch_src[g.key][i]["status"] != "ok"
+            ]
+            if not p.save_inputs:
+                need = [
+                    i
+                    for i in need
+                    if p.save_embeddings
+                    and any(self.embed_src[m.key].get(i, {}).get("status") != "ok" for m in members)
+                ]
+            if need:
+                t0 = time.perf_counter()
+                first = members[0] if p.save_embeddings else None
+                self._fetch(g, need, first)
+                log.info("fetch[%s]: %d items in %.1fs", g.key, len(need), time.perf_counter() - t0)
+        if p.save_embeddings:
+            for m in p.models:
+                need = [
+                    i for i in todo_items if self.embed_src[m.key].get(i, {}).get("status") != "ok"
+                ]
+                if need:
+                    t0 = time.perf_counter()
+                    self._infer(m, need)
+                    log.info(
+                        "infer[%s]: %d items in %.1fs",
+                        m.name,
+                        len(need),
+                        time.perf_counter() - t0,
+                    )
+
     def _run_info(self, status: str, skipped: int) -> dict[str, Any]:
         p = self.plan
         return {
@@ -678,6 +748,64 @@ class Runner:
             "spatial_batching": bool(p.extra.get("spatial_batching", False)),
             "package_version": package_version(),
         }
+
+
+ITEM_KEY = "file"
+
+
+def item_records(
+    plan: ExportPlan, indices: Any, statuses: Any, manifests: dict[int, dict[str, Any]]
+) -> list[Record]:
+    """Log records of written per-item files: what resume checks when there is no sidecar."""
+    recs = []
+    for idx, status in zip(indices, statuses, strict=True):
+        i = int(idx)
+        if status == "write_failed":
+            continue
+        man = manifests[i]
+        arrays: dict[str, Any] = {}
+        for e in man.get("models", []):
+            for k in ("input", "embedding"):
+                ref = e.get(k)
+                if isinstance(ref, dict) and "sha1" in ref and not ref.get("dedup_reused"):
+                    arrays[ref["npz_key"]] = {"shape": ref["shape"], "sha1": ref["sha1"]}
+        recs.append(
+            Record(
+                kind="item",
+                key=ITEM_KEY,
+                index=i,
+                status=str(man.get("status")),
+                fp=plan.item_fingerprint(i),
+                arrays=arrays,
+            )
+        )
+    return recs
+
+
+def _file_matches(path: Path, fmt: str, arrays: dict[str, Any]) -> bool:
+    """The file holds exactly the recorded arrays, with their shapes and digests."""
+    try:
+        if fmt == "npz":
+            with np.load(path, allow_pickle=False) as z:
+                if set(z.files) != set(arrays):
+                    return False
+                got = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
+        elif fmt == "netcdf":
+            import xarray as xr
+
+            with xr.open_dataset(path) as ds:
+                if set(ds.data_vars) != set(arrays):
+                    return False
+                got = {k: np.asarray(ds[k].values, dtype=np.float32) for k in arrays}
+        else:
+            return False
+    except Exception as exc:
+        log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
+        return False
+    return all(
+        list(got[k].shape) == list(v["shape"]) and array_sha1(got[k]) == v["sha1"]
+        for k, v in arrays.items()
+    )
 
 
 def _arrays_intact(path: Path, man: dict[str, Any], fmt: str) -> bool:
