@@ -26,6 +26,12 @@ from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
 from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, TEMPORAL_COLUMN, FetchWorker
 from rs_embed_ray.pipeline.infer import ModelWorker
+from rs_embed_ray.pipeline.quiet import (
+    init_kwargs,
+    quiet_ray_data,
+    ray_log_level,
+    spend_actor_arg_warning,
+)
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.specs import spatial_to_dict
@@ -39,18 +45,17 @@ StageFailed = ExportStopped  # the name this module used before the error was ex
 
 
 def ensure_ray(address: str | None) -> None:
-    """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process."""
-    if ray.is_initialized():
-        return
-    if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            log_to_driver=False,
-            ignore_reinit_error=True,
-        )
-    else:
-        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
+    """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process.
+
+    Ray's own output stays off the terminal unless asked for (``pipeline.quiet``)."""
+    level = ray_log_level()
+    if not ray.is_initialized():
+        local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+        extra = {"include_dashboard": False} if local else {}
+        ray.init(address=address, ignore_reinit_error=True, **init_kwargs(level), **extra)
+    quiet_ray_data(level)
+    if level > logging.INFO:
+        spend_actor_arg_warning()
 
 
 def _configure_data_context() -> None:
@@ -79,6 +84,11 @@ def _n_blocks(n_rows: int, parallelism: int, rows_per_block: int = 64) -> int:
     """Small blocks stream sooner (and make the log finer-grained); a cap bounds overhead."""
     want = max(2 * parallelism, math.ceil(n_rows / max(1, rows_per_block)))
     return max(1, min(n_rows, want, 2000))
+
+
+def _writers(writer_workers: int, n_rows: int, batch: int) -> int:
+    """Writer tasks for ``n_rows`` rows in batches of ``batch``: never more than batches."""
+    return max(1, min(writer_workers, math.ceil(n_rows / max(1, batch))))
 
 
 def _morton(lonlat: tuple[float, float]) -> int:
@@ -415,7 +425,7 @@ class Runner:
             return max(1, min(p.chunk_size, 64))
         return max(1, min(p.chunk_size, 64, math.ceil(n / (2 * size))))
 
-    def _infer_op(self, ds: Any, model: ModelRequest) -> Any:
+    def _infer_op(self, ds: Any, model: ModelRequest, n: int) -> Any:
         """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model."""
         p = self.plan
         use_gpu = self.device.startswith("cuda")
@@ -447,7 +457,9 @@ class Runner:
         return ds.map_batches(
             write_embed_shard,
             fn_kwargs={"shard_dir": str(self.state.shard_dir("embeds", model.key))},
-            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
+            # one task per inference batch: more writers than batches would only idle (and
+            # Ray Data warns about them)
+            compute=TaskPoolStrategy(size=_writers(p.writer_workers, n, p.chunk_size)),
             num_cpus=0.1,
             batch_size=None,
             batch_format="numpy",
@@ -511,7 +523,7 @@ class Runner:
         done = self.embed_src[first.key]
         embed = lambda i: done.get(i, {}).get("status") != "ok"  # noqa: E731
         ds = self._fetch_op(self._rows(todo, embed=embed), group, len(todo), chained=True)
-        ds = self._infer_op(ds, first)
+        ds = self._infer_op(ds, first, len(todo))
         with _progress(len(todo), f"{desc}+infer[{first.name}]", p.show_progress) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 self._consume_patches(group, batch, prefix="fetch_")
@@ -552,7 +564,7 @@ class Runner:
         if not run:
             return
         shard = lambda i: src[i]["shard"] if model.fetch_key else ""  # noqa: E731
-        ds = self._infer_op(self._rows(run, shard=shard), model)
+        ds = self._infer_op(self._rows(run, shard=shard), model, len(run))
         with _progress(len(run), f"infer[{model.name}]", p.show_progress) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 bar.update(self._consume_embeds(model, batch))
@@ -587,12 +599,13 @@ class Runner:
         if not rows:
             return out
         ds = ray.data.from_items(rows, override_num_blocks=_n_blocks(len(rows), p.writer_workers))
+        batch = max(1, min(64, p.chunk_size))
         ds = ds.map_batches(
             finalize_items,
             fn_kwargs={"ctx": ctx},
-            compute=TaskPoolStrategy(size=max(1, p.writer_workers)),
+            compute=TaskPoolStrategy(size=_writers(p.writer_workers, len(rows), batch)),
             num_cpus=0.5,
-            batch_size=max(1, min(64, p.chunk_size)),
+            batch_size=batch,
             batch_format="numpy",
         )
         with _progress(len(rows), "write", p.show_progress) as bar:
