@@ -106,3 +106,35 @@ def test_resume_without_sidecars_skips_intact_files(tmp_path, raster_source, fmt
     # a different request (another window) is not skipped
     res = export_batch(**{**args, "temporal": TemporalSpec.year(2022)}, resume=True)
     assert not any(r.get("resume_skipped") for r in res)
+
+
+def test_manifest_errors_and_inspection_as_the_contract_records_them(tmp_path, raster_source):
+    spatials = points(3)
+    faults = {"fail_items": [spatials[1].center()]}
+    common = dict(
+        **kw(raster_source),
+        spatials=spatials,
+        continue_on_error=True,
+        fail_on_bad_input=True,
+        provider_options={"faults": faults},
+    )
+    res = export_batch(**common, out=str(tmp_path / "pi"), layout="per_item")
+    assert [r["status"] for r in res] == ["ok", "failed", "ok"]
+    bad = res[1]["models"][0]
+    # repr of the model's error; a failed fetch in rs-embed's words (contract Appendix A)
+    assert bad["error"].startswith(
+        'ProviderError("Prefetch previously failed for model=spectral_stats, index=1, sensor='
+    )
+    assert bad["error"].endswith(": ProviderError('injected fault for place (14.98, 44.97)')\")")
+    # input checks ran (fail_on_bad_input=True): the stored input carries their report
+    insp = res[0]["models"][0]["input"]["inspection"]
+    assert insp["ok"] is True and insp["input_ndim"] == 3 and insp["n_frames"] is None
+    assert insp["sensor"]["bands"] == ["B2", "B3", "B4", "B8"]
+    assert len(insp["report"]["band_std"]) == 4
+    on_disk = json.loads((tmp_path / "pi" / "p00000.json").read_text())
+    assert on_disk["models"][0]["input"]["inspection"] == insp
+
+    comb = export_batch(**common, out=str(tmp_path / "c"), layout="combined")
+    entry = comb["models"][0]
+    assert entry["failed_indices"] == [1] and entry["status"] == "partial"
+    assert entry["errors_by_index"]["1"] == bad["error"]

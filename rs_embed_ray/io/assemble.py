@@ -16,14 +16,26 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.inspection import INSPECTION_META
 from rs_embed_ray.io.atomic import write_text
-from rs_embed_ray.io.manifest import array_sha1, jsonable, summarize_status, utc_ts
+from rs_embed_ray.io.manifest import (
+    array_sha1,
+    error_text,
+    jsonable,
+    prefetch_error,
+    summarize_status,
+    utc_ts,
+)
 from rs_embed_ray.io.netcdf import NetcdfWriter
 from rs_embed_ray.io.npz import NpzStreamWriter, write_npz
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.specs import temporal_from_dict, window_of
 
 log = logging.getLogger(__name__)
+
+
+class _Recorded(Exception):
+    """An error a worker already recorded (its text is what the manifest keeps)."""
 
 
 def _select(arr: np.ndarray, channels: list[int] | None) -> np.ndarray:
@@ -76,8 +88,10 @@ def write_item(
             patch_src = sources["patch"].get(m["fetch_key"]) if m["fetch_key"] else None
             if patch_src is not None:
                 if patch_src["status"] != "ok":
-                    raise RuntimeError(f"fetch failed: {patch_src.get('error')}")
+                    err = prefetch_error(m["name"], index, m["fetch_key"], patch_src.get("error"))
+                    raise _Recorded(err)
                 x, fmeta = reader.read(patch_src["shard"], index)
+                inspection = fmeta.pop(INSPECTION_META, None)
                 if fmeta:
                     entry["fetch_meta"] = fmeta
                 if ctx["save_inputs"]:
@@ -87,11 +101,13 @@ def write_item(
                         key = f"input_chw__{m['key']}"
                         arrays[key] = _select(x, m["channels"]).astype(np.float32)
                         entry["input"] = _ref(key, arrays[key])
+                        if inspection is not None:  # input checks ran (fail_on_bad_input)
+                            entry["input"]["inspection"] = inspection
                         stored_inputs[m["input_key"]] = entry["input"]
             if ctx["save_embeddings"]:
                 src = sources["embed"].get(m["key"])
                 if src is None or src["status"] != "ok":
-                    raise RuntimeError((src or {}).get("error") or "embedding missing")
+                    raise _Recorded((src or {}).get("error") or "embedding missing")
                 e, emeta = reader.read(src["shard"], index)
                 key = f"embedding__{m['key']}"
                 arrays[key] = np.asarray(e, dtype=np.float32)
@@ -100,7 +116,9 @@ def write_item(
                 entry["meta"] = emeta
         except Exception as exc:
             entry["status"] = "failed"
-            entry["error"] = str(exc)
+            # as rs-embed records it: repr of the model's exception (already text when a
+            # worker recorded it)
+            entry["error"] = str(exc) if isinstance(exc, _Recorded) else error_text(exc)
             entry["embedding"] = None
             entry["meta"] = None
         entries.append(entry)
@@ -237,7 +255,7 @@ def write_combined(
             for i in range(n):
                 p = psrc.get(i)
                 if m["fetch_key"] and (p is None or p["status"] != "ok"):
-                    errors[i] = f"fetch failed: {(p or {}).get('error')}"
+                    errors[i] = prefetch_error(m["name"], i, m["fetch_key"], (p or {}).get("error"))
             if ctx["save_inputs"] and m["fetch_key"]:
                 if m["input_key"] in stored_inputs:
                     entry["inputs"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
@@ -382,7 +400,7 @@ def _model_errors(
     for i in range(n):
         p = psrc.get(i)
         if m["fetch_key"] and (p is None or p["status"] != "ok"):
-            errors[i] = f"fetch failed: {(p or {}).get('error')}"
+            errors[i] = prefetch_error(m["name"], i, m["fetch_key"], (p or {}).get("error"))
     esrc = embed_src.get(m["key"], {})
     for i in range(n):
         e = esrc.get(i)

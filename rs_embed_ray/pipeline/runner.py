@@ -21,10 +21,21 @@ from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import sidecar_path, write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error
-from rs_embed_ray.io.manifest import array_sha1, jsonable, package_version, utc_ts
+from rs_embed_ray.io.manifest import (
+    array_sha1,
+    jsonable,
+    package_version,
+    prefetch_error,
+    utc_ts,
+)
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
-from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, TEMPORAL_COLUMN, FetchWorker
+from rs_embed_ray.pipeline.fetch import (
+    CALLS_PER_ACTOR,
+    TEMPORAL_COLUMN,
+    FetchWorker,
+    with_retries,
+)
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.quiet import (
     init_kwargs,
@@ -138,6 +149,8 @@ class Runner:
             "save_inputs": p.save_inputs,
             "save_embeddings": p.save_embeddings,
             "save_manifest": p.save_manifest,
+            "max_retries": p.max_retries,
+            "retry_backoff_s": p.retry_backoff_s,
             "backend": p.backend,
             "device": self.device,
             "temporal": jsonable(p.temporal),
@@ -447,6 +460,8 @@ class Runner:
                 "max_retries": p.max_retries,
                 "retry_backoff_s": p.retry_backoff_s,
                 "torch_threads": torch_threads,
+                "name": model.name,
+                "fetch_key": model.fetch_key,
             },
             compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
             num_gpus=1 if use_gpu else 0,
@@ -546,7 +561,9 @@ class Runner:
                     i,
                     "failed",
                     p.pair_fingerprint(i, model),
-                    error=f"fetch failed: {src.get(i, {}).get('error')}",
+                    error=prefetch_error(
+                        model.name, i, model.fetch_key, src.get(i, {}).get("error")
+                    ),
                 )
                 for i in failed
             ]
@@ -681,18 +698,22 @@ class Runner:
                 statuses = [r.get("status") for r in result]
             else:
                 ctx = self._ctx()
-                result = write_combined(
-                    ctx,
-                    p.out_path,
-                    spatials=[jsonable(s) for s in p.spatials],
-                    names=p.names,
-                    centers=[s.center() for s in p.spatials],
-                    patch_src=self.patch_src,
-                    embed_src=self.embed_src,
-                    fingerprint=p.run_fingerprint(),
-                    temporals=[jsonable(p.temporal_of(i)) for i in range(p.n_items)]
-                    if p.temporals is not None
-                    else None,
+                result = with_retries(
+                    lambda: write_combined(
+                        ctx,
+                        p.out_path,
+                        spatials=[jsonable(s) for s in p.spatials],
+                        names=p.names,
+                        centers=[s.center() for s in p.spatials],
+                        patch_src=self.patch_src,
+                        embed_src=self.embed_src,
+                        fingerprint=p.run_fingerprint(),
+                        temporals=[jsonable(p.temporal_of(i)) for i in range(p.n_items)]
+                        if p.temporals is not None
+                        else None,
+                    ),
+                    p.max_retries,
+                    p.retry_backoff_s,
                 )
                 from rs_embed_ray.io.atomic import write_text
 
