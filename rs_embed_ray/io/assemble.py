@@ -156,7 +156,7 @@ def write_item(
         manifest["nc_variables"] = sorted(arrays)
         nc = NetcdfWriter(path, attrs={**_nc_attrs(ctx), "temporal": temporal})
         try:
-            for key in sorted(arrays):
+            for key in arrays:  # rs-embed's order (per model: input, then embedding)
                 nc.add(key, arrays[key])
             man = jsonable(manifest)
             nc.commit(man)
@@ -263,7 +263,6 @@ def write_combined(
                     ok_items = [(i, psrc[i]) for i in range(n) if i not in errors]
                     entry["inputs"] = _write_stack(
                         writer,
-                        is_nc,
                         reader,
                         f"inputs_bchw__{m['key']}",
                         f"input_chw__{m['key']}",
@@ -284,7 +283,6 @@ def write_combined(
                 read_metas: dict[int, dict[str, Any]] = {}
                 entry["embeddings"] = _write_stack(
                     writer,
-                    is_nc,
                     reader,
                     f"embeddings__{m['key']}",
                     f"embedding__{m['key']}",
@@ -325,7 +323,6 @@ def write_combined(
 
 def _write_stack(
     writer: Any,
-    is_nc: bool,
     reader: ShardReader,
     stacked_key: str,
     point_key: str,
@@ -336,39 +333,14 @@ def _write_stack(
     metas: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """One model's inputs or embeddings: stacked when every row is ok and alike (contract
-    §2.8.4); otherwise per-point keys with ``indices`` (npz) or NaN rows (netCDF)."""
+    §2.8.4; inputs also when some rows are missing, with ``indices``); otherwise per-point
+    keys with ``indices``. The same in both formats, as rs-embed writes them."""
     if not items:
         return None
     shapes = {tuple(src["shape"]) for _, src in items}
     if channels is not None:
         shapes = {(*s[:-3], len(channels), *s[-2:]) for s in shapes}
     indices = [i for i, _ in items]
-    if is_nc:
-        if len(shapes) == 1:
-            row_shape = next(iter(shapes))
-            writer.stream(stacked_key, row_shape, _rows(reader, items, channels, metas), n)
-            ref: dict[str, Any] = {"npz_key": stacked_key, "shape": [n, *row_shape]}
-        else:  # ragged: pad to the largest extent, keep each row's own shape beside it
-            ndim = len(next(iter(shapes)))
-            row_shape = tuple(max(s[d] for s in shapes) for d in range(ndim))
-
-            def padded() -> Iterator[tuple[int, np.ndarray]]:
-                for i, arr in _rows(reader, items, channels, metas):
-                    out = np.full(row_shape, np.nan, dtype=np.float32)
-                    out[tuple(slice(0, s) for s in arr.shape)] = arr
-                    yield i, out
-
-            writer.stream(stacked_key, row_shape, padded(), n)
-            ref = {
-                "npz_key": stacked_key,
-                "shape": [n, *row_shape],
-                "ragged": True,
-                "shapes": {str(i): list(src["shape"]) for i, src in items},
-            }
-        ref["dtype"] = "float32"
-        if len(items) < n:
-            ref["indices"] = indices
-        return ref
     if len(shapes) == 1 and (len(items) == n or partial_stacked):
         row_shape = next(iter(shapes))
         rows = (a for _, a in _rows(reader, items, channels, metas))
