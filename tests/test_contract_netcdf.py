@@ -41,33 +41,44 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory, raster_source):
-    """Both layouts x both formats, 3 places, the middle one failed (continue_on_error)."""
-    root = tmp_path_factory.mktemp("exports")
-    sp = points(3)
-    paths = {}
-    for layout in ("per_item", "combined"):
-        for fmt in ("npz", "netcdf"):
+class Exports:
+    """Exports of 3 places, the middle one failed (continue_on_error), made when first asked
+    for: a run without the rs-embed venv makes only the two netCDF ones."""
+
+    def __init__(self, root: Path, source: Path) -> None:
+        self.root, self.source, self.paths = root, source, {}
+
+    def __getitem__(self, key: tuple[str, str]) -> str:
+        if key not in self.paths:
+            layout, fmt = key
+            sp = points(3)
             res = export_batch(
                 spatials=sp,
                 temporal=WINDOW,
                 models=["spectral_stats"],
                 backend="local",
-                source=str(raster_source),
+                source=str(self.source),
                 show_progress=False,
                 num_workers=2,
-                out=str(root / f"{layout}_{fmt}"),
+                out=str(self.root / f"{layout}_{fmt}"),
                 layout=layout,
                 format=fmt,
                 continue_on_error=True,
                 provider_options={"faults": {"fail_items": [sp[1].center()]}},
             )
             if layout == "per_item":
-                paths[(layout, fmt)] = str(root / f"{layout}_{fmt}")
+                self.paths[key] = str(self.root / f"{layout}_{fmt}")
             else:
-                paths[(layout, fmt)] = res.get("npz_path") or res["nc_path"]
-    return paths
+                self.paths[key] = res.get("npz_path") or res["nc_path"]
+        return self.paths[key]
+
+
+ALL = [(lay, fmt) for lay in ("per_item", "combined") for fmt in ("npz", "netcdf")]
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, raster_source) -> Exports:
+    return Exports(tmp_path_factory.mktemp("exports"), raster_source)
 
 
 def test_netcdf_dims_and_failed_places_as_rs_embed_writes_them(exports):
@@ -98,7 +109,7 @@ def test_rs_embed_load_export_reads_our_files(exports):
             "shared/anchor/setup_anchor.sh (or set RS_EMBED_ANCHOR_PYTHON)"
         )
     run = subprocess.run(
-        [str(ANCHOR_PY), "-c", ANCHOR_LOAD, *exports.values()],
+        [str(ANCHOR_PY), "-c", ANCHOR_LOAD, *(exports[k] for k in ALL)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -106,7 +117,8 @@ def test_rs_embed_load_export_reads_our_files(exports):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads(run.stdout.strip().splitlines()[-1])
-    for (layout, _fmt), path in exports.items():
+    for layout, fmt in ALL:
+        path = exports[(layout, fmt)]
         got = theirs[path]
         assert got["layout"] == layout and got["n_items"] == 3
         assert got["status"] == "partial"

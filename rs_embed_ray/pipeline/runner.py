@@ -790,13 +790,13 @@ ITEM_KEY = "file"
 def item_records(
     plan: ExportPlan, indices: Any, statuses: Any, manifests: dict[int, dict[str, Any]]
 ) -> list[Record]:
-    """Log records of written per-item files: what resume checks when there is no sidecar."""
+    """Log records of written ok per-item files: what resume checks when there is no sidecar."""
     recs = []
     for idx, status in zip(indices, statuses, strict=True):
         i = int(idx)
-        if status == "write_failed":
-            continue
         man = manifests[i]
+        if status == "write_failed" or man.get("status") != "ok":
+            continue  # only a complete, ok file may be skipped on resume
         arrays: dict[str, Any] = {}
         for e in man.get("models", []):
             for k in ("input", "embedding"):
@@ -808,7 +808,7 @@ def item_records(
                 kind="item",
                 key=ITEM_KEY,
                 index=i,
-                status=str(man.get("status")),
+                status="ok",
                 fp=plan.item_fingerprint(i),
                 arrays=arrays,
             )
