@@ -14,9 +14,12 @@ error about actor constructor arguments. Where they come from, and what is done 
 - ``core_worker.cc ... has constructor arguments in the object store and max_restarts > 0``:
   Ray Data itself passes object refs (its DataContext, its map transformer, a location-tracker
   actor) to every map actor it starts (ray-project/ray#57733), whatever the user's arguments;
-  ours are small and inline. Ray prints that line once per process, from C++ straight to file
-  descriptor 2, so quiet runs spend that one print on a throw-away actor with stderr pointed
-  at /dev/null for the submission call.
+  ours are small and inline. Ray prints that line once per process, from C++ straight to
+  file descriptor 2, so quiet runs spend that one print on a throw-away actor with stderr
+  pointed at /dev/null for the submission call;
+- Ray Data's ``UserWarning`` about a writer pool larger than its inputs: the pools are sized
+  to their batches (``runner._writers``); where Ray Data bundles blocks otherwise the
+  remaining, harmless note is not shown.
 
 Worker processes' own output reaches the driver only when verbose (``log_to_driver``).
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,6 +73,13 @@ def quiet_ray_data(level: int) -> None:
 
         # our own bars replace Ray Data's (runner._configure_data_context): nothing to warn
         log_once("ray_data_progress_manager_disabled")
+        # writer pools are sized to their expected batches (runner._writers); when Ray Data
+        # bundles blocks differently it still notes an idle writer slot: harmless, not shown
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The maximum number of concurrent tasks for .* only received",
+            category=UserWarning,
+        )
 
 
 @contextlib.contextmanager
