@@ -1,7 +1,20 @@
 """rs-embed-ray: export remote-sensing foundation-model embeddings at scale on Ray."""
 
 from rs_embed_ray.api import export_batch, export_npz, plan_export
-from rs_embed_ray.errors import ModelError, ProviderError, RSEmbedRayError, SpecError
+from rs_embed_ray.errors import (
+    ExportStopped,
+    ModelError,
+    ProviderError,
+    RSEmbedRayError,
+    SpecError,
+)
+from rs_embed_ray.options import (
+    ExportConfig,
+    ExportLayout,
+    ExportModelRequest,
+    ExportOptions,
+    ExportTarget,
+)
 from rs_embed_ray.specs import (
     BBox,
     FetchSpec,
@@ -22,6 +35,12 @@ def load_export(path, **kwargs):
 
 __all__ = [
     "BBox",
+    "ExportConfig",
+    "ExportLayout",
+    "ExportModelRequest",
+    "ExportOptions",
+    "ExportStopped",
+    "ExportTarget",
     "FetchSpec",
     "InputPrepSpec",
     "ModelError",

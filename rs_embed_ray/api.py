@@ -1,8 +1,10 @@
 """Public entry points: validate, plan, run. No heavy work happens here.
 
-``export_batch`` keeps the signature of rs-embed's seed API page, plus a few keywords this
-package needs (``ray_address``, ``source``, ``weights``, ...). Every error a user can cause
-is raised by ``build_plan`` before Ray is started.
+``export_batch`` shows the signature of rs-embed's seed API page (keyword-only, the seed's
+order), then the keywords this package adds (``ray_address``, ``source``, ``weights``, ...)
+and rs-embed 0.3.1's ``target`` / ``config`` / ``fetch`` / ``modality``. Defaults live once,
+in :class:`rs_embed_ray.options.ExportOptions`; the call collects its arguments into one and
+hands it to the plan, where every error a user can cause is raised before Ray is started.
 """
 
 from __future__ import annotations
@@ -12,8 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.errors import ModelError
+from rs_embed_ray.options import DEFAULTS as D
+from rs_embed_ray.options import (
+    PUBLIC_OPTIONS,
+    ExportConfig,
+    ExportModelRequest,
+    ExportOptions,
+    ExportTarget,
+)
 from rs_embed_ray.plan import ExportPlan, build_plan
 from rs_embed_ray.specs import (
+    FetchSpec,
     InputPrepSpec,
     OutputSpec,
     SensorSpec,
@@ -25,55 +36,18 @@ from rs_embed_ray.validation import check_call, check_ray_address
 log = logging.getLogger(__name__)
 
 
-def plan_export(
-    *,
-    spatials: list[SpatialSpec],
-    temporal: TemporalSpec | None,
-    models: list[str],
-    out: str | None = None,
-    layout: str | None = None,
-    out_dir: str | None = None,
-    out_path: str | None = None,
-    names: list[str] | None = None,
-    backend: str = "gee",
-    device: str = "auto",
-    output: OutputSpec | None = None,
-    sensor: SensorSpec | None = None,
-    per_model_sensors: dict[str, SensorSpec] | None = None,
-    format: str = "npz",
-    save_inputs: bool = True,
-    save_embeddings: bool = True,
-    save_manifest: bool = True,
-    fail_on_bad_input: bool = False,
-    chunk_size: int = 16,
-    num_workers: int = 8,
-    continue_on_error: bool = False,
-    max_retries: int = 0,
-    retry_backoff_s: float = 0.0,
-    async_write: bool = True,
-    writer_workers: int = 2,
-    resume: bool = False,
-    show_progress: bool = True,
-    input_prep: InputPrepSpec | str = "resize",
-    ray_address: str | None = None,
-    source: str | None = None,
-    weights: dict[str, str] | None = None,
-    model_configs: dict[str, dict[str, Any]] | None = None,
-    precision: str = "auto",
-    provider_options: dict[str, Any] | None = None,
-    fetch_threads: int = 4,
-    ee_max_concurrent: int = 40,
-    ee_max_qps: float = 100.0,
-    spatial_batching: bool = False,
-    temporals: list[TemporalSpec | None] | None = None,
-    ee_quota_actor: str | None = None,
-) -> ExportPlan:
+def plan_export(options: ExportOptions | None = None, /, **kwargs: Any) -> ExportPlan:
     """Validate an export request and resolve it into a plan, without starting Ray.
 
-    ``temporals`` (one ``TemporalSpec`` or ``None`` per place, same length as ``spatials``)
-    gives places their own time windows; ``None`` entries use ``temporal``.
+    Takes an :class:`ExportOptions`, or the keywords of :func:`export_batch`.
     """
-    check_call(locals())  # types and bounds of every argument, named in the message
+    if options is None:
+        options = ExportOptions(**kwargs)
+    elif kwargs:
+        raise TypeError("plan_export takes an ExportOptions or keywords, not both.")
+    o = options.flat()
+    check_call(o.as_mapping())  # types and bounds of every argument, named in the message
+    precision, ee_max_concurrent, ee_max_qps = o.precision, o.ee_max_concurrent, o.ee_max_qps
     if precision not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
     if int(ee_max_concurrent) < 1 or not float(ee_max_qps) > 0:
@@ -82,51 +56,55 @@ def plan_export(
             f"({ee_max_qps}) > 0: they are the Earth Engine project's quota."
         )
     plan = build_plan(
-        spatials=spatials,
-        temporal=temporal,
-        temporals=temporals,
-        models=models,
-        out=out,
-        layout=layout,
-        out_dir=out_dir,
-        out_path=out_path,
-        names=names,
-        backend=backend,
-        device=device,
-        output=output if output is not None else OutputSpec.pooled(),
-        sensor=sensor,
-        per_model_sensors=per_model_sensors,
-        format=format,
-        input_prep=input_prep,
-        source=source,
-        weights=weights,
-        model_configs=model_configs,
-        provider_options=provider_options,
-        save_inputs=bool(save_inputs),
-        save_embeddings=bool(save_embeddings),
-        save_manifest=bool(save_manifest),
-        fail_on_bad_input=bool(fail_on_bad_input),
-        chunk_size=chunk_size,
-        num_workers=num_workers,
-        continue_on_error=bool(continue_on_error),
-        max_retries=max_retries,
-        retry_backoff_s=retry_backoff_s,
-        writer_workers=writer_workers,
-        resume=bool(resume),
-        show_progress=bool(show_progress),
-        precision=precision,
+        spatials=o.spatials,
+        temporal=o.temporal,
+        temporals=o.temporals,
+        models=o.models,
+        out=o.out,
+        layout=o.layout,
+        out_dir=o.out_dir,
+        out_path=o.out_path,
+        names=o.names,
+        backend=o.backend,
+        device=o.device,
+        output=o.output if o.output is not None else OutputSpec.pooled(),
+        sensor=o.sensor,
+        per_model_sensors=o.per_model_sensors,
+        format=o.format,
+        input_prep=o.input_prep,
+        source=o.source,
+        weights=o.weights,
+        model_configs=o.model_configs,
+        provider_options=o.provider_options,
+        save_inputs=bool(o.save_inputs),
+        save_embeddings=bool(o.save_embeddings),
+        save_manifest=bool(o.save_manifest),
+        fail_on_bad_input=bool(o.fail_on_bad_input),
+        chunk_size=o.chunk_size,
+        num_workers=o.num_workers,
+        continue_on_error=bool(o.continue_on_error),
+        max_retries=o.max_retries,
+        retry_backoff_s=o.retry_backoff_s,
+        writer_workers=o.writer_workers,
+        resume=bool(o.resume),
+        show_progress=bool(o.show_progress),
+        precision=o.precision,
+        fetch=o.fetch,
+        modality=o.modality,
+        per_model_fetches=o.per_model_fetches,
+        per_model_modalities=o.per_model_modalities,
     )
-    if not save_inputs and not save_embeddings:
+    if not o.save_inputs and not o.save_embeddings:
         raise ModelError("Nothing to export: save_inputs and save_embeddings are both False.")
-    check_ray_address(ray_address)
+    check_ray_address(o.ray_address)
     plan.extra.update(
-        ray_address=ray_address,
-        async_write=bool(async_write),
-        fetch_threads=max(1, int(fetch_threads)),
+        ray_address=o.ray_address,
+        async_write=bool(o.async_write),
+        fetch_threads=max(1, int(o.fetch_threads)),
         ee_max_concurrent=int(ee_max_concurrent),
         ee_max_qps=float(ee_max_qps),
-        spatial_batching=bool(spatial_batching),
-        ee_quota_actor=_quota_actor_name(ee_quota_actor),
+        spatial_batching=bool(o.spatial_batching),
+        ee_quota_actor=_quota_actor_name(o.ee_quota_actor),
     )
     return plan
 
@@ -160,14 +138,96 @@ def preflight(plan: ExportPlan) -> None:
             provider.close()
 
 
-def export_batch(**kwargs: Any) -> list[dict[str, Any]] | dict[str, Any]:
+def export_batch(
+    *,
+    spatials: list[SpatialSpec],
+    temporal: TemporalSpec | None,
+    models: list[str | ExportModelRequest],
+    out: str | None = D.out,
+    layout: str | None = D.layout,
+    out_dir: str | None = D.out_dir,
+    out_path: str | None = D.out_path,
+    names: list[str] | None = D.names,
+    backend: str = D.backend,
+    device: str = D.device,
+    output: OutputSpec = D.output,
+    sensor: SensorSpec | None = D.sensor,
+    per_model_sensors: dict[str, SensorSpec] | None = D.per_model_sensors,
+    format: str = D.format,
+    save_inputs: bool = D.save_inputs,
+    save_embeddings: bool = D.save_embeddings,
+    save_manifest: bool = D.save_manifest,
+    fail_on_bad_input: bool = D.fail_on_bad_input,
+    chunk_size: int = D.chunk_size,
+    num_workers: int = D.num_workers,
+    continue_on_error: bool = D.continue_on_error,
+    max_retries: int = D.max_retries,
+    retry_backoff_s: float = D.retry_backoff_s,
+    async_write: bool = D.async_write,
+    writer_workers: int = D.writer_workers,
+    resume: bool = D.resume,
+    show_progress: bool = D.show_progress,
+    input_prep: InputPrepSpec | str = D.input_prep,
+    ray_address: str | None = D.ray_address,
+    source: str | None = D.source,
+    weights: dict[str, str] | None = D.weights,
+    model_configs: dict[str, dict[str, Any]] | None = D.model_configs,
+    precision: str = D.precision,
+    provider_options: dict[str, Any] | None = D.provider_options,
+    fetch_threads: int = D.fetch_threads,
+    ee_max_concurrent: int = D.ee_max_concurrent,
+    ee_max_qps: float = D.ee_max_qps,
+    spatial_batching: bool = D.spatial_batching,
+    temporals: list[TemporalSpec | None] | None = D.temporals,
+    ee_quota_actor: str | None = D.ee_quota_actor,
+    target: ExportTarget | None = D.target,
+    config: ExportConfig | None = D.config,
+    fetch: FetchSpec | None = D.fetch,
+    modality: str | None = D.modality,
+) -> list[dict[str, Any]] | dict[str, Any]:
     """Export inputs + embeddings + manifests for many places x models, on Ray.
 
-    Takes the keywords of :func:`plan_export` (rs-embed's ``export_batch`` signature plus
-    ``ray_address``, ``source``, ``weights``, ``model_configs``, ``precision``). Returns a list
-    of per-item manifests (``layout="per_item"`` / ``out_dir``) or the combined manifest.
+    The seed's parameters come first, in its order and with its defaults (see the seed API
+    page). Returns the per-item manifests (``layout="per_item"`` / ``out_dir``) or the
+    combined manifest (``layout="combined"`` / ``out_path``).
+
+    Differences from rs-embed worth knowing:
+
+    - ``num_workers``: fetches in flight (Ray actors x threads); ``chunk_size``: the
+      inference batch size.
+    - ``max_retries`` / ``retry_backoff_s``: every fetch and every output-file write is
+      tried up to ``max_retries + 1`` times, sleeping ``retry_backoff_s * 2**k`` between
+      tries.
+    - ``async_write``: accepted, and changes nothing. Files are always written by Ray tasks
+      beside the inference, each one atomically and fsync'ed before it replaces the old one,
+      and resume works from the run's log rather than from chunk barriers, so there is no
+      synchronous mode to fall back to. ``writer_workers`` sets how many writer tasks run.
+    - ``continue_on_error=False``: the first failed place stops the run with
+      :class:`~rs_embed_ray.errors.ExportStopped`; places that had finished are written
+      first, and ``resume=True`` continues from there.
+
+    Ours, after the seed's: ``ray_address`` (cluster; default local), ``source`` (raster
+    file/folder for ``backend="local"``), ``weights`` ({model: path | "random"}),
+    ``model_configs`` ({model: {option: value}}), ``precision`` ("auto" | "float32"),
+    ``provider_options``, ``fetch_threads`` (threads per fetch actor), ``ee_max_concurrent``
+    / ``ee_max_qps`` (the Earth Engine project's quota), ``spatial_batching`` (nearby places
+    share a request), ``temporals`` (one window per place), ``ee_quota_actor`` (share one
+    quota between jobs).
+
+    rs-embed 0.3.1's spelling works too: ``target=ExportTarget.per_item(...)`` /
+    ``ExportTarget.combined(...)`` instead of ``out``/``layout``/``out_dir``/``out_path``/
+    ``names``; ``config=ExportConfig(...)`` instead of the run settings; ``models`` entries
+    ``ExportModelRequest.configure(name, sensor=, fetch=, modality=, **model_config)``;
+    ``fetch=FetchSpec(...)`` (overrides on each model's default sensor) and ``modality=``.
+    Setting one thing in both styles is a ``ModelError``.
     """
-    plan = plan_export(**kwargs)
+    options = ExportOptions(**{n: v for n, v in locals().items() if n in PUBLIC_OPTIONS})
+    return run_export(options)
+
+
+def run_export(options: ExportOptions) -> list[dict[str, Any]] | dict[str, Any]:
+    """Plan (every input error raised here, before Ray starts), check the provider, run."""
+    plan = plan_export(options)
     preflight(plan)
     from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
 
@@ -178,27 +238,50 @@ def export_npz(
     *,
     spatial: SpatialSpec,
     temporal: TemporalSpec | None,
-    models: list[str],
+    models: list[str | ExportModelRequest],
     out_path: str,
-    **kwargs: Any,
+    backend: str = D.backend,
+    device: str = D.device,
+    output: OutputSpec = D.output,
+    sensor: SensorSpec | None = D.sensor,
+    per_model_sensors: dict[str, SensorSpec] | None = D.per_model_sensors,
+    save_inputs: bool = D.save_inputs,
+    save_embeddings: bool = D.save_embeddings,
+    save_manifest: bool = D.save_manifest,
+    fail_on_bad_input: bool = D.fail_on_bad_input,
+    continue_on_error: bool = D.continue_on_error,
+    max_retries: int = D.max_retries,
+    retry_backoff_s: float = D.retry_backoff_s,
+    input_prep: InputPrepSpec | str = D.input_prep,
+    show_progress: bool = D.show_progress,
+    resume: bool = D.resume,
+    ray_address: str | None = D.ray_address,
+    source: str | None = D.source,
+    weights: dict[str, str] | None = D.weights,
+    model_configs: dict[str, dict[str, Any]] | None = D.model_configs,
+    precision: str = D.precision,
+    provider_options: dict[str, Any] | None = D.provider_options,
+    fetch_threads: int = D.fetch_threads,
+    ee_max_concurrent: int = D.ee_max_concurrent,
+    ee_max_qps: float = D.ee_max_qps,
+    ee_quota_actor: str | None = D.ee_quota_actor,
+    config: ExportConfig | None = D.config,
+    fetch: FetchSpec | None = D.fetch,
+    modality: str | None = D.modality,
 ) -> dict[str, Any]:
-    """One place, one combined ``.npz`` (appends the suffix, creates the parent folder)."""
-    if "format" in kwargs and str(kwargs["format"]).lower() != "npz":
+    """One place, one combined ``.npz``: appends the suffix, creates the parent folder and
+    delegates to :func:`export_batch` (``out_path=..., format="npz"``); returns its manifest.
+    The seed's parameters first, then ours (see :func:`export_batch`)."""
+    kw = {n: v for n, v in locals().items() if n in PUBLIC_OPTIONS}
+    if config is not None and str(getattr(config, "format", "npz")).strip().lower() != "npz":
         raise ModelError("export_npz always writes npz; use export_batch(format=...) instead.")
-    for bad in ("out", "layout", "out_dir", "names", "spatials"):
-        if bad in kwargs:
-            raise ModelError(f"export_npz does not take {bad!r}; use export_batch for that.")
     path = Path(out_path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    result = export_batch(
-        spatials=[spatial],
-        temporal=temporal,
-        models=models,
-        out_path=str(path),
-        format="npz",
-        **kwargs,
-    )
+    kw.update(spatials=[spatial], out_path=str(path))
+    if config is None:
+        kw["format"] = "npz"
+    result = run_export(ExportOptions(**kw))
     assert isinstance(result, dict)
     return result

@@ -64,13 +64,18 @@ def _fail(msg: str) -> None:
 
 
 @click.group()
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output (-v info, -vv debug), Ray's own logs included; without it only "
+    "warnings are shown (RS_EMBED_RAY_LOG_LEVEL=INFO sets Ray's level alone).",
+)
 def main(verbose: int) -> None:
     """Export remote-sensing foundation-model embeddings at scale on Ray."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    # Ray's loggers follow this level (rs_embed_ray.pipeline.quiet), set when Ray starts
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if verbose == 0:  # Ray Data announces every dataset it finishes; our bars say enough
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @main.command()

@@ -28,3 +28,20 @@ class WeightsError(ModelError):
 
 class OutputLockedError(RSEmbedRayError):
     """Another run is writing to the same output location."""
+
+
+class ExportStopped(RSEmbedRayError):
+    """A place failed and ``continue_on_error`` is off, so the run stopped (contract §2.14).
+
+    Places that had finished are written before this is raised, and the run's log keeps
+    every finished step: rerun with ``resume=True`` to continue from there. ``index`` /
+    ``name`` say which place failed, ``stage`` where (``fetch[...]``, ``infer[...]``,
+    ``write``), ``reason`` why.
+    """
+
+    def __init__(self, message: str, *, index: int, name: str, stage: str, reason: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.name = name
+        self.stage = stage
+        self.reason = reason

@@ -52,3 +52,26 @@ def inspect_input(x: np.ndarray, sensor: SensorSpec) -> dict[str, Any]:
         "band_std": stds,
     }
     return {"ok": not issues, "issues": issues, "report": report}
+
+
+# the key under which a fetched patch's inspection travels in its fetch meta
+INSPECTION_META = "inspection"
+
+
+def inspection_record(report: dict[str, Any], x: np.ndarray, sensor: SensorSpec) -> dict[str, Any]:
+    """The ``input.inspection`` block of a manifest (contract §2.12): the report, the sensor
+    inspected and which frame of a (T,C,H,W) input was looked at."""
+    arr = np.asarray(x)
+    frame = None
+    if arr.ndim == 4:
+        finite = [i for i in range(arr.shape[0]) if np.isfinite(arr[i]).any()]
+        frame = finite[0] if finite else 0
+    return {
+        "ok": bool(report["ok"]),
+        "issues": list(report.get("issues", [])),
+        "report": report.get("report", {}),
+        "sensor": {"collection": sensor.collection, "bands": list(sensor.bands)},
+        "input_ndim": int(arr.ndim),
+        "n_frames": int(arr.shape[0]) if arr.ndim == 4 else None,
+        "inspected_frame": frame,
+    }

@@ -19,6 +19,7 @@ from rs_embed_ray.io.manifest import fingerprint, jsonable
 from rs_embed_ray.models.base import ModelInfo
 from rs_embed_ray.models.registry import canonical_model_id, get_info, require_available
 from rs_embed_ray.specs import (
+    FetchSpec,
     InputPrepSpec,
     OutputSpec,
     SensorSpec,
@@ -347,6 +348,10 @@ def resolve_models(
     weights: dict[str, str] | None,
     model_configs: dict[str, dict[str, Any]] | None,
     output: OutputSpec,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    per_model_fetches: dict[str, FetchSpec] | None = None,
+    per_model_modalities: dict[str, str] | None = None,
 ) -> list[ModelRequest]:
     if not isinstance(models, (list, tuple)) or not models:
         raise ModelError("models must be a non-empty list[str].")
@@ -403,6 +408,8 @@ def resolve_models(
     per_sensor = lookup(per_model_sensors, "per_model_sensors")
     per_weights = lookup(weights, "weights")
     per_cfg = lookup(model_configs, "model_configs")
+    per_fetch = lookup(per_model_fetches, "ExportModelRequest.fetch")
+    per_mod = lookup(per_model_modalities, "ExportModelRequest.modality")
     resolved: list[ModelRequest] = []
     for r in reqs:
         own_data = r.info.kind == "precomputed" and r.info.sensor is None
@@ -416,6 +423,14 @@ def resolve_models(
         sens = per_sensor.get(r.key, default)
         if sens is not None and not isinstance(sens, SensorSpec):
             raise ModelError(f"sensor for model {r.name!r} must be a SensorSpec.")
+        given = per_sensor.get(r.key, sensor)  # the user's own sensor, if any
+        sens = _apply_fetch_modality(
+            r,
+            sens,
+            given,
+            per_fetch.get(r.key, fetch),
+            per_mod.get(r.key, modality),
+        )
         if sens is None and r.info.kind == "on_the_fly":
             raise ModelError(
                 f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...)."
@@ -434,6 +449,53 @@ def resolve_models(
             dataclasses.replace(r, sensor=sens, weights=w, model_config=per_cfg.get(r.key))
         )
     return resolved
+
+
+def normalize_modality(value: Any) -> str:
+    """rs-embed's modality spelling rules: ``Sentinel-2`` -> ``s2``, ``s2l2a`` -> ``s2_l2a``."""
+    m = str(value).strip().lower().replace("-", "_")
+    aliases = {
+        "sentinel1": "s1",
+        "sentinel_1": "s1",
+        "sentinel2": "s2",
+        "sentinel_2": "s2",
+        "s2l1c": "s2_l1c",
+        "s2l2a": "s2_l2a",
+    }
+    return aliases.get(m, m)
+
+
+def _apply_fetch_modality(
+    r: ModelRequest,
+    sens: SensorSpec | None,
+    given: SensorSpec | None,
+    fetch: Any,
+    modality: Any,
+) -> SensorSpec | None:
+    """rs-embed 0.3's ``fetch=FetchSpec(...)`` and ``modality=`` on top of a model's sensor
+    (contract §2.4): a light override of the default sensor, and a modality the model
+    exposes (its default sensor's)."""
+    if fetch is not None and not isinstance(fetch, FetchSpec):
+        raise ModelError(f"fetch for model {r.name!r} must be a FetchSpec.")
+    if given is not None and fetch is not None:
+        raise ModelError("Use either sensor=... or fetch=..., not both.")
+    if modality is not None:
+        want = normalize_modality(modality)
+        if given is not None and given.modality and normalize_modality(given.modality) != want:
+            raise ModelError(
+                f"Conflicting modality values for model {r.name!r}: sensor.modality="
+                f"{given.modality!r}, modality={modality!r}."
+            )
+        own = r.info.sensor.modality if r.info.sensor is not None else None
+        if own is None or normalize_modality(own) != want:
+            raise ModelError(f"Model {r.name!r} does not expose modality={modality!r}.")
+        if sens is not None:
+            sens = dataclasses.replace(sens, modality=own)
+    if fetch is not None:
+        if r.info.sensor is None:
+            raise ModelError(f"Model {r.name!r} does not support fetch=... overrides.")
+        sens = fetch.apply(sens if sens is not None else r.info.sensor)
+    return sens
 
 
 def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpec | None]) -> None:
@@ -621,6 +683,10 @@ def build_plan(
     model_configs: dict[str, dict[str, Any]] | None = None,
     provider_options: dict[str, Any] | None = None,
     temporals: Any = None,
+    fetch: FetchSpec | None = None,
+    modality: str | None = None,
+    per_model_fetches: dict[str, FetchSpec] | None = None,
+    per_model_modalities: dict[str, str] | None = None,
     **options: Any,
 ) -> ExportPlan:
     """Validate everything (in the contract's order) and resolve the request into a plan."""
@@ -642,6 +708,10 @@ def build_plan(
         weights=weights,
         model_configs=model_configs,
         output=output,
+        fetch=fetch,
+        modality=modality,
+        per_model_fetches=per_model_fetches,
+        per_model_modalities=per_model_modalities,
     )
     check_model_requests(reqs, per_place if per_place is not None else [temporal])
     reqs, groups = build_groups(reqs)

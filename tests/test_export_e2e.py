@@ -103,8 +103,8 @@ def test_combined_layout(tmp_path, raster_source, remoteclip_ckpt, fmt):
     else:
         with xr.open_dataset(path) as ds:
             emb = ds["embeddings__remoteclip"]
-            assert emb.dims == ("item", "dim")
-            assert ds["lon"].dims == ("item",)
+            assert emb.dims == ("point", "dim")  # rs-embed's names (contract §2.16.3)
+            assert ds["lon"].dims == ("point",)
             np.testing.assert_allclose(ds["lon"].values, [s.lon for s in spatials])
             np.testing.assert_allclose(ds["lat"].values, [s.lat for s in spatials])
             assert ds.attrs["Conventions"] == "CF-1.8"

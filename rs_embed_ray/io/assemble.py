@@ -16,14 +16,26 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.inspection import INSPECTION_META
 from rs_embed_ray.io.atomic import write_text
-from rs_embed_ray.io.manifest import array_sha1, jsonable, summarize_status, utc_ts
+from rs_embed_ray.io.manifest import (
+    array_sha1,
+    error_text,
+    jsonable,
+    prefetch_error,
+    summarize_status,
+    utc_ts,
+)
 from rs_embed_ray.io.netcdf import NetcdfWriter
 from rs_embed_ray.io.npz import NpzStreamWriter, write_npz
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.specs import temporal_from_dict, window_of
 
 log = logging.getLogger(__name__)
+
+
+class _Recorded(Exception):
+    """An error a worker already recorded (its text is what the manifest keeps)."""
 
 
 def _select(arr: np.ndarray, channels: list[int] | None) -> np.ndarray:
@@ -76,8 +88,10 @@ def write_item(
             patch_src = sources["patch"].get(m["fetch_key"]) if m["fetch_key"] else None
             if patch_src is not None:
                 if patch_src["status"] != "ok":
-                    raise RuntimeError(f"fetch failed: {patch_src.get('error')}")
+                    err = prefetch_error(m["name"], index, m["fetch_key"], patch_src.get("error"))
+                    raise _Recorded(err)
                 x, fmeta = reader.read(patch_src["shard"], index)
+                inspection = fmeta.pop(INSPECTION_META, None)
                 if fmeta:
                     entry["fetch_meta"] = fmeta
                 if ctx["save_inputs"]:
@@ -87,11 +101,13 @@ def write_item(
                         key = f"input_chw__{m['key']}"
                         arrays[key] = _select(x, m["channels"]).astype(np.float32)
                         entry["input"] = _ref(key, arrays[key])
+                        if inspection is not None:  # input checks ran (fail_on_bad_input)
+                            entry["input"]["inspection"] = inspection
                         stored_inputs[m["input_key"]] = entry["input"]
             if ctx["save_embeddings"]:
                 src = sources["embed"].get(m["key"])
                 if src is None or src["status"] != "ok":
-                    raise RuntimeError((src or {}).get("error") or "embedding missing")
+                    raise _Recorded((src or {}).get("error") or "embedding missing")
                 e, emeta = reader.read(src["shard"], index)
                 key = f"embedding__{m['key']}"
                 arrays[key] = np.asarray(e, dtype=np.float32)
@@ -100,7 +116,9 @@ def write_item(
                 entry["meta"] = emeta
         except Exception as exc:
             entry["status"] = "failed"
-            entry["error"] = str(exc)
+            # as rs-embed records it: repr of the model's exception (already text when a
+            # worker recorded it)
+            entry["error"] = str(exc) if isinstance(exc, _Recorded) else error_text(exc)
             entry["embedding"] = None
             entry["meta"] = None
         entries.append(entry)
@@ -138,7 +156,7 @@ def write_item(
         manifest["nc_variables"] = sorted(arrays)
         nc = NetcdfWriter(path, attrs={**_nc_attrs(ctx), "temporal": temporal})
         try:
-            for key in sorted(arrays):
+            for key in arrays:  # rs-embed's order (per model: input, then embedding)
                 nc.add(key, arrays[key])
             man = jsonable(manifest)
             nc.commit(man)
@@ -237,7 +255,7 @@ def write_combined(
             for i in range(n):
                 p = psrc.get(i)
                 if m["fetch_key"] and (p is None or p["status"] != "ok"):
-                    errors[i] = f"fetch failed: {(p or {}).get('error')}"
+                    errors[i] = prefetch_error(m["name"], i, m["fetch_key"], (p or {}).get("error"))
             if ctx["save_inputs"] and m["fetch_key"]:
                 if m["input_key"] in stored_inputs:
                     entry["inputs"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
@@ -245,7 +263,6 @@ def write_combined(
                     ok_items = [(i, psrc[i]) for i in range(n) if i not in errors]
                     entry["inputs"] = _write_stack(
                         writer,
-                        is_nc,
                         reader,
                         f"inputs_bchw__{m['key']}",
                         f"input_chw__{m['key']}",
@@ -266,7 +283,6 @@ def write_combined(
                 read_metas: dict[int, dict[str, Any]] = {}
                 entry["embeddings"] = _write_stack(
                     writer,
-                    is_nc,
                     reader,
                     f"embeddings__{m['key']}",
                     f"embedding__{m['key']}",
@@ -307,7 +323,6 @@ def write_combined(
 
 def _write_stack(
     writer: Any,
-    is_nc: bool,
     reader: ShardReader,
     stacked_key: str,
     point_key: str,
@@ -318,39 +333,14 @@ def _write_stack(
     metas: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """One model's inputs or embeddings: stacked when every row is ok and alike (contract
-    §2.8.4); otherwise per-point keys with ``indices`` (npz) or NaN rows (netCDF)."""
+    §2.8.4; inputs also when some rows are missing, with ``indices``); otherwise per-point
+    keys with ``indices``. The same in both formats, as rs-embed writes them."""
     if not items:
         return None
     shapes = {tuple(src["shape"]) for _, src in items}
     if channels is not None:
         shapes = {(*s[:-3], len(channels), *s[-2:]) for s in shapes}
     indices = [i for i, _ in items]
-    if is_nc:
-        if len(shapes) == 1:
-            row_shape = next(iter(shapes))
-            writer.stream(stacked_key, row_shape, _rows(reader, items, channels, metas), n)
-            ref: dict[str, Any] = {"npz_key": stacked_key, "shape": [n, *row_shape]}
-        else:  # ragged: pad to the largest extent, keep each row's own shape beside it
-            ndim = len(next(iter(shapes)))
-            row_shape = tuple(max(s[d] for s in shapes) for d in range(ndim))
-
-            def padded() -> Iterator[tuple[int, np.ndarray]]:
-                for i, arr in _rows(reader, items, channels, metas):
-                    out = np.full(row_shape, np.nan, dtype=np.float32)
-                    out[tuple(slice(0, s) for s in arr.shape)] = arr
-                    yield i, out
-
-            writer.stream(stacked_key, row_shape, padded(), n)
-            ref = {
-                "npz_key": stacked_key,
-                "shape": [n, *row_shape],
-                "ragged": True,
-                "shapes": {str(i): list(src["shape"]) for i, src in items},
-            }
-        ref["dtype"] = "float32"
-        if len(items) < n:
-            ref["indices"] = indices
-        return ref
     if len(shapes) == 1 and (len(items) == n or partial_stacked):
         row_shape = next(iter(shapes))
         rows = (a for _, a in _rows(reader, items, channels, metas))
@@ -382,7 +372,7 @@ def _model_errors(
     for i in range(n):
         p = psrc.get(i)
         if m["fetch_key"] and (p is None or p["status"] != "ok"):
-            errors[i] = f"fetch failed: {(p or {}).get('error')}"
+            errors[i] = prefetch_error(m["name"], i, m["fetch_key"], (p or {}).get("error"))
     esrc = embed_src.get(m["key"], {})
     for i in range(n):
         e = esrc.get(i)

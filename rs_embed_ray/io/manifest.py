@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.errors import ProviderError
+
 
 def jsonable(obj: Any) -> Any:
     """Turn specs, numpy values and containers into plain JSON values (contract §2.17.1)."""
@@ -63,6 +65,20 @@ def array_sha1(arr: np.ndarray) -> str:
 
 def fingerprint(payload: Any) -> str:
     return hashlib.sha1(json.dumps(jsonable(payload), sort_keys=True).encode()).hexdigest()
+
+
+def error_text(exc: BaseException) -> str:
+    """How manifests record an error (contract §2.14, §2.17): ``repr(exc)``."""
+    return repr(exc)
+
+
+def prefetch_error(model: str, index: int, sensor: str | None, err: Any) -> str:
+    """A model's error for a place whose fetch failed, in rs-embed's words (Appendix A)."""
+    return error_text(
+        ProviderError(
+            f"Prefetch previously failed for model={model}, index={index}, sensor={sensor}: {err}"
+        )
+    )
 
 
 def summarize_status(statuses: list[str]) -> str:

@@ -1,13 +1,20 @@
-"""NetCDF files with named dims, per-item lon/lat/name coordinates and CF attributes.
+"""NetCDF files named as rs-embed names them, plus coordinates and CF attributes.
 
-Variables are named exactly like the npz keys so one loader reads both formats. The
-combined file is created with its final shape and filled row by row (netCDF4), so memory
-does not grow with the number of places. The manifest is embedded as a JSON attribute.
+Variables are named exactly like the npz keys, and dimensions follow rs-embed's rules
+(contract §2.16.3), so xarray code written against rs-embed's netCDF files runs unchanged:
+``(point, dim)`` pooled, ``(point, band, y, x)`` grids and input stacks, ``(band, y, x)`` /
+``(dim,)`` per place, ``d0..dN`` otherwise, and a dim already used with another size is
+renamed ``<dim>__<key>`` (then ``_2``, ...). Failed places are represented as rs-embed does:
+by absence (per-point variables, or a stack of fewer rows with ``indices`` in the
+manifest). Ours, in addition: ``point`` / ``lon`` / ``lat`` / ``name`` coordinates, CF
+attributes and the manifest as a JSON attribute. The combined file is created with its final
+shape and filled row by row (netCDF4), so memory does not grow with the number of places.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.io.atomic import atomic_path
+
+POINT_DIM = "point"
 
 CF_ATTRS = {
     "Conventions": "CF-1.8",
@@ -24,22 +33,25 @@ CF_ATTRS = {
 }
 
 
-def dims_for(key: str, ndim: int, *, stacked: bool) -> list[str]:
-    """Named dims for an array key (contract §2.16.3, made deterministic).
+def dims_for(key: str, ndim: int) -> list[str]:
+    """rs-embed's dim names for an array key and rank (substring rules, in its order)."""
+    if "bchw" in key and ndim == 4:
+        return [POINT_DIM, "band", "y", "x"]
+    if "chw" in key and ndim == 3:
+        return ["band", "y", "x"]
+    if "embeddings" in key and ndim == 2:
+        return [POINT_DIM, "dim"]
+    if "embeddings" in key and ndim == 4:
+        return [POINT_DIM, "band", "y", "x"]
+    if "embedding" in key and ndim == 1:
+        return ["dim"]
+    if "embedding" in key and ndim == 3:
+        return ["band", "y", "x"]
+    return [f"d{i}" for i in range(ndim)]
 
-    Embedding grids use grid_y/grid_x so they never clash with the input's y/x.
-    """
-    lead = ["item"] if stacked else []
-    core = ndim - len(lead)
-    if key.startswith(("input_chw", "inputs_bchw", "__prefetch")):
-        names = {3: ["band", "y", "x"], 4: ["time", "band", "y", "x"]}.get(core)
-    elif key.startswith("embedding"):
-        names = {1: ["dim"], 3: ["dim", "grid_y", "grid_x"]}.get(core)
-    else:
-        names = None
-    if names is None:
-        names = [f"d{i}" for i in range(core)]
-    return lead + names
+
+# what the d0..dN of an input with frames hold (a variable attribute, ours)
+_FRAME_DIMS = {4: "time band y x", 5: "point time band y x"}
 
 
 def _global_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,7 +67,11 @@ def _global_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class NetcdfWriter:
-    """Create variables with fixed shapes, then fill them (whole or by rows); atomic commit."""
+    """Create variables with fixed shapes, then fill them (whole or by rows); atomic commit.
+
+    Same interface as ``npz.NpzStreamWriter`` (``add``, ``stream``, ``commit``, ``abort``),
+    so the layout code does not branch on the format.
+    """
 
     def __init__(
         self,
@@ -74,20 +90,28 @@ class NetcdfWriter:
         self.ds.setncatts(_global_attrs(attrs or {}))
         self._dim_sizes: dict[str, int] = {}
         self.variables: list[str] = []
+        self.keys = self.variables  # as NpzStreamWriter names them
         if n_items is not None:
-            self._dim("item", n_items)
-            item = self.ds.createVariable("item", "i8", ("item",))
-            item[:] = np.arange(n_items)
-            item.long_name = "item index (point_index)"
+            self._dim_sizes[POINT_DIM] = n_items
+            self.ds.createDimension(POINT_DIM, n_items)
+            point = self.ds.createVariable(POINT_DIM, "i8", (POINT_DIM,))
+            point[:] = np.arange(n_items)
+            point.long_name = "place index (point_index)"
             for name, values in (coords or {}).items():
                 self._coord(name, values)
+            if coords:  # coordinates even when no variable is stacked on ``point``
+                self.ds.setncattr("coordinates", " ".join(coords))
 
-    def _dim(self, name: str, size: int) -> str:
-        """Create a dim; a name already used with another size gets a ``__<n>`` suffix."""
-        cand, k = name, 1
-        while cand in self._dim_sizes and self._dim_sizes[cand] != size:
-            k += 1
-            cand = f"{name}__{k}"
+    def _dim(self, name: str, size: int, key: str) -> str:
+        """rs-embed's rule: a name already used with another size becomes ``<dim>__<key>``,
+        then ``<dim>__<key>_2``, ..."""
+        cand = name
+        if cand in self._dim_sizes and self._dim_sizes[cand] != size:
+            base = f"{name}__{re.sub(r'[^0-9A-Za-z]', '_', key)}"
+            cand, k = base, 1
+            while cand in self._dim_sizes and self._dim_sizes[cand] != size:
+                k += 1
+                cand = f"{base}_{k}"
         if cand not in self._dim_sizes:
             self.ds.createDimension(cand, size)
             self._dim_sizes[cand] = size
@@ -96,56 +120,51 @@ class NetcdfWriter:
     def _coord(self, name: str, values: Any) -> None:
         arr = np.asarray(values)
         if arr.dtype.kind in ("U", "O", "S"):
-            var = self.ds.createVariable(name, str, ("item",))
+            var = self.ds.createVariable(name, str, (POINT_DIM,))
             for i, v in enumerate(arr.tolist()):
                 var[i] = "" if v is None else str(v)
         else:
-            var = self.ds.createVariable(name, "f8", ("item",), fill_value=np.nan)
+            var = self.ds.createVariable(name, "f8", (POINT_DIM,), fill_value=np.nan)
             var[:] = arr.astype("f8")
         if name == "lon":
             var.standard_name, var.units = "longitude", "degrees_east"
         elif name == "lat":
             var.standard_name, var.units = "latitude", "degrees_north"
 
-    def create(
-        self,
-        key: str,
-        shape: tuple[int, ...],
-        *,
-        stacked: bool,
-        attrs: Mapping[str, Any] | None = None,
-        band_names: list[str] | None = None,
-    ) -> Any:
-        names = dims_for(key, len(shape), stacked=stacked)
-        dims = tuple(self._dim(n, s) for n, s in zip(names, shape, strict=True))
-        chunks = [1 if (stacked and i == 0) else s for i, s in enumerate(shape)]
+    def create(self, key: str, shape: tuple[int, ...]) -> Any:
+        names = dims_for(key, len(shape))
+        dims = tuple(self._dim(n, s, key) for n, s in zip(names, shape, strict=True))
+        stacked = dims[0] == POINT_DIM
+        chunks = [1 if (stacked and i == 0) else max(1, s) for i, s in enumerate(shape)]
         var = self.ds.createVariable(
             key, "f4", dims, zlib=True, complevel=4, chunksizes=chunks, fill_value=np.nan
         )
-        var.coordinates = "lon lat name" if stacked and "lon" in self.ds.variables else ""
-        for k, v in (attrs or {}).items():
-            setattr(var, k, v if isinstance(v, (str, int, float)) else json.dumps(v))
-        if band_names and "band" in names:
-            var.band_names = ",".join(band_names)
+        if stacked and "lon" in self.ds.variables:
+            var.coordinates = "lon lat name" if "name" in self.ds.variables else "lon lat"
+        if names[0] == "d0" and ("chw" in key) and len(shape) in _FRAME_DIMS:
+            var.dims_meaning = _FRAME_DIMS[len(shape)]
         self.variables.append(key)
         return var
 
-    def add(self, key: str, arr: np.ndarray, **kw: Any) -> None:
-        var = self.create(key, tuple(arr.shape), stacked=False, **kw)
+    def add(self, key: str, arr: np.ndarray) -> None:
+        var = self.create(key, tuple(arr.shape))
         var[...] = np.asarray(arr, dtype="f4")
 
     def stream(
         self,
         key: str,
         row_shape: tuple[int, ...],
-        rows: Iterable[tuple[int, np.ndarray]],
-        n_items: int,
-        **kw: Any,
+        rows: Iterable[np.ndarray],
+        n_rows: int,
     ) -> None:
-        """Fill a stacked (item, ...) variable from (index, row) pairs; missing rows stay NaN."""
-        var = self.create(key, (n_items, *row_shape), stacked=True, **kw)
-        for i, row in rows:
-            var[i, ...] = np.asarray(row, dtype="f4")
+        """Fill a stacked ``(n_rows, *row_shape)`` variable row by row."""
+        var = self.create(key, (n_rows, *row_shape))
+        written = 0
+        for row in rows:
+            var[written, ...] = np.asarray(row, dtype="f4")
+            written += 1
+        if written != n_rows:
+            raise ValueError(f"{key}: wrote {written} rows, expected {n_rows}")
 
     def commit(self, manifest: Mapping[str, Any] | None = None) -> None:
         if manifest is not None:

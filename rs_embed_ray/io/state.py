@@ -1,7 +1,8 @@
 """Run state beside the outputs: a lock, an append-only log (the skip list) and run.json.
 
 The log is the resume truth. Each line records one finished step: a fetched patch
-(``kind="patch"``) or an embedding (``kind="embed"``), ok or failed, with the fingerprint of
+(``kind="patch"``), an embedding (``kind="embed"``) or a written per-item file
+(``kind="item"``, with its arrays' keys, shapes and digests), ok or failed, with the fingerprint of
 what was asked and the shard file holding the result. Only the driver appends to it, one
 ``write`` per line, so a crash can at worst leave a torn last line, which is skipped.
 """
@@ -80,6 +81,9 @@ class Record:
     shape: list[int] | None = None
     sha1: str | None = None
     node: str | None = None  # the Ray node that did the step
+    # kind="item": the final file's arrays {key: {"shape", "sha1"}}, so resume can verify
+    # the file without its JSON sidecar (save_manifest=False)
+    arrays: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.inspection import inspect_input
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.inspection import INSPECTION_META, inspect_input, inspection_record
 from rs_embed_ray.io.atomic import storage_errors
-from rs_embed_ray.io.manifest import array_sha1
+from rs_embed_ray.io.manifest import array_sha1, error_text
 from rs_embed_ray.io.shards import write_shard
 from rs_embed_ray.providers import create_provider
 from rs_embed_ray.specs import SensorSpec, spatial_from_dict, temporal_from_dict
@@ -133,11 +134,14 @@ class FetchWorker:
             raise ValueError(
                 f"provider returned shape {data.shape}; expected (C,H,W) or (T,C,H,W) with C={nb}"
             )
+        meta = dict(patch.meta or {})
         if self.fail_on_bad_input:
             report = inspect_input(data, self.sensor)
             if not report["ok"]:
-                raise ValueError(f"Input inspection failed: {report['issues']}")
-        return data, dict(patch.meta or {})
+                raise ModelError(f"Input inspection failed: {report['issues']}")
+            # recorded as the stored input's ``inspection`` (contract §2.12, §2.17.2)
+            meta[INSPECTION_META] = inspection_record(report, data, self.sensor)
+        return data, meta
 
     def _many(self, spatials: list[str], temporal_json: str | None, safe: Any) -> list[Any]:
         """One ``fetch_many`` call for places of one window; places it could not serve are
@@ -194,7 +198,7 @@ class FetchWorker:
         for idx, res in zip(indices, results, strict=True):
             if isinstance(res, Exception):
                 status.append("failed")
-                error.append(f"{type(res).__name__}: {res}")
+                error.append(error_text(res))
                 shape.append("")
                 sha.append("")
                 log.warning("fetch failed for item %d: %s", idx, error[-1])

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.errors import ModelError
+from rs_embed_ray.inspection import INSPECTION_META
+from rs_embed_ray.io.manifest import error_text, prefetch_error
 from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
@@ -56,6 +59,8 @@ class ModelWorker:
         max_retries: int,
         retry_backoff_s: float,
         torch_threads: int = 1,
+        name: str | None = None,
+        fetch_key: str | None = None,
     ) -> None:
         import torch
 
@@ -85,6 +90,9 @@ class ModelWorker:
         self.retries = max_retries
         self.backoff = retry_backoff_s
         self.reader = ShardReader()
+        # for error texts: the user's spelling of the model and its fetch group
+        self.model_name = name or model_id
+        self.fetch_key = fetch_key
 
     def _embed(
         self,
@@ -127,7 +135,10 @@ class ModelWorker:
         chained = "sha1" in batch
         for j in range(n):
             if chained and batch["status"][j] != "ok":
-                status[j], error[j] = "failed", f"fetch failed: {batch['error'][j]}"
+                status[j] = "failed"
+                error[j] = prefetch_error(
+                    self.model_name, indices[j], self.fetch_key, batch["error"][j]
+                )
             elif "embed" in batch and not bool(batch["embed"][j]):
                 status[j] = "skip"  # already embedded in an earlier run; fetched for inputs
         for j, (idx, shard) in enumerate(zip(indices, batch["shard"], strict=True)):
@@ -143,9 +154,9 @@ class ModelWorker:
                 if self.channels is not None:
                     arr = np.take(arr, self.channels, axis=-3)
                 inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
-                fmetas[j] = fmeta
+                fmetas[j] = {k: v for k, v in fmeta.items() if k != INSPECTION_META}
             except Exception as exc:  # a torn or missing shard fails only this place
-                status[j], error[j] = "failed", f"{type(exc).__name__}: reading cached patch: {exc}"
+                status[j], error[j] = "failed", error_text(exc)
         by_window: dict[str | None, list[int]] = {}
         for j in range(n):
             if status[j] == "ok":
@@ -172,14 +183,15 @@ class ModelWorker:
                             temporal,
                         )[0]
                     except Exception as one_exc:
-                        status[j], error[j] = "failed", f"{type(one_exc).__name__}: {one_exc}"
+                        status[j], error[j] = "failed", error_text(one_exc)
         for j, e in results.items():
             data = np.asarray(e.data, dtype=np.float32)
             # precomputed products mark nodata pixels NaN on purpose (gse grids)
             nodata_ok = self.embedder.info.kind == "precomputed"
             bad = np.isinf(data).any() if nodata_ok else not np.isfinite(data).all()
             if bad:
-                status[j], error[j] = "failed", "ModelError: embedding contains NaN or Inf"
+                bad_out = ModelError(f"Model {self.model_name} returned NaN or Inf values.")
+                status[j], error[j] = "failed", error_text(bad_out)
                 continue
             emb[j] = array_to_bytes(data)
             m = dict(e.meta or {})

@@ -19,6 +19,7 @@ from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_wr
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import array_from_bytes
 from rs_embed_ray.io.shards import ShardReader, write_shard
+from rs_embed_ray.pipeline.fetch import with_retries
 
 
 def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str, np.ndarray]:
@@ -69,7 +70,13 @@ def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[st
         for idx, payload in zip(batch["index"], batch["payload"], strict=True):
             row = json.loads(payload)
             try:
-                man = write_item(ctx, row, reader)
+                # max_retries covers writes too (seed: "provider fetch/write operations"); a
+                # failed try leaves nothing behind (atomic writes), so a retry starts clean
+                man = with_retries(
+                    lambda row=row: write_item(ctx, row, reader),
+                    int(ctx.get("max_retries", 0)),
+                    float(ctx.get("retry_backoff_s", 0.0)),
+                )
                 out_status.append(man["status"])
                 out_manifest.append(json.dumps(man, ensure_ascii=False))
             except Exception as exc:  # the file is not written; the place is reported

@@ -506,5 +506,5 @@ def test_export_combined(ray_cluster, tmp_path, fmt):
     else:
         with xr.open_dataset(tmp_path / "run.nc") as ds:
             emb = ds["embeddings__copernicus"]
-            assert emb.shape == (3, 768, 2, 3) and emb.dims[0] == "item"
+            assert emb.shape == (3, 768, 2, 3) and emb.dims[0] == "point"
             np.testing.assert_array_equal(emb.values, np.stack(wants))
