@@ -269,8 +269,7 @@ def export_npz(
     fetch: FetchSpec | None = D.fetch,
     modality: str | None = D.modality,
 ) -> dict[str, Any]:
-    """One place, one combined ``.npz``: appends the suffix, creates the parent folder and
-    delegates to :func:`export_batch` (``out_path=..., format="npz"``); returns its manifest.
+    """One place, one combined ``.npz``: appends the suffix and delegates to :func:`export_batch` (``out_path=..., format="npz"``); returns its manifest.
     The seed's parameters first, then ours (see :func:`export_batch`)."""
     kw = {n: v for n, v in locals().items() if n in PUBLIC_OPTIONS}
     if config is not None and str(getattr(config, "format", "npz")).strip().lower() != "npz":
@@ -278,7 +277,8 @@ def export_npz(
     path = Path(out_path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # no mkdir here: a refused call creates nothing; the run's state and atomic writes make
+    # the parent folder once the plan has been accepted
     kw.update(spatials=[spatial], out_path=str(path))
     if config is None:
         kw["format"] = "npz"
