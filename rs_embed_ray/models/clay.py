@@ -316,6 +316,27 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
 # ---------------------------------------------------------------------------------------
 
 
+def check_config(model_config: dict[str, Any] | None) -> tuple[str, str, int]:
+    """(model_size, recipe, image_size) of a ``model_config``; a bad value is a ModelError
+    naming the key (cheap: run at plan time, before any cluster work)."""
+    cfg = dict(model_config or {})
+    size = str(cfg.get("model_size") or "large").strip().lower()
+    if size not in SIZES:
+        raise ModelError(f"clay model_size must be one of {sorted(SIZES)}, got {size!r}")
+    recipe = str(cfg.get("recipe") or "upstream").strip().lower()
+    if recipe not in RECIPES:
+        raise ModelError(f"clay recipe must be one of {list(RECIPES)}, got {recipe!r}")
+    try:
+        image_size = int(cfg.get("image_size") or IMAGE_SIZE)
+    except (TypeError, ValueError):
+        image_size = -1
+    if image_size < PATCH or image_size % PATCH:
+        raise ModelError(
+            f"clay image_size must be a positive multiple of {PATCH}, got {cfg.get('image_size')!r}"
+        )
+    return size, recipe, image_size
+
+
 class Clay(TorchEmbedder):
     """Clay v1.5 large on S2 B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 with wavelengths, place,
     time and gsd.
@@ -330,22 +351,23 @@ class Clay(TorchEmbedder):
     batch_size_cpu = 4
     batch_size_cuda = 32
 
+    @classmethod
+    def check_request(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        """Plan-time check of ``model_size``, ``recipe`` and ``image_size``."""
+        check_config(model_config)
+
     def _load(self, weights: str | None) -> None:
         import torch
 
-        cfg = self.model_config
-        self.size = str(cfg.get("model_size") or "large").strip().lower()
-        if self.size not in SIZES:
-            raise ModelError(f"clay model_size must be one of {sorted(SIZES)}, got {self.size!r}")
-        self.recipe = str(cfg.get("recipe") or "upstream").strip().lower()
-        if self.recipe not in RECIPES:
-            raise ModelError(f"clay recipe must be one of {list(RECIPES)}, got {self.recipe!r}")
-        self.image_size = int(cfg.get("image_size") or IMAGE_SIZE)
-        if self.image_size < PATCH or self.image_size % PATCH:
-            raise ModelError(
-                f"clay image_size must be a positive multiple of {PATCH}, got {self.image_size}"
-            )
-        self.scale_m = float(cfg.get("scale_m") or self.info.sensor.scale_m)  # type: ignore[union-attr]
+        self.size, self.recipe, self.image_size = check_config(self.model_config)
+        sensor_scale = self.info.sensor.scale_m  # type: ignore[union-attr]
+        self.scale_m = float(self.model_config.get("scale_m") or sensor_scale)
         self._init_runtime()
         resolved = self._resolve_weights(weights, filename=HF_FILENAME, hf_repo=HF_REPO)
         if resolved.path is None:
@@ -479,6 +501,7 @@ __all__ = [
     "SIZES",
     "Clay",
     "build_clay_encoder",
+    "check_config",
     "gsd_pos_table",
     "latlon_code",
     "midpoint_of",

@@ -245,3 +245,22 @@ def test_requests_that_cannot_work_are_refused(clay, clay_ckpt):
     box = BBox(15.0, 45.0, 15.01, 45.02)
     (e,) = _embed(clay, _inputs(1), OutputSpec.pooled(), spatials=[box])
     assert e.meta["latlon_center"] == pytest.approx([45.01, 15.005])
+
+
+def test_bad_model_config_is_refused_at_plan_time(tmp_path):
+    """Before Ray starts: the export's planner runs Clay.check_request (no weights, no torch
+    forward), and the message names the key to change."""
+    from rs_embed_ray import export_batch
+
+    with pytest.raises(ModelError, match="clay recipe must be one of"):
+        export_batch(
+            spatials=PLACES[:1],
+            temporal=T,
+            models=["clay"],
+            weights={"clay": "random"},
+            model_configs={"clay": {"recipe": "rs-embed-ish"}},
+            out=str(tmp_path / "o"),
+            layout="per_item",
+            show_progress=False,
+        )
+    assert not (tmp_path / "o").exists()
