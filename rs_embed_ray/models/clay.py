@@ -49,6 +49,12 @@ tutorials) for a full frame; a padded or ROI-windowed input has its token grid c
 to the real area and pooled by mean (``roi_grid_mean``, as rs-embed). Grid = the patch
 tokens after the final norm, (D, 32, 32) at 256 px.
 
+Against rs-embed 0.3.1's adapter (scripts/clay_compare_rs_embed.py: the same checkpoint
+file and raw inputs of 256 and 224 px, CPU float32): ``recipe="rs_embed"`` gives the same
+pooled and grid embeddings (max abs difference 0.0 for both inputs); the default upstream
+recipe matches at 256 px (0.0) and departs at 224 px (gsd 8.75 instead of 10: pooled max abs
+0.034, grid 1.87, on values of magnitude ~3.5).
+
 Oracle: terratorch 1.2.11 ships Clay v1.5's upstream code (``terratorch.models.backbones.
 clay_v15``); tests/oracle/test_oracle_clay.py loads the same checkpoint into its
 ``Encoder``. The ``claymodel==1.5.0`` wheel is unusable (it installs ``model.py``,
