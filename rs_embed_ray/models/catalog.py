@@ -50,6 +50,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "satmaepp": "rs_embed_ray.models.satmaepp:SatMAEPP",
     "scalemae": "rs_embed_ray.models.scalemae:ScaleMAE",
     "gse": "rs_embed_ray.models.gse:GoogleSatelliteEmbedding",
+    "clay": "rs_embed_ray.models.clay:Clay",
     "copernicus": "rs_embed_ray.models.copernicus:CopernicusEmbed",
     "terrafm": "rs_embed_ray.models.terrafm:TerraFM",
     "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
@@ -190,14 +191,16 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "clay": ModelInfo(
         model_id="clay",
-        status="planned",
+        status="available",
         sensor=_s2(S2_10),
         image_size=256,
         dim_pooled=1024,
         dim_grid=1024,
         grid_hw=(32, 32),
         weights_source="hf:made-with-clay/Clay/v1.5/clay-v1.5.ckpt",
-        notes="Clay v1.5 large, patch 8; CLS pooled; needs lat/lon, time and gsd side inputs.",
+        notes="Clay v1.5 large, patch 8; (DN-mean)/std (v1.5 metadata), pad square, bilinear "
+        "256; side inputs: wavelengths, lat/lon (needs georef), window-midpoint week, gsd; "
+        "CLS pooled (ROI: mean of cropped tokens); recipe=rs_embed: rs-embed's gsd.",
     ),
     "terrafm": ModelInfo(
         model_id="terrafm",
