@@ -269,7 +269,8 @@ def export_npz(
     fetch: FetchSpec | None = D.fetch,
     modality: str | None = D.modality,
 ) -> dict[str, Any]:
-    """One place, one combined ``.npz``: appends the suffix and delegates to :func:`export_batch` (``out_path=..., format="npz"``); returns its manifest.
+    """One place, one combined ``.npz``: appends the suffix and delegates to
+    :func:`export_batch` (``out_path=..., format="npz"``); returns its manifest.
     The seed's parameters first, then ours (see :func:`export_batch`)."""
     kw = {n: v for n, v in locals().items() if n in PUBLIC_OPTIONS}
     if config is not None and str(getattr(config, "format", "npz")).strip().lower() != "npz":

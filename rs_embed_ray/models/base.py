@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -128,6 +129,10 @@ class Embedder(ABC):
     def describe(self) -> dict[str, Any]:
         return self.info.describe()
 
+    # the parser of ``model_config`` the loader uses (raises ModelError on a bad value), so
+    # the planner refuses what the actor would refuse, before any cluster work
+    config_parser: ClassVar[Callable[[dict[str, Any] | None], Any] | None] = None
+
     @classmethod
     def check_request(
         cls,
@@ -137,8 +142,10 @@ class Embedder(ABC):
         temporals: list[TemporalSpec | None],
     ) -> None:
         """Model-specific checks of a request, run by the planner before any cluster work
-        (cheap: no weights, no torch). None by default; e.g. copernicus checks its year."""
-        return None
+        (cheap: no weights, no torch). By default the model's ``config_parser`` (the same
+        parser its loader uses) reads ``model_config``; e.g. copernicus also checks its year."""
+        if cls.config_parser is not None:
+            cls.config_parser(model_config)
 
     @classmethod
     def check_model_config(cls, model_config: dict[str, Any] | None) -> None:

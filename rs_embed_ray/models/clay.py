@@ -357,16 +357,7 @@ class Clay(TorchEmbedder):
     batch_size_cpu = 4
     batch_size_cuda = 32
 
-    @classmethod
-    def check_request(
-        cls,
-        *,
-        weights: str | None,
-        model_config: dict[str, Any] | None,
-        temporals: list[TemporalSpec | None],
-    ) -> None:
-        """Plan-time check of ``model_size``, ``recipe`` and ``image_size``."""
-        check_config(model_config)
+    config_parser = staticmethod(check_config)
 
     def _load(self, weights: str | None) -> None:
         import torch

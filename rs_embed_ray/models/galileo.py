@@ -520,16 +520,7 @@ class Galileo(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
-    @classmethod
-    def check_request(
-        cls,
-        *,
-        weights: str | None,
-        model_config: dict[str, Any] | None,
-        temporals: list[TemporalSpec | None],
-    ) -> None:
-        """Plan-time check of the model_config (keys, recipe, sizes): cheap, no weights."""
-        parse_config(model_config)
+    config_parser = staticmethod(parse_config)
 
     def _load(self, weights: str | None) -> None:
         self.recipe, self.image_size, self.patch_size = parse_config(self.model_config)

@@ -75,7 +75,7 @@ from rs_embed_ray.models.runtime import (
     strip_prefix,
     to_numpy,
 )
-from rs_embed_ray.specs import SensorSpec, TemporalSpec
+from rs_embed_ray.specs import SensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -218,16 +218,7 @@ class TerraFM(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
-    @classmethod
-    def check_request(
-        cls,
-        *,
-        weights: str | None,
-        model_config: dict[str, Any] | None,
-        temporals: list[TemporalSpec | None],
-    ) -> None:
-        """A bad ``s2_stem`` is refused at plan time, before any cluster work."""
-        _s2_stem(model_config)
+    config_parser = staticmethod(_s2_stem)
 
     def _load(self, weights: str | None) -> None:
         self.s2_stem = _s2_stem(self.model_config)

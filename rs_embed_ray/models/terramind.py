@@ -306,16 +306,7 @@ class TerraMind(TorchEmbedder):
     batch_size_cpu = 8
     batch_size_cuda = 64
 
-    @classmethod
-    def check_request(
-        cls,
-        *,
-        weights: str | None,
-        model_config: dict[str, Any] | None,
-        temporals: list[Any],
-    ) -> None:
-        """Plan-time check of ``model_config`` (before any cluster work)."""
-        parse_config(model_config)
+    config_parser = staticmethod(parse_config)
 
     def _load(self, weights: str | None) -> None:
         self.model_key, self.preprocess_mode, self.layer_index = parse_config(self.model_config)
