@@ -115,10 +115,12 @@ def test_two_node_cluster_export_matches_in_process_run(tmp_path, monkeypatch, r
     assert result["cluster_nodes"] == 2
     # where the steps ran (the log's node ids): more than one node
     assert result["distinct_nodes_in_log"] >= 2, result["steps_per_node"]
-    # Ray placed one fetch actor per node (SPREAD); how the places split between them is
-    # up to which actor is ready first, so it is reported, not asserted
-    fetch_actor_nodes = result["actors_per_node"].get("FetchWorker", {})
-    assert len(fetch_actor_nodes) == 2, result["actors_per_node"]
+    # the run's actors used both nodes. Ray Data's SPREAD placement is best effort: on a
+    # freshly started (or loaded) cluster the second node's resources can reach the
+    # scheduler late, and both fetch actors then land on the head (seen once in CI). Which
+    # node each kind got, and how the places split, is reported, not asserted.
+    actor_nodes = {n for kind in result["actors_per_node"].values() for n in kind}
+    assert len(actor_nodes) == 2, result["actors_per_node"]
     # one patch step and one embed step per model for every place, plus (per_item) one
     # record of each place's final file, which resume verifies without a sidecar
     assert result["log_steps"] == PLACES * (1 + len(MODELS)) + PLACES
