@@ -70,7 +70,7 @@ from rs_embed_ray.errors import ModelError, WeightsError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pooled_embedding
-from rs_embed_ray.models.preprocess import RoiWindow, square_pad
+from rs_embed_ray.models.preprocess import RoiWindow, as_tchw, square_pad
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
@@ -550,22 +550,9 @@ class Galileo(TorchEmbedder):
     # ---- inputs ----------------------------------------------------------------------
 
     def _as_tchw(self, x: Any) -> np.ndarray:
-        a = np.asarray(x, dtype=np.float32)
-        if a.ndim == 3:
-            a = a[None]
-        if a.ndim != 4 or a.shape[1] != IN_CHANS:
-            raise ModelError(
-                f"galileo expects (C, H, W) or (T, C, H, W) input with C={IN_CHANS} bands "
-                f"({', '.join(S2_BANDS)}), got {tuple(a.shape)}."
-            )
-        if min(a.shape) < 1:
-            raise ModelError(f"galileo got an empty input of shape {tuple(a.shape)}.")
-        if a.shape[0] > MAX_FRAMES:
-            raise ModelError(
-                f"galileo takes at most {MAX_FRAMES} frames, got {a.shape[0]} (the catalog "
-                "fetches 30-day bins, at most 12)."
-            )
-        return a
+        return as_tchw(
+            x, "galileo", S2_BANDS, MAX_FRAMES, "the catalog fetches 30-day bins, at most 12"
+        )
 
     def preprocess(self, x: np.ndarray) -> tuple[dict[str, Any], Any, RoiWindow, float]:
         """Raw (T, 10, H, W) -> the visible groups' (T, c, S, S) tensors, the frame mask,

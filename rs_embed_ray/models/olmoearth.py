@@ -59,7 +59,13 @@ import numpy as np
 from rs_embed_ray.errors import ModelError, WeightsError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
-from rs_embed_ray.models.preprocess import RoiWindow, compose_window, roi_is_full, roi_token_box
+from rs_embed_ray.models.preprocess import (
+    RoiWindow,
+    as_tchw,
+    compose_window,
+    roi_is_full,
+    roi_token_box,
+)
 from rs_embed_ray.models.preprocess import roi_window_from_meta as _roi_from_meta
 from rs_embed_ray.models.runtime import (
     Batch,
@@ -523,22 +529,9 @@ class OlmoEarth(TorchEmbedder):
     # ---- inputs ----------------------------------------------------------------------
 
     def _as_tchw(self, x: Any) -> np.ndarray:
-        a = np.asarray(x, dtype=np.float32)
-        if a.ndim == 3:
-            a = a[None]
-        if a.ndim != 4 or a.shape[1] != IN_CHANS:
-            raise ModelError(
-                f"olmoearth expects (C, H, W) or (T, C, H, W) input with C={IN_CHANS} bands "
-                f"({', '.join(S2_BANDS)}), got {tuple(a.shape)}."
-            )
-        if min(a.shape) < 1:
-            raise ModelError(f"olmoearth got an empty input of shape {tuple(a.shape)}.")
-        if a.shape[0] > MAX_FRAMES:
-            raise ModelError(
-                f"olmoearth takes at most {MAX_FRAMES} frames, got {a.shape[0]} (the catalog "
-                "fetches 30-day bins, at most 12)."
-            )
-        return a
+        return as_tchw(
+            x, "olmoearth", S2_BANDS, MAX_FRAMES, "the catalog fetches 30-day bins, at most 12"
+        )
 
     def select_frames(
         self, x: Any, temporal: TemporalSpec | None, fetch_meta: dict[str, Any] | None

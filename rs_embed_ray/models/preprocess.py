@@ -348,3 +348,25 @@ __all__ = [
     "square_pad",
     "stack_by_shape",
 ]
+
+
+def as_tchw(
+    x: Any, model: str, bands: Sequence[str], max_frames: int, frames_hint: str
+) -> np.ndarray:
+    """A multi-frame model's input as float32 (T, C, H, W): one (C, H, W) frame becomes T=1;
+    a wrong band count, an empty axis or too many frames is a ModelError naming the model."""
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[1] != len(bands):
+        raise ModelError(
+            f"{model} expects (C, H, W) or (T, C, H, W) input with C={len(bands)} bands "
+            f"({', '.join(bands)}), got {tuple(a.shape)}."
+        )
+    if min(a.shape) < 1:
+        raise ModelError(f"{model} got an empty input of shape {tuple(a.shape)}.")
+    if a.shape[0] > max_frames:
+        raise ModelError(
+            f"{model} takes at most {max_frames} frames, got {a.shape[0]} ({frames_hint})."
+        )
+    return a

@@ -73,7 +73,7 @@ from rs_embed_ray.errors import ModelError, WeightsError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pool, pooled_embedding
-from rs_embed_ray.models.preprocess import RoiWindow, square_pad
+from rs_embed_ray.models.preprocess import RoiWindow, as_tchw, square_pad
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
@@ -453,21 +453,8 @@ class Prithvi(TorchEmbedder):
     # ---- inputs ----------------------------------------------------------------------
 
     def _as_tchw(self, x: Any) -> np.ndarray:
-        a = np.asarray(x, dtype=np.float32)
-        if a.ndim == 3:
-            a = a[None]
-        if a.ndim != 4 or a.shape[1] != IN_CHANS:
-            raise ModelError(
-                f"prithvi expects (C, H, W) or (T, C, H, W) input with C={IN_CHANS} bands "
-                f"({', '.join(self.info.sensor.bands)}), got {tuple(a.shape)}."  # type: ignore[union-attr]
-            )
-        if a.shape[0] < 1 or a.shape[2] < 1 or a.shape[3] < 1:
-            raise ModelError(f"prithvi got an empty input of shape {tuple(a.shape)}.")
-        if a.shape[0] > MAX_FRAMES:
-            raise ModelError(
-                f"prithvi takes at most {MAX_FRAMES} frames, got {a.shape[0]} "
-                "(the catalog fetches 4 equal bins)."
-            )
+        bands = self.info.sensor.bands  # type: ignore[union-attr]
+        a = as_tchw(x, "prithvi", bands, MAX_FRAMES, "the catalog fetches 4 equal bins")
         return np.where(np.isfinite(a), a, np.float32(np.nan))  # +-inf: missing, like NaN
 
     def select_frames(
