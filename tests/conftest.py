@@ -4,6 +4,8 @@ and RemoteCLIP checkpoints in the published file format (random values)."""
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,24 @@ def write_scene(folder: Path, day: str, bands=BANDS, offset: float = 0.0) -> Non
             nodata=-9999.0,
         ) as ds:
             ds.write(data, 1)
+
+
+@pytest.fixture(scope="module")
+def module_scratch(tmp_path_factory) -> Iterator[Callable[[str], Path]]:
+    """``mktemp`` for one module's big files (checkpoints, rasters), removed when it ends.
+
+    Session-long checkpoints made a full run hold about 22 GB until the end, which filled
+    CI's disk once; per module the peak is a few GB.
+    """
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -77,8 +77,8 @@ ALL = [(lay, fmt) for lay in ("per_item", "combined") for fmt in ("npz", "netcdf
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory, raster_source) -> Exports:
-    return Exports(tmp_path_factory.mktemp("exports"), raster_source)
+def exports(module_scratch, raster_source) -> Exports:
+    return Exports(module_scratch("exports"), raster_source)
 
 
 def test_netcdf_dims_and_failed_places_as_rs_embed_writes_them(exports):

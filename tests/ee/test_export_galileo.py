@@ -25,10 +25,10 @@ CFG = {"image_size": 32}  # 4 x 4 patches keeps the forward cheap; the architect
 
 
 @pytest.fixture(scope="module")
-def nano(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def nano(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_galileo import write_galileo_checkpoint
 
-    return write_galileo_checkpoint(tmp_path_factory.mktemp("galileo"), seed=0)
+    return write_galileo_checkpoint(module_scratch("galileo"), seed=0)
 
 
 def _reference(nano: Path, x: np.ndarray, temporal: TemporalSpec, *, output: OutputSpec):
@@ -116,12 +116,12 @@ def test_galileo_combined_grid_with_per_place_windows(tmp_path, nano):
 
 
 @pytest.fixture(scope="module")
-def s2_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def s2_source(module_scratch) -> Path:
     """Local rasters of the 10 Galileo bands on two dates."""
     from rs_embed_ray.models.galileo import S2_BANDS
     from tests.conftest import write_scene
 
-    folder = tmp_path_factory.mktemp("s2_10")
+    folder = module_scratch("s2_10")
     write_scene(folder, "2022-07-05", bands=S2_BANDS)
     write_scene(folder, "2022-08-03", bands=S2_BANDS, offset=200.0)
     return folder

@@ -28,10 +28,10 @@ S2_SET = ["dofa", "satmae", "scalemae", "terrafm", "prithvi", "gse"]
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def checkpoints(module_scratch) -> dict[str, Path]:
     from rs_embed_ray.testing import checkpoints as ck
 
-    d = tmp_path_factory.mktemp("ckpts")
+    d = module_scratch("ckpts")
     return {
         "dofa": ck.write_dofa_checkpoint(d / "dofa"),
         "satmae": ck.write_satmae_checkpoint(d / "satmae"),

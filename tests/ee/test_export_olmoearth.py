@@ -25,10 +25,10 @@ CFG = {"variant": "nano_v1_2", "image_size": 32}
 
 
 @pytest.fixture(scope="module")
-def nano_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def nano_ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints import write_olmoearth_checkpoint
 
-    return write_olmoearth_checkpoint(tmp_path_factory.mktemp("oe"), variant="nano_v1_2")
+    return write_olmoearth_checkpoint(module_scratch("oe"), variant="nano_v1_2")
 
 
 @pytest.mark.parametrize("layout", ["per_item", "combined"])

@@ -23,10 +23,10 @@ PLACES = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 160.0) for i in range(3)
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_terramind import write_terramind_checkpoint
 
-    return write_terramind_checkpoint(tmp_path_factory.mktemp("terramind"))
+    return write_terramind_checkpoint(module_scratch("terramind"))
 
 
 def _export(emu: EEEmulator, out: Path, layout: str, ckpt: Path, output: OutputSpec):

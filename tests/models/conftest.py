@@ -22,17 +22,17 @@ def _isolated_weights_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def remoteclip_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def remoteclip_ckpt(module_scratch) -> Path:
     """Path of a seeded random RemoteCLIP ``model.safetensors`` (HF layout), built once."""
     pytest.importorskip("open_clip")
     pytest.importorskip("safetensors")
     from rs_embed_ray.testing.checkpoints import write_remoteclip_checkpoint
 
-    return write_remoteclip_checkpoint(tmp_path_factory.mktemp("remoteclip_hf"), seed=0)
+    return write_remoteclip_checkpoint(module_scratch("remoteclip_hf"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def remoteclip(remoteclip_ckpt: Path):
     """A RemoteCLIP embedder on CPU loaded from the session checkpoint (loaded once)."""
     from rs_embed_ray.models.remoteclip import RemoteCLIP
@@ -40,16 +40,16 @@ def remoteclip(remoteclip_ckpt: Path):
     return RemoteCLIP(device="cpu", weights=str(remoteclip_ckpt), precision="float32")
 
 
-@pytest.fixture(scope="session")
-def dofa_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def dofa_ckpt(module_scratch) -> Path:
     """Path of a seeded random DOFA-base ``DOFA_ViT_base_e100.pth``, built once."""
     pytest.importorskip("timm")
     from rs_embed_ray.testing.checkpoints import write_dofa_checkpoint
 
-    return write_dofa_checkpoint(tmp_path_factory.mktemp("dofa"), seed=0)
+    return write_dofa_checkpoint(module_scratch("dofa"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dofa(dofa_ckpt: Path):
     """A DOFA-base embedder on CPU loaded from the session checkpoint."""
     from rs_embed_ray.models.dofa import DOFA
@@ -57,16 +57,16 @@ def dofa(dofa_ckpt: Path):
     return DOFA(device="cpu", weights=str(dofa_ckpt), precision="float32")
 
 
-@pytest.fixture(scope="session")
-def prithvi_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def prithvi_ckpt(module_scratch) -> Path:
     """Path of a seeded random ``Prithvi_EO_V2_100M_TL.pt`` (full MAE layout), built once."""
     pytest.importorskip("timm")
     from rs_embed_ray.testing.checkpoints import write_prithvi_checkpoint
 
-    return write_prithvi_checkpoint(tmp_path_factory.mktemp("prithvi"), seed=0)
+    return write_prithvi_checkpoint(module_scratch("prithvi"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prithvi(prithvi_ckpt: Path):
     """A Prithvi-EO-2.0-100M-TL embedder on CPU loaded from the session checkpoint."""
     from rs_embed_ray.models.prithvi import Prithvi
@@ -74,34 +74,34 @@ def prithvi(prithvi_ckpt: Path):
     return Prithvi(device="cpu", weights=str(prithvi_ckpt), precision="float32")
 
 
-@pytest.fixture(scope="session")
-def satmae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def satmae_ckpt(module_scratch) -> Path:
     """Seeded random SatMAE ViT-L ``model.safetensors`` (full MAE layout, ~1.3 GB), once."""
     pytest.importorskip("timm")
     pytest.importorskip("safetensors")
     from rs_embed_ray.testing.checkpoints import write_satmae_checkpoint
 
-    return write_satmae_checkpoint(tmp_path_factory.mktemp("satmae"), seed=0)
+    return write_satmae_checkpoint(module_scratch("satmae"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def satmae(satmae_ckpt: Path):
     from rs_embed_ray.models.satmae import SatMAE
 
     return SatMAE(device="cpu", weights=str(satmae_ckpt), precision="float32")
 
 
-@pytest.fixture(scope="session")
-def satmaepp_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def satmaepp_ckpt(module_scratch) -> Path:
     """Seeded random SatMAE++ ViT-L ``model.safetensors`` (MAE + upsampling head), once."""
     pytest.importorskip("timm")
     pytest.importorskip("safetensors")
     from rs_embed_ray.testing.checkpoints import write_satmaepp_checkpoint
 
-    return write_satmaepp_checkpoint(tmp_path_factory.mktemp("satmaepp"), seed=0)
+    return write_satmaepp_checkpoint(module_scratch("satmaepp"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def satmaepp(satmaepp_ckpt: Path):
     from rs_embed_ray.models.satmaepp import SatMAEPP
 
@@ -109,33 +109,33 @@ def satmaepp(satmaepp_ckpt: Path):
     return SatMAEPP(device="cpu", weights=str(satmaepp_ckpt), model_config=cfg, precision="float32")
 
 
-@pytest.fixture(scope="session")
-def scalemae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def scalemae_ckpt(module_scratch) -> Path:
     """Seeded random Scale-MAE ViT-L ``model.safetensors`` (rshf ``model.`` layout), once."""
     pytest.importorskip("timm")
     pytest.importorskip("safetensors")
     from rs_embed_ray.testing.checkpoints import write_scalemae_checkpoint
 
-    return write_scalemae_checkpoint(tmp_path_factory.mktemp("scalemae"), seed=0)
+    return write_scalemae_checkpoint(module_scratch("scalemae"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def scalemae(scalemae_ckpt: Path):
     from rs_embed_ray.models.scalemae import ScaleMAE
 
     return ScaleMAE(device="cpu", weights=str(scalemae_ckpt), precision="float32")
 
 
-@pytest.fixture(scope="session")
-def terrafm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module")
+def terrafm_ckpt(module_scratch) -> Path:
     """Seeded random ``TerraFM-B.pth`` (published key layout, ~450 MB), built once."""
     pytest.importorskip("timm")
     from rs_embed_ray.testing.checkpoints import write_terrafm_checkpoint
 
-    return write_terrafm_checkpoint(tmp_path_factory.mktemp("terrafm"), seed=0)
+    return write_terrafm_checkpoint(module_scratch("terrafm"), seed=0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def terrafm(terrafm_ckpt: Path):
     from rs_embed_ray.models.terrafm import TerraFM
 

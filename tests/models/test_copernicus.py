@@ -46,9 +46,9 @@ def _no_cop_dir(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def product(tmp_path_factory):
+def product(module_scratch):
     return write_copernicus_product(
-        tmp_path_factory.mktemp("cop"), nan_cells=((185, 781),), empty_cells=((186, 782),)
+        module_scratch("cop"), nan_cells=((185, 781),), empty_cells=((186, 782),)
     )
 
 

@@ -38,10 +38,10 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_galileo import write_galileo_checkpoint
 
-    return write_galileo_checkpoint(tmp_path_factory.mktemp("galileo"), seed=3)
+    return write_galileo_checkpoint(module_scratch("galileo"), seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -62,11 +62,11 @@ def _encoder_inventory(sd: dict) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def nano_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def nano_ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints import write_olmoearth_checkpoint
 
     return write_olmoearth_checkpoint(
-        tmp_path_factory.mktemp("OlmoEarth-v1_2-Nano"), variant="nano_v1_2", seed=1
+        module_scratch("OlmoEarth-v1_2-Nano"), variant="nano_v1_2", seed=1
     )
 
 
@@ -474,11 +474,11 @@ def test_rejects_bad_inputs(nano):
 # ---------------------------------------------------------------------------- Base (default)
 
 
-def test_base_default_loads_and_runs(tmp_path_factory):
+def test_base_default_loads_and_runs(tmp_path):
     """The default Base v1.2: published layout, strict load, one small forward (CPU)."""
     from rs_embed_ray.testing.checkpoints import write_olmoearth_checkpoint
 
-    path = write_olmoearth_checkpoint(tmp_path_factory.mktemp("OlmoEarth-v1_2-Base"), seed=2)
+    path = write_olmoearth_checkpoint(tmp_path / "OlmoEarth-v1_2-Base", seed=2)
     sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     assert len(sd) == 595 and _encoder_inventory(sd) == RELEASE_INVENTORY["base_v1_2"]
     assert tuple(sd[f"{CHANNEL_EMB}.sentinel2_l2a"].shape) == (1, 192)  # as in the release

@@ -20,10 +20,10 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def terramind_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def terramind_ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_terramind import write_terramind_checkpoint
 
-    return write_terramind_checkpoint(tmp_path_factory.mktemp("terramind"), seed=0)
+    return write_terramind_checkpoint(module_scratch("terramind"), seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ NAN_CELL, EMPTY_CELL = (180, 781), (181, 782)
 
 
 @pytest.fixture(scope="module")
-def product(tmp_path_factory):
+def product(module_scratch):
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
@@ -37,7 +37,7 @@ def product(tmp_path_factory):
     data = rng.normal(0, 0.05, size=(768, H, W)).astype(np.float32)
     data[:, NAN_CELL[0] - ROW0, NAN_CELL[1] - COL0] = np.nan
     data[:, EMPTY_CELL[0] - ROW0, EMPTY_CELL[1] - COL0] = 0.0
-    path = tmp_path_factory.mktemp("copernicus_product") / "embed_map_310k.tif"
+    path = module_scratch("copernicus_product") / "embed_map_310k.tif"
     profile = dict(
         driver="GTiff",
         width=1440,

@@ -64,7 +64,7 @@ def _dofa_oracle_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def dofa_pair(tmp_path_factory: pytest.TempPathFactory):
+def dofa_pair(module_scratch):
     """(torchgeo DOFA-base, our DOFA loaded from the file torchgeo's weights were saved to)."""
     from rs_embed_ray.models.dofa import DOFA
 
@@ -79,7 +79,7 @@ def dofa_pair(tmp_path_factory: pytest.TempPathFactory):
     sd = {k: v.detach().clone() for k, v in ref.state_dict().items() if not k.startswith("head.")}
     for suffix in ("weight", "bias"):  # pretraining checkpoints name the final LN ``norm``
         sd[f"norm.{suffix}"] = sd.pop(f"fc_norm.{suffix}")
-    path = tmp_path_factory.mktemp("dofa_oracle") / "DOFA_ViT_base_e100.pth"
+    path = module_scratch("dofa_oracle") / "DOFA_ViT_base_e100.pth"
     torch.save(sd, path)
     ours = DOFA(device="cpu", weights=str(path), precision="float32")
     return ref, ours, path

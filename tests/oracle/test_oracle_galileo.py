@@ -45,10 +45,10 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def ckpt_dir(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_galileo import write_galileo_checkpoint
 
-    return write_galileo_checkpoint(tmp_path_factory.mktemp("galileo_nano"), seed=0).parent
+    return write_galileo_checkpoint(module_scratch("galileo_nano"), seed=0).parent
 
 
 def _adapter_raw() -> np.ndarray:

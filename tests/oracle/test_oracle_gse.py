@@ -28,13 +28,13 @@ ROI = (1_500_000.0, 5_600_040.0, 1_500_640.0, 5_600_680.0)  # 64 x 64 px, on the
 
 
 @pytest.fixture(scope="module")
-def export(tmp_path_factory):
+def export(module_scratch):
     from rasterio.transform import from_origin
 
     rng = np.random.default_rng(19)
     data = rng.normal(0, 0.125, size=(64, SIDE, SIDE)).astype(np.float32)
     data[:, 30:33, 40:43] = -9999.0
-    path = tmp_path_factory.mktemp("gse_export") / "gse_2022.tif"
+    path = module_scratch("gse_export") / "gse_2022.tif"
     profile = dict(
         driver="GTiff",
         width=SIDE,

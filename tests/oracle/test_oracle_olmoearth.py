@@ -40,11 +40,11 @@ FRAMES = [("2022-05-01", "2022-05-31"), ("2022-05-31", "2022-06-30")]
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_scratch):
     """(the package's model loaded by its own loader, our OlmoEarth) on one checkpoint."""
     from rs_embed_ray.models.olmoearth import OlmoEarth, published_v12_config
 
-    folder = tmp_path_factory.mktemp("olmoearth_pkg")
+    folder = module_scratch("olmoearth_pkg")
     (folder / "config.json").write_text(json.dumps(published_v12_config("base_v1_2")))
     built = seeded_build(lambda: oe.load_model_from_path(folder, load_weights=False), seed=51)
     perturb_(built, seed=52)

@@ -49,7 +49,7 @@ def terratorch_cfg(num_frames: int = 4) -> dict:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_scratch):
     """(terratorch PrithviMAE, its state dict, our Prithvi) sharing one published-format file."""
     from rs_embed_ray.models.prithvi import Prithvi
 
@@ -58,7 +58,7 @@ def pair(tmp_path_factory):
     perturb_(theirs, seed=42, skip=("pos_embed",))
     theirs.eval()
     sd = {k: v.detach().clone() for k, v in theirs.state_dict().items()}
-    folder = tmp_path_factory.mktemp("prithvi_terratorch")
+    folder = module_scratch("prithvi_terratorch")
     path = folder / "Prithvi_EO_V2_100M_TL.pt"
     torch.save(sd, path)
     pre = dict(pvit.prithvi_cfgs[VARIANT])

@@ -41,7 +41,7 @@ def _remoteclip_oracle_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def remoteclip_reference(tmp_path_factory: pytest.TempPathFactory):
+def remoteclip_reference(module_scratch):
     """(open_clip ViT-B-32, {format: checkpoint path}) with open_clip's random weights."""
     from safetensors.torch import save_file
 
@@ -54,7 +54,7 @@ def remoteclip_reference(tmp_path_factory: pytest.TempPathFactory):
                     p.add_(0.05 * torch.randn_like(p))
     ref.eval()
     sd = {k: v.detach().clone().contiguous() for k, v in ref.state_dict().items()}
-    folder = tmp_path_factory.mktemp("remoteclip_oracle")
+    folder = module_scratch("remoteclip_oracle")
     hf = folder / "hf" / "model.safetensors"
     hf.parent.mkdir()
     save_file({f"model.{k}": v for k, v in sd.items()}, str(hf), metadata={"format": "pt"})

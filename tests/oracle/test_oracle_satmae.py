@@ -38,7 +38,7 @@ def rshf_default_config() -> dict:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_scratch):
     """(rshf model, our SatMAE) sharing one checkpoint written by rshf."""
     from rs_embed_ray.models.satmae import SatMAE
 
@@ -46,7 +46,7 @@ def pair(tmp_path_factory):
     theirs = seeded_build(lambda: rshf_satmae.SatMAE(dict(cfg)), seed=11)
     perturb_(theirs, seed=12)
     theirs.eval()
-    folder = tmp_path_factory.mktemp("satmae_rshf")
+    folder = module_scratch("satmae_rshf")
     theirs.save_pretrained(str(folder))
     ours = SatMAE(device="cpu", weights=str(folder), precision="float32")
     return theirs, ours, folder

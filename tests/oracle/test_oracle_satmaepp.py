@@ -38,7 +38,7 @@ def rshf_config() -> dict:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_scratch):
     """(rshf model, our SatMAEPP) sharing one checkpoint written by rshf."""
     from rs_embed_ray.models.satmaepp import SatMAEPP
 
@@ -48,7 +48,7 @@ def pair(tmp_path_factory):
     theirs = seeded_build(lambda: rshf_satmaepp.SatMAEPP(dict(cfg)), seed=21)
     perturb_(theirs, seed=22)
     theirs.eval()
-    folder = tmp_path_factory.mktemp("satmaepp_rshf")
+    folder = module_scratch("satmaepp_rshf")
     theirs.save_pretrained(str(folder))
     ours = SatMAEPP(
         device="cpu",

@@ -30,7 +30,7 @@ rshf_scalemae = pytest.importorskip("rshf.scalemae")
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
+def pair(module_scratch):
     """(rshf model, our ScaleMAE) sharing one checkpoint written by rshf."""
     from rs_embed_ray.models.scalemae import ScaleMAE
 
@@ -39,7 +39,7 @@ def pair(tmp_path_factory):
     )
     perturb_(theirs, seed=32)
     theirs.eval()
-    folder = tmp_path_factory.mktemp("scalemae_rshf")
+    folder = module_scratch("scalemae_rshf")
     theirs.save_pretrained(str(folder))
     ours = ScaleMAE(device="cpu", weights=str(folder), precision="float32")
     return theirs, ours, folder

@@ -47,14 +47,14 @@ def _terrafm_oracle_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def terrafm_golden(tmp_path_factory: pytest.TempPathFactory):
+def terrafm_golden(module_scratch):
     """(golden arrays, path of the rebuilt ``TerraFM-B.pth``)."""
     from rs_embed_ray.testing.golden import golden_state_dict
 
     with np.load(GOLDEN) as z:
         golden = {k: z[k] for k in z.files}
     layout = json.loads(str(golden["layout"]))
-    path = tmp_path_factory.mktemp("terrafm_oracle") / "TerraFM-B.pth"
+    path = module_scratch("terrafm_oracle") / "TerraFM-B.pth"
     torch.save(golden_state_dict(layout), path)
     return golden, path
 

@@ -25,8 +25,8 @@ DATES = {"2022-01-05": 0.0, "2022-01-20": 400.0, "2022-03-05": 9000.0, "2022-08-
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("binned_source")
+def source(module_scratch) -> Path:
+    folder = module_scratch("binned_source")
     for day, offset in DATES.items():
         write_scene(folder, day, offset=offset)
     return folder
