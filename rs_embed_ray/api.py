@@ -47,79 +47,11 @@ def plan_export(options: ExportOptions | None = None, /, **kwargs: Any) -> Expor
         raise TypeError("plan_export takes an ExportOptions or keywords, not both.")
     o = options.flat()
     check_call(o.as_mapping())  # types and bounds of every argument, named in the message
-    precision, ee_max_concurrent, ee_max_qps = o.precision, o.ee_max_concurrent, o.ee_max_qps
-    if precision not in ("auto", "float32"):
-        raise ModelError(f"precision must be 'auto' or 'float32', got {precision!r}.")
-    if int(ee_max_concurrent) < 1 or not float(ee_max_qps) > 0:
-        raise ModelError(
-            f"ee_max_concurrent ({ee_max_concurrent}) must be >= 1 and ee_max_qps "
-            f"({ee_max_qps}) > 0: they are the Earth Engine project's quota."
-        )
-    plan = build_plan(
-        spatials=o.spatials,
-        temporal=o.temporal,
-        temporals=o.temporals,
-        models=o.models,
-        out=o.out,
-        layout=o.layout,
-        out_dir=o.out_dir,
-        out_path=o.out_path,
-        names=o.names,
-        backend=o.backend,
-        device=o.device,
-        output=o.output if o.output is not None else OutputSpec.pooled(),
-        sensor=o.sensor,
-        per_model_sensors=o.per_model_sensors,
-        format=o.format,
-        input_prep=o.input_prep,
-        source=o.source,
-        weights=o.weights,
-        model_configs=o.model_configs,
-        provider_options=o.provider_options,
-        save_inputs=bool(o.save_inputs),
-        save_embeddings=bool(o.save_embeddings),
-        save_manifest=bool(o.save_manifest),
-        fail_on_bad_input=bool(o.fail_on_bad_input),
-        chunk_size=o.chunk_size,
-        num_workers=o.num_workers,
-        continue_on_error=bool(o.continue_on_error),
-        max_retries=o.max_retries,
-        retry_backoff_s=o.retry_backoff_s,
-        writer_workers=o.writer_workers,
-        resume=bool(o.resume),
-        show_progress=bool(o.show_progress),
-        precision=o.precision,
-        fetch=o.fetch,
-        modality=o.modality,
-        per_model_fetches=o.per_model_fetches,
-        per_model_modalities=o.per_model_modalities,
-    )
+    plan = build_plan(o)
     if not o.save_inputs and not o.save_embeddings:
         raise ModelError("Nothing to export: save_inputs and save_embeddings are both False.")
     check_ray_address(o.ray_address)
-    plan.extra.update(
-        ray_address=o.ray_address,
-        async_write=bool(o.async_write),
-        fetch_threads=max(1, int(o.fetch_threads)),
-        ee_max_concurrent=int(ee_max_concurrent),
-        ee_max_qps=float(ee_max_qps),
-        spatial_batching=bool(o.spatial_batching),
-        ee_quota_actor=_quota_actor_name(o.ee_quota_actor),
-    )
     return plan
-
-
-def _quota_actor_name(name: str | None) -> str | None:
-    """A Ray actor name (letters, digits, ``_.-``), or None for the run's own quota split."""
-    if name is None:
-        return None
-    name = str(name).strip()
-    if not name or not all(c.isalnum() or c in "_.-" for c in name):
-        raise ModelError(
-            f"ee_quota_actor {name!r}: use a name of letters, digits, '_', '.' or '-' "
-            "(the same name in every job that shares the quota)."
-        )
-    return name
 
 
 def preflight(plan: ExportPlan) -> None:
@@ -227,7 +159,11 @@ def export_batch(
 
 def run_export(options: ExportOptions) -> list[dict[str, Any]] | dict[str, Any]:
     """Plan (every input error raised here, before Ray starts), check the provider, run."""
-    plan = plan_export(options)
+    return run_planned(plan_export(options))
+
+
+def run_planned(plan: ExportPlan) -> list[dict[str, Any]] | dict[str, Any]:
+    """Check the provider, then run a plan (the CLI plans once, checks more, then calls this)."""
     preflight(plan)
     from rs_embed_ray.pipeline.runner import run_plan  # ray is imported only to run
 

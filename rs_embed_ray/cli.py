@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from rs_embed_ray.errors import RSEmbedRayError
+from rs_embed_ray.options import default
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -100,7 +101,7 @@ def main(verbose: int) -> None:
     "--format",
     "fmt",
     type=click.Choice(["npz", "netcdf", "geoparquet"]),
-    default="npz",
+    default=default("format"),
     show_default=True,
     help="geoparquet: one row per place with its geometry and pooled vectors "
     "(needs --layout combined --output pooled --no-save-inputs).",
@@ -119,22 +120,30 @@ def main(verbose: int) -> None:
     show_default=True,
 )
 @click.option("--pooling", type=click.Choice(["mean", "max"]), default="mean", show_default=True)
-@click.option("--chunk-size", type=int, default=16, show_default=True, help="Inference batch size.")
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=default("chunk_size"),
+    show_default=True,
+    help="Inference batch size.",
+)
 @click.option(
     "--num-workers",
     type=int,
-    default=8,
+    default=default("num_workers"),
     show_default=True,
     help="Fetch actors (concurrent fetches).",
 )
 @click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
 @click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")
-@click.option("--max-retries", type=int, default=0, show_default=True)
-@click.option("--retry-backoff-s", type=float, default=0.0, show_default=True)
+@click.option("--max-retries", type=int, default=default("max_retries"), show_default=True)
+@click.option(
+    "--retry-backoff-s", type=float, default=default("retry_backoff_s"), show_default=True
+)
 @click.option(
     "--input-prep",
     type=click.Choice(["resize", "tile", "auto"]),
-    default="resize",
+    default=default("input_prep"),
     show_default=True,
 )
 @click.option("--no-save-inputs", is_flag=True, help="Do not store the fetched input patches.")
@@ -155,7 +164,7 @@ def main(verbose: int) -> None:
 @click.option(
     "--precision",
     type=click.Choice(["auto", "float32"]),
-    default="auto",
+    default=default("precision"),
     show_default=True,
     help="auto: mixed precision on GPU; float32: always fp32.",
 )
@@ -163,14 +172,14 @@ def main(verbose: int) -> None:
 @click.option(
     "--ee-max-concurrent",
     type=int,
-    default=40,
+    default=default("ee_max_concurrent"),
     show_default=True,
     help="Cluster-wide Earth Engine requests in flight.",
 )
 @click.option(
     "--ee-max-qps",
     type=float,
-    default=100.0,
+    default=default("ee_max_qps"),
     show_default=True,
     help="Cluster-wide Earth Engine requests per second.",
 )
@@ -199,8 +208,9 @@ def main(verbose: int) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def export(**o: Any) -> None:
     """Fetch imagery, embed it and write inputs, embeddings and manifests."""
-    from rs_embed_ray.api import export_batch, plan_export
+    from rs_embed_ray.api import plan_export, run_planned
     from rs_embed_ray.io.points import read_places
+    from rs_embed_ray.options import ExportOptions
     from rs_embed_ray.specs import OutputSpec, TemporalSpec
     from rs_embed_ray.validation import check_not_inputs
 
@@ -229,7 +239,7 @@ def export(**o: Any) -> None:
             popts["high_volume"] = True
         if o["ee_max_retries"] is not None:
             popts["max_retries"] = o["ee_max_retries"]
-        kwargs = dict(
+        options = ExportOptions(
             provider_options=popts or None,
             spatials=spatials,
             temporal=temporal,
@@ -262,13 +272,13 @@ def export(**o: Any) -> None:
             spatial_batching=o["spatial_batching"],
             show_progress=not o["no_progress"],
         )
-        plan = plan_export(**kwargs)  # every input error surfaces here, before Ray starts
+        plan = plan_export(options)  # every input error surfaces here, before Ray starts
         check_not_inputs(plan, [("points file", o["points"])])
     except (RSEmbedRayError, ValueError, TypeError) as exc:
         _fail(str(exc))
         return
     try:
-        result = export_batch(**kwargs)
+        result = run_planned(plan)  # planned once, above
     except RSEmbedRayError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED_ITEMS)

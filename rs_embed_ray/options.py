@@ -82,29 +82,6 @@ class ExportModelRequest:
         )
 
 
-@dataclass(frozen=True)
-class ExportConfig:
-    """rs-embed 0.3's run settings; each field maps onto the seed keyword of the same name
-    (``infer_batch_size`` onto ``chunk_size``, our inference batch size)."""
-
-    format: str = "npz"
-    save_inputs: bool = True
-    save_embeddings: bool = True
-    save_manifest: bool = True
-    fail_on_bad_input: bool = False
-    chunk_size: int = 16
-    infer_batch_size: int | None = None
-    num_workers: int = 8
-    continue_on_error: bool = False
-    max_retries: int = 0
-    retry_backoff_s: float = 0.0
-    async_write: bool = True
-    writer_workers: int = 2
-    resume: bool = False
-    show_progress: bool = True
-    input_prep: InputPrepSpec | str | None = None
-
-
 # -- the options of one export ----------------------------------------------------------------
 
 
@@ -177,6 +154,30 @@ class ExportOptions:
         return dataclasses.replace(self, target=None, config=None, **changes)
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    """rs-embed 0.3's run settings; each field maps onto the seed keyword of the same name
+    (``infer_batch_size`` onto ``chunk_size``, our inference batch size)."""
+
+    # the same defaults as the keywords they map onto (stated once, in ExportOptions)
+    format: str = ExportOptions.format
+    save_inputs: bool = ExportOptions.save_inputs
+    save_embeddings: bool = ExportOptions.save_embeddings
+    save_manifest: bool = ExportOptions.save_manifest
+    fail_on_bad_input: bool = ExportOptions.fail_on_bad_input
+    chunk_size: int = ExportOptions.chunk_size
+    infer_batch_size: int | None = None
+    num_workers: int = ExportOptions.num_workers
+    continue_on_error: bool = ExportOptions.continue_on_error
+    max_retries: int = ExportOptions.max_retries
+    retry_backoff_s: float = ExportOptions.retry_backoff_s
+    async_write: bool = ExportOptions.async_write
+    writer_workers: int = ExportOptions.writer_workers
+    resume: bool = ExportOptions.resume
+    show_progress: bool = ExportOptions.show_progress
+    input_prep: InputPrepSpec | str | None = None
+
+
 _FIELDS = {f.name: f for f in dataclasses.fields(ExportOptions)}
 PUBLIC_OPTIONS = tuple(n for n in _FIELDS if n not in ("per_model_fetches", "per_model_modalities"))
 
@@ -193,6 +194,106 @@ def default(name: str) -> Any:
 DEFAULTS = SimpleNamespace(
     **{n: f.default for n, f in _FIELDS.items() if f.default is not dataclasses.MISSING}
 )
+
+
+# -- how to run it: the run options, typed and grouped by concern -----------------------------
+#
+# The plan carries one RunOptions to the runner and the workers; no option travels as a string
+# key. They have no defaults of their own: ``RunOptions.of`` fills them from an ExportOptions,
+# whose fields are the one home of every default.
+
+
+@dataclass(frozen=True)
+class RetryOptions:
+    """Every fetch, forward and output write is tried ``max_retries + 1`` times, sleeping
+    ``backoff_s * 2**k`` between tries."""
+
+    max_retries: int
+    backoff_s: float
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """The FETCH stage: how many requests are in flight and how places are grouped."""
+
+    in_flight: int  # num_workers: fetches in flight, actors x threads
+    threads_per_actor: int  # fetch_threads: the most threads one fetch actor runs
+    max_batch: int  # chunk_size: the most places one fetch call takes
+    spatial_batching: bool  # nearby places of a call share one request
+    fail_on_bad_input: bool  # inspect each patch; a bad one fails its place
+
+
+@dataclass(frozen=True)
+class QuotaOptions:
+    """The Earth Engine project's quota, cluster-wide (gee only)."""
+
+    max_concurrent: int
+    max_qps: float
+    shared_actor: str | None  # a named detached actor several jobs share, or the run's own split
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """The INFER stage: places per forward pass and the numeric precision."""
+
+    batch_size: int  # chunk_size
+    precision: str
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """The writer tasks: how many run, and how many places one of them takes."""
+
+    writers: int  # writer_workers
+    max_batch: int  # chunk_size: the most places one per-item writer call takes
+    async_write: bool  # accepted for rs-embed; writes are always Ray tasks
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run an export (not what to export): one frozen object the plan carries to the
+    runner and the runner hands, group by group, to the workers."""
+
+    block_rows: int  # chunk_size: rows per Ray Data block of the places (memory, log grain)
+    fetch: FetchOptions
+    quota: QuotaOptions
+    infer: InferOptions
+    write: WriteOptions
+    retry: RetryOptions
+    resume: bool
+    continue_on_error: bool
+    show_progress: bool
+    ray_address: str | None
+
+    @staticmethod
+    def of(o: ExportOptions) -> RunOptions:
+        """The run options of a flat, checked ExportOptions (``validation.check_call``).
+
+        The public ``chunk_size`` ("process places in chunks; the inference batch size")
+        sets the four sizes it has always set: blocks, fetch calls, forward passes and
+        per-item writer calls; each has its own name here."""
+        chunk = int(o.chunk_size)
+        shared = str(o.ee_quota_actor).strip() if o.ee_quota_actor is not None else None
+        return RunOptions(
+            block_rows=chunk,
+            fetch=FetchOptions(
+                in_flight=int(o.num_workers),
+                threads_per_actor=max(1, int(o.fetch_threads)),
+                max_batch=chunk,
+                spatial_batching=bool(o.spatial_batching),
+                fail_on_bad_input=bool(o.fail_on_bad_input),
+            ),
+            quota=QuotaOptions(int(o.ee_max_concurrent), float(o.ee_max_qps), shared),
+            infer=InferOptions(batch_size=chunk, precision=str(o.precision)),
+            write=WriteOptions(
+                writers=int(o.writer_workers), max_batch=chunk, async_write=bool(o.async_write)
+            ),
+            retry=RetryOptions(int(o.max_retries), float(o.retry_backoff_s)),
+            resume=bool(o.resume),
+            continue_on_error=bool(o.continue_on_error),
+            show_progress=bool(o.show_progress),
+            ray_address=o.ray_address,
+        )
 
 
 def _is_set(opts: ExportOptions, name: str) -> bool:
@@ -332,5 +433,11 @@ __all__ = [
     "ExportModelRequest",
     "ExportOptions",
     "ExportTarget",
+    "FetchOptions",
+    "InferOptions",
+    "QuotaOptions",
+    "RetryOptions",
+    "RunOptions",
+    "WriteOptions",
     "default",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.manifest import fingerprint, jsonable
 from rs_embed_ray.models.base import ModelInfo
 from rs_embed_ray.models.registry import canonical_model_id, get_info, require_available
+from rs_embed_ray.options import ExportOptions, RunOptions
 from rs_embed_ray.specs import (
     FetchSpec,
     InputPrepSpec,
@@ -89,8 +90,10 @@ class FetchGroup:
     frame_bins: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExportPlan:
+    """What to export, resolved and checked (the request), plus how to run it (``run``)."""
+
     layout: Layout
     format: str
     out_path: Path  # combined file, or the per-item directory
@@ -105,23 +108,13 @@ class ExportPlan:
     device: str
     input_prep: InputPrepSpec
     input_prep_given: Any
-    save_inputs: bool = True
-    save_embeddings: bool = True
-    save_manifest: bool = True
-    fail_on_bad_input: bool = False
-    chunk_size: int = 16
-    num_workers: int = 8
-    continue_on_error: bool = False
-    max_retries: int = 0
-    retry_backoff_s: float = 0.0
-    writer_workers: int = 2
-    resume: bool = False
-    show_progress: bool = True
-    precision: str = "auto"
+    save_inputs: bool
+    save_embeddings: bool
+    save_manifest: bool
+    run: RunOptions  # how to run it (sizes, retries, quota, resume): one typed object
     # per-place windows, fully resolved (a row without its own window holds the run's);
     # None when every place uses the run's window
     temporals: list[TemporalSpec | None] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_items(self) -> int:
@@ -651,81 +644,47 @@ def validate_output(output: Any) -> OutputSpec:
     return output
 
 
-def positive_int(value: Any, what: str, minimum: int = 1) -> int:
-    try:
-        v = int(value)
-    except (TypeError, ValueError):
-        raise ModelError(f"{what} must be an integer, got {value!r}.") from None
-    if v < minimum:
-        raise ModelError(f"{what} must be >= {minimum}, got {v}.")
-    return v
-
-
-def build_plan(
-    *,
-    spatials: Any,
-    temporal: Any,
-    models: Any,
-    out: str | None,
-    layout: str | None,
-    out_dir: str | None,
-    out_path: str | None,
-    names: Any,
-    backend: Any,
-    device: Any,
-    output: Any,
-    sensor: SensorSpec | None,
-    per_model_sensors: dict[str, SensorSpec] | None,
-    format: Any,
-    input_prep: Any,
-    source: str | None = None,
-    weights: dict[str, str] | None = None,
-    model_configs: dict[str, dict[str, Any]] | None = None,
-    provider_options: dict[str, Any] | None = None,
-    temporals: Any = None,
-    fetch: FetchSpec | None = None,
-    modality: str | None = None,
-    per_model_fetches: dict[str, FetchSpec] | None = None,
-    per_model_modalities: dict[str, str] | None = None,
-    **options: Any,
-) -> ExportPlan:
-    """Validate everything (in the contract's order) and resolve the request into a plan."""
-    spatials = validate_spatials(spatials)
-    fmt = normalize_format(format)
-    lay, path = resolve_target(out=out, layout=layout, out_dir=out_dir, out_path=out_path, fmt=fmt)
-    final_names = validate_names(names, len(spatials))
-    temporal = validate_temporal(temporal)
-    per_place = validate_temporals(temporals, len(spatials), temporal)
-    output = validate_output(output)
-    validate_format_combination(fmt, lay, output, bool(options.get("save_inputs", True)))
-    if sensor is not None and not isinstance(sensor, SensorSpec):
+def build_plan(o: ExportOptions) -> ExportPlan:
+    """Resolve a flat, type-checked request (``ExportOptions.flat`` then
+    ``validation.check_call``) into a plan: every remaining check, in the contract's order."""
+    spatials = validate_spatials(o.spatials)
+    fmt = normalize_format(o.format)
+    lay, path = resolve_target(
+        out=o.out, layout=o.layout, out_dir=o.out_dir, out_path=o.out_path, fmt=fmt
+    )
+    final_names = validate_names(o.names, len(spatials))
+    temporal = validate_temporal(o.temporal)
+    per_place = validate_temporals(o.temporals, len(spatials), temporal)
+    output = validate_output(o.output if o.output is not None else OutputSpec.pooled())
+    validate_format_combination(fmt, lay, output, bool(o.save_inputs))
+    if o.sensor is not None and not isinstance(o.sensor, SensorSpec):
         raise ModelError("sensor must be a SensorSpec or None.")
-    prep = resolve_input_prep(input_prep)
+    prep = resolve_input_prep(o.input_prep)
     reqs = resolve_models(
-        models,
-        sensor=sensor,
-        per_model_sensors=per_model_sensors,
-        weights=weights,
-        model_configs=model_configs,
+        o.models,
+        sensor=o.sensor,
+        per_model_sensors=o.per_model_sensors,
+        weights=o.weights,
+        model_configs=o.model_configs,
         output=output,
-        fetch=fetch,
-        modality=modality,
-        per_model_fetches=per_model_fetches,
-        per_model_modalities=per_model_modalities,
+        fetch=o.fetch,
+        modality=o.modality,
+        per_model_fetches=o.per_model_fetches,
+        per_model_modalities=o.per_model_modalities,
     )
     check_model_requests(reqs, per_place if per_place is not None else [temporal])
     reqs, groups = build_groups(reqs)
-    b = resolve_backend(backend, source, fetches=bool(groups))
-    dev = str(device).strip().lower() if device else "auto"
+    b = resolve_backend(o.backend, o.source, fetches=bool(groups))
+    dev = str(o.device).strip().lower() if o.device else "auto"
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
-        raise ModelError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.")
+        raise ModelError(f"Unknown device {o.device!r}: use 'auto', 'cpu' or 'cuda'.")
     check_writable(lay, path)
     check_output_location(lay, path)
     if b == "local":
-        check_source(source)
-    popts = dict(provider_options or {})
-    if b == "local" and source:
-        popts["source"] = str(Path(source).expanduser().resolve())
+        check_source(o.source)
+    popts = dict(o.provider_options or {})
+    if b == "local" and o.source:
+        popts["source"] = str(Path(o.source).expanduser().resolve())
     plan = ExportPlan(
         layout=lay,
         format=fmt,
@@ -741,32 +700,15 @@ def build_plan(
         provider_options=popts,
         device=dev,
         input_prep=prep,
-        input_prep_given=input_prep,
-        chunk_size=positive_int(options.pop("chunk_size", 16), "chunk_size"),
-        num_workers=positive_int(options.pop("num_workers", 8), "num_workers"),
-        max_retries=positive_int(options.pop("max_retries", 0), "max_retries", minimum=0),
-        writer_workers=positive_int(options.pop("writer_workers", 2), "writer_workers"),
-        retry_backoff_s=float(options.pop("retry_backoff_s", 0.0)),
-        **{k: options.pop(k) for k in list(options) if k in _BOOL_OPTIONS},
+        input_prep_given=o.input_prep,
+        save_inputs=bool(o.save_inputs),
+        save_embeddings=bool(o.save_embeddings),
+        save_manifest=bool(o.save_manifest),
+        run=RunOptions.of(o),
     )
-    if plan.retry_backoff_s < 0:
-        raise ModelError("retry_backoff_s must be >= 0.")
-    plan.extra.update(options)
     check_patch_sizes(plan)
     check_name_lengths(plan)
-    if b == "local" and source:
-        check_not_inputs(plan, [("raster source", source)])
+    if b == "local" and o.source:
+        check_not_inputs(plan, [("raster source", o.source)])
     check_existing_format(plan)
     return plan
-
-
-_BOOL_OPTIONS = {
-    "save_inputs",
-    "save_embeddings",
-    "save_manifest",
-    "fail_on_bad_input",
-    "continue_on_error",
-    "resume",
-    "show_progress",
-    "precision",
-}

@@ -192,6 +192,21 @@ def check_call(args: Mapping[str, Any]) -> None:
         q = _float(args["ee_max_qps"], "ee_max_qps")
         if not q > 0:
             raise ModelError(f"ee_max_qps must be > 0 (requests per second), got {q:g}.")
+    if args.get("precision", "auto") not in ("auto", "float32"):
+        raise ModelError(f"precision must be 'auto' or 'float32', got {args['precision']!r}.")
+    check_quota_actor_name(args.get("ee_quota_actor"))
+
+
+def check_quota_actor_name(name: str | None) -> None:
+    """A Ray actor name (letters, digits, ``_.-``), or None for the run's own quota split."""
+    if name is None:
+        return
+    name = str(name).strip()
+    if not name or not all(c.isalnum() or c in "_.-" for c in name):
+        raise ModelError(
+            f"ee_quota_actor {name!r}: use a name of letters, digits, '_', '.' or '-' "
+            "(the same name in every job that shares the quota)."
+        )
 
 
 # -- the cost of one patch ---------------------------------------------------------------

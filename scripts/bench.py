@@ -146,6 +146,7 @@ def fetch_cpu_main(a: argparse.Namespace) -> None:
     (all its threads: the client, the HTTP transport, shard writing) over the places, after
     one warm-up batch; wall time depends on the other load and is printed only for context.
     """
+    from rs_embed_ray.options import FetchOptions, RetryOptions
     from rs_embed_ray.pipeline import fetch
     from rs_embed_ray.pipeline.fetch import FetchWorker
     from rs_embed_ray.specs import spatial_to_dict
@@ -182,9 +183,14 @@ def fetch_cpu_main(a: argparse.Namespace) -> None:
                     n_frames=None,
                     temporal={"mode": "range", "start": "2022-06-01", "end": "2022-09-01"},
                     shard_dir=shards,
-                    max_retries=0,
-                    retry_backoff_s=0.0,
-                    fail_on_bad_input=False,
+                    options=FetchOptions(
+                        in_flight=a.fetch_threads,
+                        threads_per_actor=a.fetch_threads,
+                        max_batch=a.chunk_size,
+                        spatial_batching=False,
+                        fail_on_bad_input=False,
+                    ),
+                    retry=RetryOptions(max_retries=0, backoff_s=0.0),
                     threads=a.fetch_threads,
                 )
                 worker(batches[0])  # warm-up: ee initialisation, first template

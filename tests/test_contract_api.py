@@ -145,13 +145,14 @@ def test_export_config_maps_onto_the_seed_keywords(tmp_path):
         **base(tmp_path, target=ExportTarget.combined(str(tmp_path / "r")), config=cfg)
     )
     assert plan.format == "netcdf" and plan.out_path.name == "r.nc"
-    assert (plan.chunk_size, plan.num_workers, plan.max_retries) == (4, 3, 2)
-    assert plan.continue_on_error and not plan.save_manifest and not plan.show_progress
+    run = plan.run
+    assert (run.infer.batch_size, run.fetch.in_flight, run.retry.max_retries) == (4, 3, 2)
+    assert run.continue_on_error and not plan.save_manifest and not run.show_progress
     assert plan.input_prep.mode == "tile"
     # infer_batch_size is our inference batch size (chunk_size)
     cfg = ExportConfig(chunk_size=16, infer_batch_size=8)
     plan = plan_export(**base(tmp_path, out_dir=str(tmp_path / "o"), config=cfg))
-    assert plan.chunk_size == 8
+    assert plan.run.infer.batch_size == 8
 
 
 @pytest.mark.parametrize(

@@ -22,14 +22,12 @@ from rs_embed_ray.inspection import INSPECTION_META, inspect_input, inspection_r
 from rs_embed_ray.io.atomic import storage_errors
 from rs_embed_ray.io.manifest import array_sha1, error_text
 from rs_embed_ray.io.shards import write_shard
+from rs_embed_ray.options import FetchOptions, RetryOptions
+from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.providers import create_provider
 from rs_embed_ray.specs import SensorSpec, spatial_from_dict, temporal_from_dict
 
 log = logging.getLogger(__name__)
-
-# optional input column: the place's own window (JSON of a TemporalSpec, "null" for the
-# default window); when present it overrides the run's window given to the constructor
-TEMPORAL_COLUMN = "temporal"
 
 
 def current_node() -> str:
@@ -70,13 +68,11 @@ class FetchWorker:
         n_frames: int | None,
         temporal: dict[str, Any] | None,
         shard_dir: str,
-        max_retries: int,
-        retry_backoff_s: float,
-        fail_on_bad_input: bool,
+        options: FetchOptions,
+        retry: RetryOptions,
         threads: int = 1,
         limiter_name: str | None = None,
         quota_share: dict[str, Any] | None = None,
-        spatial_batching: bool = False,
         frame_bins: str | None = None,
     ) -> None:
         opts = dict(provider_options)
@@ -98,19 +94,19 @@ class FetchWorker:
         self.n_frames = n_frames
         self.temporal = temporal_from_dict(temporal)
         self.shard_dir = Path(shard_dir)
-        self.retries = max_retries
-        self.backoff = retry_backoff_s
-        self.fail_on_bad_input = fail_on_bad_input
+        self.retries = retry.max_retries
+        self.backoff = retry.backoff_s
+        self.fail_on_bad_input = options.fail_on_bad_input
         # one pool per actor, shared by the CALLS_PER_ACTOR batches that run at once: while
         # one batch waits on its last places, the next one's places keep every thread busy,
         # and the pool size stays the actor's cap on requests in flight
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fetch")
         # opt-in: nearby places of a batch share one request (providers with fetch_many)
-        self.batched = spatial_batching and hasattr(self.provider, "fetch_many")
+        self.batched = options.spatial_batching and hasattr(self.provider, "fetch_many")
 
     def _temporal(self, temporal_json: str | None) -> Any:
-        """A row's own window (TEMPORAL_COLUMN), else the run's."""
+        """A row's own window (``schema.TEMPORAL``), else the run's."""
         if temporal_json is None:
             return self.temporal
         return temporal_from_dict(json.loads(temporal_json))
@@ -173,9 +169,9 @@ class FetchWorker:
         return out
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        indices = [int(i) for i in batch["index"]]
-        spatials = [str(s) for s in batch["spatial"]]
-        tcol = batch.get(TEMPORAL_COLUMN)
+        indices = [int(i) for i in batch[col.INDEX]]
+        spatials = [str(s) for s in batch[col.SPATIAL]]
+        tcol = batch.get(col.TEMPORAL)
         temporals = [str(t) for t in tcol] if tcol is not None else [None] * len(spatials)
 
         def safe(sj: str, tj: str | None) -> Any:
@@ -197,14 +193,14 @@ class FetchWorker:
         status, error, shape, sha = [], [], [], []
         for idx, res in zip(indices, results, strict=True):
             if isinstance(res, Exception):
-                status.append("failed")
+                status.append(col.STATUS_FAILED)
                 error.append(error_text(res))
                 shape.append("")
                 sha.append("")
                 log.warning("fetch failed for item %d: %s", idx, error[-1])
             else:
                 ok[idx] = res
-                status.append("ok")
+                status.append(col.STATUS_OK)
                 error.append("")
                 shape.append(json.dumps(list(res[0].shape)))
                 sha.append(array_sha1(res[0]))
@@ -221,13 +217,15 @@ class FetchWorker:
                 write_shard(path, ok)
             shard = str(path)
         out = {
-            "index": np.asarray(indices, dtype=np.int64),
-            "status": np.asarray(status, dtype=object),
-            "error": np.asarray(error, dtype=object),
-            "shard": np.asarray([shard if s == "ok" else "" for s in status], dtype=object),
-            "shape": np.asarray(shape, dtype=object),
-            "sha1": np.asarray(sha, dtype=object),
-            "node": np.asarray([current_node()] * len(indices), dtype=object),
+            col.INDEX: np.asarray(indices, dtype=np.int64),
+            col.STATUS: np.asarray(status, dtype=object),
+            col.ERROR: np.asarray(error, dtype=object),
+            col.SHARD: np.asarray(
+                [shard if s == col.STATUS_OK else "" for s in status], dtype=object
+            ),
+            col.SHAPE: np.asarray(shape, dtype=object),
+            col.SHA1: np.asarray(sha, dtype=object),
+            col.NODE: np.asarray([current_node()] * len(indices), dtype=object),
         }
         # other columns (the place, what to embed next) flow on to a chained model stage
         for k, v in batch.items():

@@ -19,7 +19,9 @@ from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
 from rs_embed_ray.models.tiling import embed_with_prep
-from rs_embed_ray.pipeline.fetch import TEMPORAL_COLUMN, current_node, with_retries
+from rs_embed_ray.options import InferOptions, RetryOptions
+from rs_embed_ray.pipeline import schema as col
+from rs_embed_ray.pipeline.fetch import current_node, with_retries
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
@@ -50,14 +52,12 @@ class ModelWorker:
         weights: str | None,
         model_config: dict[str, Any] | None,
         device: str,
-        precision: str,
+        options: InferOptions,
+        retry: RetryOptions,
         output: dict[str, Any],
         temporal: dict[str, Any] | None,
         input_prep: dict[str, Any],
         channels: list[int] | None,
-        batch_size: int,
-        max_retries: int,
-        retry_backoff_s: float,
         torch_threads: int = 1,
         name: str | None = None,
         fetch_key: str | None = None,
@@ -80,15 +80,15 @@ class ModelWorker:
             device=self.device,
             weights=weights,
             model_config=cfg or None,
-            precision=precision,
+            precision=options.precision,
         )
         self.output = OutputSpec(**output)
         self.temporal = temporal_from_dict(temporal)
         self.prep = InputPrepSpec(**input_prep)
         self.channels = list(channels) if channels is not None else None
-        self.batch_size = batch_size
-        self.retries = max_retries
-        self.backoff = retry_backoff_s
+        self.batch_size = options.batch_size
+        self.retries = retry.max_retries
+        self.backoff = retry.backoff_s
         self.reader = ShardReader()
         # for error texts: the user's spelling of the model and its fetch group
         self.model_name = name or model_id
@@ -119,30 +119,32 @@ class ModelWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.crash is not None:
             self.crash.tick()
-        indices = [int(i) for i in batch["index"]]
+        indices = [int(i) for i in batch[col.INDEX]]
         n = len(indices)
-        status = ["ok"] * n
+        status = [col.STATUS_OK] * n
         error = [""] * n
         emb: list[bytes] = [b""] * n
         meta = [""] * n
         inputs: list[np.ndarray | None] = [None] * n
         fmetas: list[dict[str, Any]] = [{}] * n
-        spatials = [spatial_from_dict(json.loads(s)) for s in batch["spatial"]]
-        # per-place windows (see fetch.TEMPORAL_COLUMN): places embed with their own window
-        tcol = batch.get(TEMPORAL_COLUMN)
+        spatials = [spatial_from_dict(json.loads(s)) for s in batch[col.SPATIAL]]
+        # per-place windows (schema.TEMPORAL): places embed with their own window
+        tcol = batch.get(col.TEMPORAL)
         tkeys: list[str | None] = [str(t) for t in tcol] if tcol is not None else [None] * n
         # chained after the fetch stage: the batch carries the fetch's own result columns
-        chained = "sha1" in batch
+        chained = col.SHA1 in batch
         for j in range(n):
-            if chained and batch["status"][j] != "ok":
-                status[j] = "failed"
+            if chained and batch[col.STATUS][j] != col.STATUS_OK:
+                status[j] = col.STATUS_FAILED
                 error[j] = prefetch_error(
-                    self.model_name, indices[j], self.fetch_key, batch["error"][j]
+                    self.model_name, indices[j], self.fetch_key, batch[col.ERROR][j]
                 )
-            elif "embed" in batch and not bool(batch["embed"][j]):
-                status[j] = "skip"  # already embedded in an earlier run; fetched for inputs
-        for j, (idx, shard) in enumerate(zip(indices, batch["shard"], strict=True)):
-            if status[j] != "ok":
+            elif col.EMBED in batch and not bool(batch[col.EMBED][j]):
+                status[j] = (
+                    col.STATUS_SKIP
+                )  # already embedded in an earlier run; fetched for inputs
+        for j, (idx, shard) in enumerate(zip(indices, batch[col.SHARD], strict=True)):
+            if status[j] != col.STATUS_OK:
                 continue
             if not str(shard):
                 # a model with no sensor (a precomputed product it reads itself from the
@@ -156,10 +158,10 @@ class ModelWorker:
                 inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
                 fmetas[j] = {k: v for k, v in fmeta.items() if k != INSPECTION_META}
             except Exception as exc:  # a torn or missing shard fails only this place
-                status[j], error[j] = "failed", error_text(exc)
+                status[j], error[j] = col.STATUS_FAILED, error_text(exc)
         by_window: dict[str | None, list[int]] = {}
         for j in range(n):
-            if status[j] == "ok":
+            if status[j] == col.STATUS_OK:
                 by_window.setdefault(tkeys[j], []).append(j)
         results: dict[int, Any] = {}
         for tkey, todo in by_window.items():
@@ -183,7 +185,7 @@ class ModelWorker:
                             temporal,
                         )[0]
                     except Exception as one_exc:
-                        status[j], error[j] = "failed", error_text(one_exc)
+                        status[j], error[j] = col.STATUS_FAILED, error_text(one_exc)
         for j, e in results.items():
             data = np.asarray(e.data, dtype=np.float32)
             # precomputed products mark nodata pixels NaN on purpose (gse grids)
@@ -191,7 +193,7 @@ class ModelWorker:
             bad = np.isinf(data).any() if nodata_ok else not np.isfinite(data).all()
             if bad:
                 bad_out = ModelError(f"Model {self.model_name} returned NaN or Inf values.")
-                status[j], error[j] = "failed", error_text(bad_out)
+                status[j], error[j] = col.STATUS_FAILED, error_text(bad_out)
                 continue
             emb[j] = array_to_bytes(data)
             m = dict(e.meta or {})
@@ -199,14 +201,14 @@ class ModelWorker:
             m.setdefault("device", self.device)
             meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
         out = {
-            "index": np.asarray(indices, dtype=np.int64),
-            "status": np.asarray(status, dtype=object),
-            "error": np.asarray(error, dtype=object),
-            "emb": np.asarray(emb, dtype=object),
-            "meta": np.asarray(meta, dtype=object),
-            "node": np.asarray([current_node()] * n, dtype=object),
+            col.INDEX: np.asarray(indices, dtype=np.int64),
+            col.STATUS: np.asarray(status, dtype=object),
+            col.ERROR: np.asarray(error, dtype=object),
+            col.EMB: np.asarray(emb, dtype=object),
+            col.META: np.asarray(meta, dtype=object),
+            col.NODE: np.asarray([current_node()] * n, dtype=object),
         }
         if chained:
-            for k in ("status", "error", "shard", "shape", "sha1", "node"):
-                out[f"fetch_{k}"] = np.asarray(batch[k], dtype=object)
+            for k in (*col.RESULT, col.NODE):
+                out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
         return out

@@ -19,6 +19,7 @@ from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_wr
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import array_from_bytes
 from rs_embed_ray.io.shards import ShardReader, write_shard
+from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
 
 
@@ -27,9 +28,9 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
     ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
     shape, sha = [], []
     for idx, status, emb, meta in zip(
-        batch["index"], batch["status"], batch["emb"], batch["meta"], strict=True
+        batch[col.INDEX], batch[col.STATUS], batch[col.EMB], batch[col.META], strict=True
     ):
-        if status == "ok":
+        if status == col.STATUS_OK:
             arr = array_from_bytes(bytes(emb))
             ok[int(idx)] = (arr, json.loads(meta) if meta else {})
             shape.append(json.dumps(list(arr.shape)))
@@ -43,14 +44,16 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
         write_shard(path, ok)
         shard = str(path)
     return {
-        "index": np.asarray(batch["index"], dtype=np.int64),
-        "status": np.asarray(batch["status"], dtype=object),
-        "error": np.asarray(batch["error"], dtype=object),
-        "shard": np.asarray([shard if s == "ok" else "" for s in batch["status"]], dtype=object),
-        "shape": np.asarray(shape, dtype=object),
-        "sha1": np.asarray(sha, dtype=object),
-        "node": np.asarray(batch["node"], dtype=object),
-        **{k: v for k, v in batch.items() if k.startswith("fetch_")},
+        col.INDEX: np.asarray(batch[col.INDEX], dtype=np.int64),
+        col.STATUS: np.asarray(batch[col.STATUS], dtype=object),
+        col.ERROR: np.asarray(batch[col.ERROR], dtype=object),
+        col.SHARD: np.asarray(
+            [shard if s == col.STATUS_OK else "" for s in batch[col.STATUS]], dtype=object
+        ),
+        col.SHAPE: np.asarray(shape, dtype=object),
+        col.SHA1: np.asarray(sha, dtype=object),
+        col.NODE: np.asarray(batch[col.NODE], dtype=object),
+        **{k: v for k, v in batch.items() if k.startswith(col.FETCH_PREFIX)},
     }
 
 
@@ -67,7 +70,7 @@ def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[st
     reader = ShardReader()
     out_index, out_status, out_manifest = [], [], []
     try:
-        for idx, payload in zip(batch["index"], batch["payload"], strict=True):
+        for idx, payload in zip(batch[col.INDEX], batch[col.PAYLOAD], strict=True):
             row = json.loads(payload)
             try:
                 # max_retries covers writes too (seed: "provider fetch/write operations"); a
@@ -87,13 +90,13 @@ def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[st
                     if isinstance(exc, OutputWriteError):
                         raise
                     raise output_write_error(exc, ctx["out_dir"]) from exc
-                out_status.append("write_failed")
+                out_status.append(col.STATUS_WRITE_FAILED)
                 out_manifest.append(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
             out_index.append(int(idx))
     finally:
         reader.close()
     return {
-        "index": np.asarray(out_index, dtype=np.int64),
-        "status": np.asarray(out_status, dtype=object),
-        "manifest": np.asarray(out_manifest, dtype=object),
+        col.INDEX: np.asarray(out_index, dtype=np.int64),
+        col.STATUS: np.asarray(out_status, dtype=object),
+        col.MANIFEST: np.asarray(out_manifest, dtype=object),
     }

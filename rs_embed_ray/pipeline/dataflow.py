@@ -1,0 +1,174 @@
+"""The Ray Data plan of one export: the place rows, then FETCH (an actor pool), INFER (one
+actor per GPU) with the embedding-shard writer, and the per-item writer. Each function adds
+one stage to a dataset; the runner decides which stages run, in which order, on which places.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ray
+from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+
+from rs_embed_ray.io.manifest import jsonable
+from rs_embed_ray.pipeline import schema as col
+from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
+from rs_embed_ray.pipeline.infer import ModelWorker
+from rs_embed_ray.pipeline.sizing import (
+    FetchSizing,
+    InferSizing,
+    item_writer_batch,
+    n_blocks,
+    writers,
+)
+from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
+from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+from rs_embed_ray.specs import spatial_to_dict
+
+
+def configure_data_context() -> None:
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False  # the driver shows its own bars per stage
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
+    ctx.execution_options.verbose_progress = False
+    # a UDF's own error (OutputWriteError, ...) reaches the driver as itself: by default it is
+    # wrapped in a UserCodeException whose __cause__ is lost on the way (Ray Data 2.60)
+    ctx.raise_original_map_exception = True
+
+
+def cluster_resources() -> tuple[float, float]:
+    res = ray.cluster_resources()
+    return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
+
+
+@contextlib.contextmanager
+def progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="item", disable=not enabled or total <= 0, leave=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> Any:
+    """One row per place (INDEX, SPATIAL, TEMPORAL), plus ``cols``: name -> value of place i."""
+    rows = [
+        {
+            col.INDEX: i,
+            col.SPATIAL: json.dumps(spatial_to_dict(plan.spatials[i])),
+            col.TEMPORAL: json.dumps(jsonable(plan.temporal_of(i))),
+            **{k: f(i) for k, f in cols.items()},
+        }
+        for i in todo
+    ]
+    blocks = n_blocks(len(rows), 4, plan.run.block_rows)
+    return ray.data.from_items(rows, override_num_blocks=blocks)
+
+
+def fetch_stage(
+    ds: Any,
+    plan: ExportPlan,
+    group: FetchGroup,
+    shard_dir: str,
+    size: FetchSizing,
+    quota: dict[str, Any],
+) -> Any:
+    """FETCH: an actor pool, ``size.actors`` x ``size.threads`` fetches in flight; ``quota``:
+    the actors' share of the Earth Engine quota (``Runner._quota_kwargs``)."""
+    return ds.map_batches(
+        FetchWorker,
+        fn_constructor_kwargs={
+            "backend": plan.backend,
+            "provider_options": plan.provider_options,
+            "sensor": jsonable(group.sensor),
+            "n_frames": group.n_frames,
+            "temporal": jsonable(plan.temporal),
+            "shard_dir": shard_dir,
+            "options": plan.run.fetch,
+            "retry": plan.run.retry,
+            "threads": size.threads,
+            **quota,
+            "frame_bins": group.frame_bins,
+        },
+        compute=ActorPoolStrategy(
+            size=size.actors,
+            max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,
+            max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+            enable_true_multi_threading=True,
+        ),
+        num_cpus=size.cpus_per_actor,
+        batch_size=size.batch,
+        batch_format="numpy",
+    )
+
+
+def infer_stage(
+    ds: Any,
+    plan: ExportPlan,
+    model: ModelRequest,
+    device: str,
+    size: InferSizing,
+    shard_dir: str,
+    n: int,
+) -> Any:
+    """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model."""
+    infer = plan.run.infer
+    ds = ds.map_batches(
+        ModelWorker,
+        fn_constructor_kwargs={
+            "model_id": model.model_id,
+            "weights": model.weights,
+            "model_config": model.model_config,
+            "device": device,
+            "options": infer,
+            "retry": plan.run.retry,
+            "output": jsonable(plan.output),
+            "temporal": jsonable(plan.temporal),
+            "input_prep": jsonable(plan.input_prep),
+            "channels": list(model.channels) if model.channels is not None else None,
+            "torch_threads": size.torch_threads,
+            "name": model.name,
+            "fetch_key": model.fetch_key,
+        },
+        compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
+        num_gpus=size.gpus_per_actor,
+        num_cpus=1,
+        batch_size=infer.batch_size,
+        batch_format="numpy",
+    )
+    return ds.map_batches(
+        write_embed_shard,
+        fn_kwargs={"shard_dir": shard_dir},
+        # one task per inference batch: more writers than batches would only idle (and
+        # Ray Data warns about them)
+        compute=TaskPoolStrategy(size=writers(plan.run.write.writers, n, infer.batch_size)),
+        num_cpus=0.1,
+        batch_size=None,
+        batch_format="numpy",
+    )
+
+
+def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, Any]) -> Any:
+    """The per-item writer: rows of (INDEX, PAYLOAD) -> (INDEX, STATUS, MANIFEST)."""
+    w = plan.run.write
+    ds = ray.data.from_items(rows, override_num_blocks=n_blocks(len(rows), w.writers))
+    batch = item_writer_batch(w)
+    return ds.map_batches(
+        finalize_items,
+        fn_kwargs={"ctx": ctx},
+        compute=TaskPoolStrategy(size=writers(w.writers, len(rows), batch)),
+        num_cpus=0.5,
+        batch_size=batch,
+        batch_format="numpy",
+    )
+
+
+def batches(ds: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's result rows as they stream in, one numpy batch at a time."""
+    return ds.iter_batches(batch_size=None, batch_format="numpy")

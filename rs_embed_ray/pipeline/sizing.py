@@ -1,0 +1,101 @@
+"""How big each part of the Ray plan is: blocks, fetch actors and threads, fetch calls,
+inference actors, writer tasks. Pure arithmetic over the run options and the cluster's size
+(no ray), so every rule is stated, and tested, in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rs_embed_ray.options import FetchOptions, QuotaOptions, WriteOptions
+
+MAX_BLOCKS = 2000  # a cap on Ray Data's per-block overhead
+MAX_CALL_PLACES = 64  # the most places one fetch or per-item writer call takes
+
+
+def n_blocks(n_rows: int, parallelism: int, rows_per_block: int = 64) -> int:
+    """Small blocks stream sooner (and make the log finer-grained); a cap bounds overhead."""
+    want = max(2 * parallelism, math.ceil(n_rows / max(1, rows_per_block)))
+    return max(1, min(n_rows, want, MAX_BLOCKS))
+
+
+def writers(writer_workers: int, n_rows: int, batch: int) -> int:
+    """Writer tasks for ``n_rows`` rows in batches of ``batch``: never more than batches."""
+    return max(1, min(writer_workers, math.ceil(n_rows / max(1, batch))))
+
+
+def morton(lonlat: tuple[float, float]) -> int:
+    """Z-order key of a lon/lat: sorting by it puts nearby places in the same batches."""
+    x = int((lonlat[0] + 180.0) / 360.0 * 65535)
+    y = int((lonlat[1] + 90.0) / 180.0 * 65535)
+    key = 0
+    for b in range(16):
+        key |= ((x >> b) & 1) << (2 * b) | ((y >> b) & 1) << (2 * b + 1)
+    return key
+
+
+@dataclass(frozen=True)
+class FetchSizing:
+    """The FETCH actor pool: ``actors`` x ``threads`` requests in flight, at most."""
+
+    actors: int
+    threads: int
+    cpus_per_actor: float
+    batch: int  # places per fetch call
+
+
+def fetch_sizing(
+    opts: FetchOptions,
+    quota: QuotaOptions | None,
+    n: int,
+    cpus: float,
+    chained: bool,
+) -> FetchSizing:
+    """``opts.in_flight`` fetches (capped by the quota's concurrency when given, gee) for ``n``
+    places on a cluster of ``cpus``; ``chained``: a model actor shares the CPUs."""
+    # an actor is a process: a few threaded actors cost far less memory and start-up
+    # than one actor per fetch
+    conc = max(1, min(opts.in_flight, n))
+    if quota is not None:
+        # more fetches in flight than the project's concurrency quota would only queue
+        conc = min(conc, quota.max_concurrent)
+    threads = max(1, min(opts.threads_per_actor, conc))
+    # at most two fetch processes per CPU of the cluster: past that, more actors only
+    # add memory and context switches; their threads carry the extra requests instead
+    size = min(math.ceil(conc / threads), max(2, 2 * int(cpus)))
+    # actors x threads never exceeds conc: the quota split relies on it
+    threads = max(1, conc // size)
+    # IO-bound: small CPU shares, leaving room for the model actor when chained
+    share = 0.25 if chained else 0.5
+    fetch_cpus = min(1.0, max(0.05, share * cpus / size))
+    return FetchSizing(size, threads, fetch_cpus, fetch_batch(opts, n, size))
+
+
+def fetch_batch(opts: FetchOptions, n: int, actors: int) -> int:
+    """Places per fetch call: whole chunks when nearby places share requests; else small
+    enough that a short run still spreads over every fetch actor."""
+    if opts.spatial_batching:
+        return max(1, min(opts.max_batch, MAX_CALL_PLACES))
+    return max(1, min(opts.max_batch, MAX_CALL_PLACES, math.ceil(n / (2 * actors))))
+
+
+@dataclass(frozen=True)
+class InferSizing:
+    """The INFER actor pool: one actor per GPU, or one CPU actor using the machine."""
+
+    actors: int
+    gpus_per_actor: int
+    torch_threads: int
+
+
+def infer_sizing(device: str, cpus: float, gpus: float) -> InferSizing:
+    use_gpu = device.startswith("cuda")
+    if use_gpu:
+        return InferSizing(actors=max(1, int(gpus)), gpus_per_actor=1, torch_threads=1)
+    return InferSizing(actors=1, gpus_per_actor=0, torch_threads=max(1, int(cpus) - 1))
+
+
+def item_writer_batch(opts: WriteOptions) -> int:
+    """Places per per-item writer call."""
+    return max(1, min(MAX_CALL_PLACES, opts.max_batch))
