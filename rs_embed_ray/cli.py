@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from rs_embed_ray.errors import RSEmbedRayError
-from rs_embed_ray.options import default
+from rs_embed_ray.options import ExportOptions, default
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -209,69 +209,10 @@ def main(verbose: int) -> None:
 def export(**o: Any) -> None:
     """Fetch imagery, embed it and write inputs, embeddings and manifests."""
     from rs_embed_ray.api import plan_export, run_planned
-    from rs_embed_ray.io.points import read_places
-    from rs_embed_ray.options import ExportOptions
-    from rs_embed_ray.specs import OutputSpec, TemporalSpec
     from rs_embed_ray.validation import check_not_inputs
 
     try:
-        if o["year"] is not None and (o["start"] or o["end"]):
-            raise RSEmbedRayError("Use either --year or --start/--end, not both.")
-        if o["year"] is not None:
-            temporal = TemporalSpec.year(o["year"])
-        elif o["start"] or o["end"]:
-            if not (o["start"] and o["end"]):
-                raise RSEmbedRayError("--start and --end go together.")
-            temporal = TemporalSpec.range(o["start"], o["end"])
-        else:
-            temporal = None
-        spatials, names, temporals = read_places(o["points"], buffer_m=o["buffer_m"])
-        models = [m.strip() for m in o["models"].split(",") if m.strip()]
-        output = (
-            OutputSpec.pooled(o["pooling"]) if o["output_mode"] == "pooled" else OutputSpec.grid()
-        )
-        popts: dict[str, Any] = {}
-        if o["ee_project"]:
-            popts["project"] = o["ee_project"]
-        if o["ee_url"]:
-            popts["url"] = o["ee_url"]
-        if o["ee_high_volume"]:
-            popts["high_volume"] = True
-        if o["ee_max_retries"] is not None:
-            popts["max_retries"] = o["ee_max_retries"]
-        options = ExportOptions(
-            provider_options=popts or None,
-            spatials=spatials,
-            temporal=temporal,
-            temporals=temporals,
-            models=models,
-            out=o["out"],
-            layout=o["layout"],
-            names=names if o["layout"] == "per_item" or names else None,
-            backend=o["backend"],
-            source=o["source"],
-            device=o["device"],
-            output=output,
-            format=o["fmt"],
-            chunk_size=o["chunk_size"],
-            num_workers=o["num_workers"],
-            resume=o["resume"],
-            continue_on_error=o["continue_on_error"],
-            max_retries=o["max_retries"],
-            retry_backoff_s=o["retry_backoff_s"],
-            input_prep=o["input_prep"],
-            save_inputs=not o["no_save_inputs"],
-            save_manifest=not o["no_save_manifest"],
-            weights=_parse_weights(o["weights"]),
-            model_configs=_parse_model_configs(o["model_config"]) or None,
-            precision=o["precision"],
-            ray_address=o["ray_address"],
-            ee_max_concurrent=o["ee_max_concurrent"],
-            ee_max_qps=o["ee_max_qps"],
-            ee_quota_actor=o["ee_quota_actor"],
-            spatial_batching=o["spatial_batching"],
-            show_progress=not o["no_progress"],
-        )
+        options = _export_options(o)
         plan = plan_export(options)  # every input error surfaces here, before Ray starts
         check_not_inputs(plan, [("points file", o["points"])])
     except (RSEmbedRayError, ValueError, TypeError) as exc:
@@ -304,6 +245,68 @@ def export(**o: Any) -> None:
         )
     )
     sys.exit(EXIT_OK if n_ok == len(statuses) else EXIT_FAILED_ITEMS)
+
+
+def _export_options(o: dict[str, Any]) -> ExportOptions:
+    """The export command's options as one ExportOptions (the Python API's keywords)."""
+    from rs_embed_ray.io.points import read_places
+    from rs_embed_ray.specs import OutputSpec, TemporalSpec
+
+    if o["year"] is not None and (o["start"] or o["end"]):
+        raise RSEmbedRayError("Use either --year or --start/--end, not both.")
+    if o["year"] is not None:
+        temporal = TemporalSpec.year(o["year"])
+    elif o["start"] or o["end"]:
+        if not (o["start"] and o["end"]):
+            raise RSEmbedRayError("--start and --end go together.")
+        temporal = TemporalSpec.range(o["start"], o["end"])
+    else:
+        temporal = None
+    spatials, names, temporals = read_places(o["points"], buffer_m=o["buffer_m"])
+    models = [m.strip() for m in o["models"].split(",") if m.strip()]
+    output = OutputSpec.pooled(o["pooling"]) if o["output_mode"] == "pooled" else OutputSpec.grid()
+    popts: dict[str, Any] = {}
+    if o["ee_project"]:
+        popts["project"] = o["ee_project"]
+    if o["ee_url"]:
+        popts["url"] = o["ee_url"]
+    if o["ee_high_volume"]:
+        popts["high_volume"] = True
+    if o["ee_max_retries"] is not None:
+        popts["max_retries"] = o["ee_max_retries"]
+    return ExportOptions(
+        provider_options=popts or None,
+        spatials=spatials,
+        temporal=temporal,
+        temporals=temporals,
+        models=models,
+        out=o["out"],
+        layout=o["layout"],
+        names=names if o["layout"] == "per_item" or names else None,
+        backend=o["backend"],
+        source=o["source"],
+        device=o["device"],
+        output=output,
+        format=o["fmt"],
+        chunk_size=o["chunk_size"],
+        num_workers=o["num_workers"],
+        resume=o["resume"],
+        continue_on_error=o["continue_on_error"],
+        max_retries=o["max_retries"],
+        retry_backoff_s=o["retry_backoff_s"],
+        input_prep=o["input_prep"],
+        save_inputs=not o["no_save_inputs"],
+        save_manifest=not o["no_save_manifest"],
+        weights=_parse_weights(o["weights"]),
+        model_configs=_parse_model_configs(o["model_config"]) or None,
+        precision=o["precision"],
+        ray_address=o["ray_address"],
+        ee_max_concurrent=o["ee_max_concurrent"],
+        ee_max_qps=o["ee_max_qps"],
+        ee_quota_actor=o["ee_quota_actor"],
+        spatial_batching=o["spatial_batching"],
+        show_progress=not o["no_progress"],
+    )
 
 
 def item_statuses(result: list[dict[str, Any]] | dict[str, Any]) -> list[str]:

@@ -358,6 +358,8 @@ def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    from rs_embed_ray.options import default  # the package's defaults, stated once
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--models", default="spectral_stats")
@@ -367,11 +369,11 @@ def main() -> None:
     ap.add_argument("--source", help="raster source for --backend local")
     ap.add_argument("--latency-ms", type=float, default=0.0)
     ap.add_argument("--jitter-ms", type=float, default=0.0)
-    ap.add_argument("--ee-max-concurrent", type=int, default=40)
-    ap.add_argument("--ee-max-qps", type=float, default=100.0)
-    ap.add_argument("--num-workers", type=int, default=8)
-    ap.add_argument("--fetch-threads", type=int, default=4)
-    ap.add_argument("--chunk-size", type=int, default=16)
+    ap.add_argument("--ee-max-concurrent", type=int, default=default("ee_max_concurrent"))
+    ap.add_argument("--ee-max-qps", type=float, default=default("ee_max_qps"))
+    ap.add_argument("--num-workers", type=int, default=default("num_workers"))
+    ap.add_argument("--fetch-threads", type=int, default=default("fetch_threads"))
+    ap.add_argument("--chunk-size", type=int, default=default("chunk_size"))
     ap.add_argument("--buffer-m", type=float, default=160.0)
     ap.add_argument("--spread-deg", type=float, default=0.5)
     ap.add_argument("--no-save-inputs", action="store_true")

@@ -119,58 +119,68 @@ class ModelWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self.crash is not None:
             self.crash.tick()
-        indices = [int(i) for i in batch[col.INDEX]]
-        n = len(indices)
-        status = [col.STATUS_OK] * n
-        error = [""] * n
-        emb: list[bytes] = [b""] * n
-        meta = [""] * n
-        inputs: list[np.ndarray | None] = [None] * n
-        fmetas: list[dict[str, Any]] = [{}] * n
-        spatials = [spatial_from_dict(json.loads(s)) for s in batch[col.SPATIAL]]
-        # per-place windows (schema.TEMPORAL): places embed with their own window
-        tcol = batch.get(col.TEMPORAL)
-        tkeys: list[str | None] = [str(t) for t in tcol] if tcol is not None else [None] * n
-        # chained after the fetch stage: the batch carries the fetch's own result columns
-        chained = col.SHA1 in batch
-        for j in range(n):
-            if chained and batch[col.STATUS][j] != col.STATUS_OK:
-                status[j] = col.STATUS_FAILED
-                error[j] = prefetch_error(
-                    self.model_name, indices[j], self.fetch_key, batch[col.ERROR][j]
+        b = _Rows(batch)
+        self._settle_upstream(batch, b)
+        self._read_inputs(batch, b)
+        emb, meta = self._encode(self._forward(b), b)
+        out = {
+            col.INDEX: np.asarray(b.indices, dtype=np.int64),
+            col.STATUS: np.asarray(b.status, dtype=object),
+            col.ERROR: np.asarray(b.error, dtype=object),
+            col.EMB: np.asarray(emb, dtype=object),
+            col.META: np.asarray(meta, dtype=object),
+            col.NODE: np.asarray([current_node()] * b.n, dtype=object),
+        }
+        if b.chained:
+            for k in (*col.RESULT, col.NODE):
+                out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
+        return out
+
+    def _settle_upstream(self, batch: dict[str, np.ndarray], b: _Rows) -> None:
+        """Places whose fetch failed (chained) fail; places embedded earlier are skipped."""
+        for j in range(b.n):
+            if b.chained and batch[col.STATUS][j] != col.STATUS_OK:
+                b.status[j] = col.STATUS_FAILED
+                b.error[j] = prefetch_error(
+                    self.model_name, b.indices[j], self.fetch_key, batch[col.ERROR][j]
                 )
             elif col.EMBED in batch and not bool(batch[col.EMBED][j]):
-                status[j] = (
-                    col.STATUS_SKIP
-                )  # already embedded in an earlier run; fetched for inputs
-        for j, (idx, shard) in enumerate(zip(indices, batch[col.SHARD], strict=True)):
-            if status[j] != col.STATUS_OK:
+                # already embedded in an earlier run; fetched for inputs
+                b.status[j] = col.STATUS_SKIP
+
+    def _read_inputs(self, batch: dict[str, np.ndarray], b: _Rows) -> None:
+        """Each ok place's patch from its shard, this model's channels only."""
+        for j, (idx, shard) in enumerate(zip(b.indices, batch[col.SHARD], strict=True)):
+            if b.status[j] != col.STATUS_OK:
                 continue
             if not str(shard):
                 # a model with no sensor (a precomputed product it reads itself from the
                 # place's spatial): nothing was fetched, the input is an empty placeholder
-                inputs[j] = np.zeros((0,), dtype=np.float32)
+                b.inputs[j] = np.zeros((0,), dtype=np.float32)
                 continue
             try:
                 arr, fmeta = self.reader.read(str(shard), idx)
                 if self.channels is not None:
                     arr = np.take(arr, self.channels, axis=-3)
-                inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
-                fmetas[j] = {k: v for k, v in fmeta.items() if k != INSPECTION_META}
+                b.inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
+                b.fmetas[j] = {k: v for k, v in fmeta.items() if k != INSPECTION_META}
             except Exception as exc:  # a torn or missing shard fails only this place
-                status[j], error[j] = col.STATUS_FAILED, error_text(exc)
+                b.status[j], b.error[j] = col.STATUS_FAILED, error_text(exc)
+
+    def _forward(self, b: _Rows) -> dict[int, Any]:
+        """One forward per window; a failing batch is re-run place by place."""
         by_window: dict[str | None, list[int]] = {}
-        for j in range(n):
-            if status[j] == col.STATUS_OK:
-                by_window.setdefault(tkeys[j], []).append(j)
+        for j in range(b.n):
+            if b.status[j] == col.STATUS_OK:
+                by_window.setdefault(b.tkeys[j], []).append(j)
         results: dict[int, Any] = {}
         for tkey, todo in by_window.items():
             temporal = self.temporal if tkey is None else temporal_from_dict(json.loads(tkey))
             try:
                 out = self._embed(
-                    [inputs[j] for j in todo],  # type: ignore[misc]
-                    [spatials[j] for j in todo],
-                    [fmetas[j] for j in todo],
+                    [b.inputs[j] for j in todo],  # type: ignore[misc]
+                    [b.spatials[j] for j in todo],
+                    [b.fmetas[j] for j in todo],
                     temporal,
                 )
                 results.update(zip(todo, out, strict=True))
@@ -179,13 +189,19 @@ class ModelWorker:
                 for j in todo:
                     try:
                         results[j] = self._embed(
-                            [inputs[j]],  # type: ignore[list-item]
-                            [spatials[j]],
-                            [fmetas[j]],
+                            [b.inputs[j]],  # type: ignore[list-item]
+                            [b.spatials[j]],
+                            [b.fmetas[j]],
                             temporal,
                         )[0]
                     except Exception as one_exc:
-                        status[j], error[j] = col.STATUS_FAILED, error_text(one_exc)
+                        b.status[j], b.error[j] = col.STATUS_FAILED, error_text(one_exc)
+        return results
+
+    def _encode(self, results: dict[int, Any], b: _Rows) -> tuple[list[bytes], list[str]]:
+        """The EMB and META columns; a NaN/Inf embedding fails its place."""
+        emb: list[bytes] = [b""] * b.n
+        meta = [""] * b.n
         for j, e in results.items():
             data = np.asarray(e.data, dtype=np.float32)
             # precomputed products mark nodata pixels NaN on purpose (gse grids)
@@ -193,22 +209,29 @@ class ModelWorker:
             bad = np.isinf(data).any() if nodata_ok else not np.isfinite(data).all()
             if bad:
                 bad_out = ModelError(f"Model {self.model_name} returned NaN or Inf values.")
-                status[j], error[j] = col.STATUS_FAILED, error_text(bad_out)
+                b.status[j], b.error[j] = col.STATUS_FAILED, error_text(bad_out)
                 continue
             emb[j] = array_to_bytes(data)
             m = dict(e.meta or {})
             m.setdefault("weights", self.embedder.weights_record)
             m.setdefault("device", self.device)
             meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
-        out = {
-            col.INDEX: np.asarray(indices, dtype=np.int64),
-            col.STATUS: np.asarray(status, dtype=object),
-            col.ERROR: np.asarray(error, dtype=object),
-            col.EMB: np.asarray(emb, dtype=object),
-            col.META: np.asarray(meta, dtype=object),
-            col.NODE: np.asarray([current_node()] * n, dtype=object),
-        }
-        if chained:
-            for k in (*col.RESULT, col.NODE):
-                out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
-        return out
+        return emb, meta
+
+
+class _Rows:
+    """One batch's places as the model stage works through them."""
+
+    def __init__(self, batch: dict[str, np.ndarray]) -> None:
+        self.indices = [int(i) for i in batch[col.INDEX]]
+        n = self.n = len(self.indices)
+        self.status = [col.STATUS_OK] * n
+        self.error = [""] * n
+        self.inputs: list[np.ndarray | None] = [None] * n
+        self.fmetas: list[dict[str, Any]] = [{}] * n
+        self.spatials = [spatial_from_dict(json.loads(s)) for s in batch[col.SPATIAL]]
+        # per-place windows (schema.TEMPORAL): places embed with their own window
+        tcol = batch.get(col.TEMPORAL)
+        self.tkeys: list[str | None] = [str(t) for t in tcol] if tcol is not None else [None] * n
+        # chained after the fetch stage: the batch carries the fetch's own result columns
+        self.chained = col.SHA1 in batch
