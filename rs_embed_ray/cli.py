@@ -247,6 +247,29 @@ def export(**o: Any) -> None:
     sys.exit(EXIT_OK if n_ok == len(statuses) else EXIT_FAILED_ITEMS)
 
 
+# the export command's options that are ExportOptions fields of the same name
+_SAME_NAME = (
+    "out",
+    "layout",
+    "backend",
+    "source",
+    "device",
+    "chunk_size",
+    "num_workers",
+    "resume",
+    "continue_on_error",
+    "max_retries",
+    "retry_backoff_s",
+    "input_prep",
+    "precision",
+    "ray_address",
+    "ee_max_concurrent",
+    "ee_max_qps",
+    "ee_quota_actor",
+    "spatial_batching",
+)
+
+
 def _export_options(o: dict[str, Any]) -> ExportOptions:
     """The export command's options as one ExportOptions (the Python API's keywords)."""
     from rs_embed_ray.io.points import read_places
@@ -275,37 +298,20 @@ def _export_options(o: dict[str, Any]) -> ExportOptions:
     if o["ee_max_retries"] is not None:
         popts["max_retries"] = o["ee_max_retries"]
     return ExportOptions(
-        provider_options=popts or None,
         spatials=spatials,
         temporal=temporal,
         temporals=temporals,
         models=models,
-        out=o["out"],
-        layout=o["layout"],
         names=names if o["layout"] == "per_item" or names else None,
-        backend=o["backend"],
-        source=o["source"],
-        device=o["device"],
         output=output,
         format=o["fmt"],
-        chunk_size=o["chunk_size"],
-        num_workers=o["num_workers"],
-        resume=o["resume"],
-        continue_on_error=o["continue_on_error"],
-        max_retries=o["max_retries"],
-        retry_backoff_s=o["retry_backoff_s"],
-        input_prep=o["input_prep"],
         save_inputs=not o["no_save_inputs"],
         save_manifest=not o["no_save_manifest"],
+        show_progress=not o["no_progress"],
         weights=_parse_weights(o["weights"]),
         model_configs=_parse_model_configs(o["model_config"]) or None,
-        precision=o["precision"],
-        ray_address=o["ray_address"],
-        ee_max_concurrent=o["ee_max_concurrent"],
-        ee_max_qps=o["ee_max_qps"],
-        ee_quota_actor=o["ee_quota_actor"],
-        spatial_batching=o["spatial_batching"],
-        show_progress=not o["no_progress"],
+        provider_options=popts or None,
+        **{name: o[name] for name in _SAME_NAME},
     )
 
 
