@@ -26,7 +26,9 @@ import io
 import json
 import os
 import shutil
+import struct
 import sys
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -38,7 +40,17 @@ import numpy as np
 # The keys whose values legitimately differ between two runs of the same code on the same
 # inputs. They are dropped wherever they appear (JSON files, JSON lines, JSON held in netCDF
 # attributes and Parquet metadata, netCDF attributes). Nothing else is dropped.
-VOLATILE_KEYS: dict[str, str] = {}
+VOLATILE_KEYS: dict[str, str] = {
+    # wall-clock times, UTC to the second (io/manifest.py utc_ts)
+    "created_at": "when a manifest / file was written",
+    "completed_at": "when a combined export finished",
+    "updated_at": "when the run state (run.json) was last written",
+    "t": "when a step was logged (log.jsonl)",
+    "ts": "the same as a Unix time in ms, for throughput figures (log.jsonl)",
+    # identities that each run draws afresh
+    "node": "the Ray node id that did a step (log.jsonl): new for every ray.init",
+    "shard": "a step's shard file name ends in uuid4 (log.jsonl); shards are gone at the end",
+}
 
 ROOT_TOKEN = "<ROOT>"  # the tree's own absolute folder (checkpoint/source/output paths)
 EMULATOR_TOKEN = "<EE_EMULATOR>"  # http://127.0.0.1:<free port> of this run's emulator
@@ -52,6 +64,8 @@ SIDE_PX = 400  # 4 km of 10 m pixels around CENTER
 DATES = (("2022-07-01", 0.0), ("2022-08-01", 100.0))
 N_PLACES = 3
 SEED = 0
+# a new name whenever the inputs change (see shared_inputs)
+INPUTS = Path(tempfile.gettempdir()) / "rs_embed_ray_compare_inputs_v1"
 
 
 def write_scene(folder: Path, day: str, offset: float) -> None:
@@ -114,25 +128,40 @@ def _written(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[st
     }
 
 
+def shared_inputs() -> Path:
+    """The raster source and checkpoint, at one fixed path for every run on this machine.
+
+    Their absolute paths enter the request fingerprints (hashes in manifests and the log),
+    so they must not depend on OUT_DIR. Written once into a temp folder and renamed into
+    place; later and concurrent runs reuse it (the content is fixed by SEED and DATES).
+    """
+    from rs_embed_ray.testing.checkpoints import write_remoteclip_checkpoint
+
+    if INPUTS.is_dir():
+        return INPUTS
+    tmp = Path(tempfile.mkdtemp(prefix=INPUTS.name + ".tmp-", dir=INPUTS.parent))
+    for day, offset in DATES:
+        write_scene(tmp / "source", day, offset)
+    write_remoteclip_checkpoint(tmp / "remoteclip", seed=SEED)
+    try:
+        tmp.rename(INPUTS)
+    except OSError:  # another run put it there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return INPUTS
+
+
 class Exports:
     """The fixed exports of ``run``; each writes under ``out`` and saves its return value."""
 
-    def __init__(self, out: Path, work: Path, emulator_url: str) -> None:
+    def __init__(self, out: Path, work: Path, emulator_url: str, inputs: Path) -> None:
         from rs_embed_ray import TemporalSpec
 
         self.out = out
         self.work = work
         self.url = emulator_url
         self.temporal = TemporalSpec.range("2022-06-01", "2022-09-01")
-        self.source = work / "source"
-        self.ckpt = work / "remoteclip"
-
-    def prepare(self) -> None:
-        from rs_embed_ray.testing.checkpoints import write_remoteclip_checkpoint
-
-        for day, offset in DATES:
-            write_scene(self.source, day, offset)
-        self.weights = str(write_remoteclip_checkpoint(self.ckpt, seed=SEED))
+        self.source = inputs / "source"
+        self.weights = str(inputs / "remoteclip" / "model.safetensors")
 
     def export(self, name: str, rel: str, *, backend: str, models: list[str], **kw: Any) -> Any:
         from rs_embed_ray import export_batch
@@ -237,8 +266,7 @@ def run(out_dir: str) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    work = out / "_inputs"  # a fixed name: recorded paths must not vary
-    work.mkdir()
+    work = Path(tempfile.mkdtemp(prefix="compare-exports-"))
     try:
         with _quiet_ee_env(work):
             import ray
@@ -249,8 +277,7 @@ def run(out_dir: str) -> int:
             try:
                 with EEEmulator(retry_after_s=0) as emu:
                     (out / EMULATOR_FILE).write_text(emu.url + "\n")
-                    exports = Exports(out, work, emu.url)
-                    exports.prepare()
+                    exports = Exports(out, work, emu.url, shared_inputs())
                     print(f"  inputs ready: {time.monotonic() - t0:.1f} s", flush=True)
                     exports.all()
             finally:
@@ -282,6 +309,11 @@ class Tree:
             return {k: self.norm(v) for k, v in value.items() if k not in VOLATILE_KEYS}
         if isinstance(value, list | tuple):
             return [self.norm(v) for v in value]
+        if isinstance(value, np.ndarray | np.generic) and not isinstance(value, np.str_):
+            arr = np.asarray(value)
+            return ("array", arr.dtype.str, arr.shape, arr.tobytes())  # bit-exact, NaN too
+        if isinstance(value, float):
+            return ("float", struct.pack("<d", value))  # bit-exact, NaN == NaN
         if isinstance(value, bytes):
             with contextlib.suppress(UnicodeDecodeError):
                 return self.norm(value.decode("utf-8"))
@@ -296,36 +328,41 @@ class Tree:
         return value
 
 
-def _first_diff(a: Any, b: Any, where: str = "") -> str:
-    """Where two normalised JSON-like values first differ, for the report."""
+def _show(v: Any) -> str:
+    if isinstance(v, tuple) and v[:1] == ("float",):
+        return repr(struct.unpack("<d", v[1])[0])
+    return repr(v)[:120]
+
+
+def _diffs(a: Any, b: Any, where: str = "") -> list[str]:
+    """Every place where two normalised JSON-like values differ, for the report."""
     if isinstance(a, dict) and isinstance(b, dict):
+        out = []
         for k in sorted(set(a) | set(b), key=str):
             if k not in a or k not in b:
-                return f"{where}/{k}: only in {'B' if k not in a else 'A'}"
-            if a[k] != b[k]:
-                return _first_diff(a[k], b[k], f"{where}/{k}")
+                out.append(f"{where}/{k}: only in {'B' if k not in a else 'A'}")
+            elif a[k] != b[k]:
+                out += _diffs(a[k], b[k], f"{where}/{k}")
+        return out
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            if x != y:
-                return _first_diff(x, y, f"{where}[{i}]")
-    return f"{where or '/'}: {str(a)[:120]!r} != {str(b)[:120]!r}"
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y
+                for d in _diffs(x, y, f"{where}[{i}]")]  # fmt: skip
+    return [f"{where or '/'}: {_show(a)} != {_show(b)}"]
 
 
 def _cmp_json(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
-    va, vb = ta.norm(json.loads(a.read_text())), tb.norm(json.loads(b.read_text()))
-    return [] if va == vb else [_first_diff(va, vb)]
+    return _diffs(ta.norm(json.loads(a.read_text())), tb.norm(json.loads(b.read_text())))
 
 
 def _cmp_jsonl(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
-    la, lb = a.read_text().splitlines(), b.read_text().splitlines()
-    if len(la) != len(lb):
-        return [f"{len(la)} lines != {len(lb)} lines"]
-    out = []
-    for i, (x, y) in enumerate(zip(la, lb, strict=True)):
-        vx, vy = ta.norm(json.loads(x)), tb.norm(json.loads(y))
-        if vx != vy:
-            out.append(f"line {i + 1}: {_first_diff(vx, vy)}")
-    return out
+    """JSON lines as a sorted list: the run log's lines come in the order steps finished,
+    which concurrent actors decide."""
+
+    def lines(tree: Tree, path: Path) -> list[Any]:
+        rows = [tree.norm(json.loads(x)) for x in path.read_text().splitlines() if x.strip()]
+        return sorted(rows, key=repr)
+
+    return _diffs(lines(ta, a), lines(tb, b))
 
 
 def _cmp_npz(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
@@ -343,7 +380,7 @@ def _cmp_npz(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
 
 def _attrs_diff(ta: Tree, tb: Tree, a: dict, b: dict, where: str) -> list[str]:
     va, vb = ta.norm(dict(a)), tb.norm(dict(b))
-    return [] if va == vb else [f"{where} attrs {_first_diff(va, vb)}"]
+    return [f"{where} attrs {d}" for d in _diffs(va, vb)]
 
 
 def _cmp_netcdf(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
@@ -385,8 +422,7 @@ def _cmp_parquet(ta: Tree, tb: Tree, a: Path, b: Path) -> list[str]:
     ma, mb = xa.schema.metadata or {}, xb.schema.metadata or {}
     va = {k.decode(): ta.norm(v) for k, v in ma.items()}
     vb = {k.decode(): tb.norm(v) for k, v in mb.items()}
-    if va != vb:
-        out.append(f"schema metadata {_first_diff(va, vb)}")
+    out += [f"schema metadata {d}" for d in _diffs(va, vb)]
     xa, xb = xa.replace_schema_metadata(None), xb.replace_schema_metadata(None)
     if not xa.schema.equals(xb.schema, check_metadata=True):
         out.append(f"schema differs: {xa.schema} != {xb.schema}")
