@@ -12,8 +12,8 @@ what the second run wrote is recorded) and one CLI export. Each export's return 
 as JSON under ``returns/``.
 
 ``diff`` compares two trees file by file. Equal bytes pass; otherwise the decoded content must
-be equal, after dropping only the keys in ``VOLATILE_KEYS`` (and the run's own root folder and
-emulator URL, which differ between two runs by construction): npz members' raw bytes, netCDF
+be equal, after dropping only the keys in ``VOLATILE_KEYS`` (the tree's own root folder, which
+differs by construction, becomes a token): npz members' raw bytes, netCDF
 via xarray ``identical`` plus array bytes, Parquet tables plus schema metadata, JSON / JSON
 lines. Every other difference, a flipped float bit included, is reported.
 """
@@ -53,8 +53,9 @@ VOLATILE_KEYS: dict[str, str] = {
 }
 
 ROOT_TOKEN = "<ROOT>"  # the tree's own absolute folder (checkpoint/source/output paths)
-EMULATOR_TOKEN = "<EE_EMULATOR>"  # http://127.0.0.1:<free port> of this run's emulator
-EMULATOR_FILE = "emulator_url.txt"  # written by `run`, read by `diff`
+# the emulator's URL (a free port, so it varies), for the record; no export records it, and
+# `diff` skips this one file
+EMULATOR_FILE = "emulator_url.txt"
 
 # -- the fixed exports ---------------------------------------------------------------------
 
@@ -296,15 +297,13 @@ class Tree:
 
     def __init__(self, root: str) -> None:
         self.root = Path(root).resolve()
-        url_file = self.root / EMULATOR_FILE
-        self.url = url_file.read_text().strip() if url_file.is_file() else None
 
     def files(self) -> set[str]:
         return {str(p.relative_to(self.root)) for p in self.root.rglob("*") if p.is_file()}
 
     def norm(self, value: Any) -> Any:
-        """Drop VOLATILE_KEYS at any depth; the root folder and emulator URL become tokens;
-        JSON text inside strings is decoded so that its keys are seen too."""
+        """Drop VOLATILE_KEYS at any depth; the root folder becomes a token; floats become
+        their bits; JSON text inside strings is decoded so that its keys are seen too."""
         if isinstance(value, dict):
             return {k: self.norm(v) for k, v in value.items() if k not in VOLATILE_KEYS}
         if isinstance(value, list | tuple):
@@ -323,8 +322,7 @@ class Tree:
             if s[:1] in "{[" and s[-1:] in "}]":
                 with contextlib.suppress(ValueError):
                     return self.norm(json.loads(s))
-            out = value.replace(str(self.root), ROOT_TOKEN)
-            return out.replace(self.url, EMULATOR_TOKEN) if self.url else out
+            return value.replace(str(self.root), ROOT_TOKEN)
         return value
 
 
@@ -442,7 +440,6 @@ COMPARERS = {
     ".npz": _cmp_npz,
     ".nc": _cmp_netcdf,
     ".parquet": _cmp_parquet,
-    ".txt": None,  # emulator_url.txt: the URL is normalised, the file itself not compared
 }
 
 
