@@ -100,33 +100,19 @@ class BaseProvider:
     def ensure_ready(self) -> None:
         """Nothing to check by default (a bad source fails inside ``fetch``)."""
 
-    def fetch(
-        self,
-        spatial: SpatialSpec,
-        temporal: TemporalSpec | None,
-        sensor: SensorSpec,
-        *,
-        n_frames: int | None = None,
-        frame_bins: str | None = None,
-    ) -> Patch:
+    def fetch(self, spatial: SpatialSpec, *args: Any, **kw: Any) -> Patch:
+        """See ``Provider.fetch``; every provider implements it."""
         raise NotImplementedError
 
     def fetch_many(
-        self,
-        spatials: Sequence[SpatialSpec],
-        temporal: TemporalSpec | None,
-        sensor: SensorSpec,
-        *,
-        n_frames: int | None = None,
-        frame_bins: str | None = None,
-        threads: int | None = None,
+        self, spatials: Sequence[SpatialSpec], *args: Any, threads: int | None = None, **kw: Any
     ) -> list[Patch | Exception]:
-        """Each place through ``fetch``, in order; a failing place gives its exception."""
-        kw: dict[str, Any] = {"frame_bins": frame_bins} if frame_bins else {}
+        """Each place through ``fetch(spatial, *args, **kw)``, in order; a failing place gives
+        its exception (``threads`` is a hint providers that batch may use)."""
         out: list[Patch | Exception] = []
         for spatial in spatials:
             try:
-                out.append(self.fetch(spatial, temporal, sensor, n_frames=n_frames, **kw))
+                out.append(self.fetch(spatial, *args, **kw))
             except Exception as exc:
                 out.append(exc)
         return out
@@ -150,17 +136,8 @@ class ProviderAdapter(BaseProvider):
         if check is not None:
             check()
 
-    def fetch(
-        self,
-        spatial: SpatialSpec,
-        temporal: TemporalSpec | None,
-        sensor: SensorSpec,
-        *,
-        n_frames: int | None = None,
-        frame_bins: str | None = None,
-    ) -> Patch:
-        kw: dict[str, Any] = {"frame_bins": frame_bins} if frame_bins else {}
-        return self.inner.fetch(spatial, temporal, sensor, n_frames=n_frames, **kw)
+    def fetch(self, spatial: SpatialSpec, *args: Any, **kw: Any) -> Patch:
+        return self.inner.fetch(spatial, *args, **kw)
 
     def fetch_many(self, spatials: Sequence[SpatialSpec], *args: Any, **kw: Any) -> Any:
         many = getattr(self.inner, "fetch_many", None)
