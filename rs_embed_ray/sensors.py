@@ -75,7 +75,8 @@ def band_aliases(collection: str) -> dict[str, str]:
     if is_s2(collection):
         return S2_ALIASES
     if is_landsat(collection):
-        return LANDSAT_89_ALIASES if re.search(r"LC0[89]", collection, re.I) else LANDSAT_457_ALIASES
+        l89 = re.search(r"LC0[89]", collection, re.I)
+        return LANDSAT_89_ALIASES if l89 else LANDSAT_457_ALIASES
     return {}
 
 
