@@ -45,6 +45,7 @@ from rs_embed_ray.pipeline.quiet import (
 )
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+from rs_embed_ray.providers import provider_class
 from rs_embed_ray.specs import spatial_to_dict
 
 log = logging.getLogger(__name__)
@@ -367,7 +368,7 @@ class Runner:
         jobs on one cluster share one project's quota.
         """
         p = self.plan
-        if p.backend != "gee":
+        if not provider_class(p.backend).uses_request_quota:
             return {}
         shared = p.extra.get("ee_quota_actor")
         if not shared:
@@ -390,7 +391,7 @@ class Runner:
         # an actor is a process: a few threaded actors cost far less memory and start-up
         # than one actor per fetch
         conc = max(1, min(p.num_workers, n))
-        if p.backend == "gee":
+        if provider_class(p.backend).uses_request_quota:
             # more fetches in flight than the project's concurrency quota would only queue
             conc = min(conc, int(p.extra["ee_max_concurrent"]))
         threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
