@@ -25,6 +25,7 @@ from rs_embed_ray.io.formats.registry import (
     guess_format,
     names_text,
     register,
+    unregister,
 )
 
 # registration order is the order messages list the formats in
@@ -47,4 +48,5 @@ __all__ = [
     "guess_format",
     "names_text",
     "register",
+    "unregister",
 ]

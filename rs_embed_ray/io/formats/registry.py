@@ -65,3 +65,8 @@ def guess_format(path: str | os.PathLike[str]) -> Format | None:
 def all_extensions() -> list[str]:
     """Every extension of every format, in registration order."""
     return [e for f in _FORMATS.values() for e in f.extensions]
+
+
+def unregister(name: str) -> None:
+    """Remove a format (a plug-in that is unloaded; tests that register their own)."""
+    _FORMATS.pop(name, None)
