@@ -57,64 +57,74 @@ def _write_sidecar(manifest: dict[str, Any], array_path: Path, save_manifest: bo
 # -- per item ------------------------------------------------------------------------------
 
 
+def _item_entry(
+    ctx: dict[str, Any],
+    m: dict[str, Any],
+    row: dict[str, Any],
+    reader: ShardReader,
+    arrays: dict[str, np.ndarray],
+    stored_inputs: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Model ``m``'s entry of a place's manifest; its arrays are added to ``arrays``."""
+    index, sources = int(row["index"]), row["sources"]
+    entry: dict[str, Any] = {
+        "model": m["name"],
+        "status": "ok",
+        "sensor": m["sensor"],
+        "describe": m["describe"],
+        "input": None,
+        "embedding": None,
+        "meta": None,
+    }
+    try:
+        patch_src = sources["patch"].get(m["fetch_key"]) if m["fetch_key"] else None
+        if patch_src is not None:
+            if patch_src["status"] != "ok":
+                err = prefetch_error(m["name"], index, m["fetch_key"], patch_src.get("error"))
+                raise _Recorded(err)
+            x, fmeta = reader.read(patch_src["shard"], index)
+            inspection = fmeta.pop(INSPECTION_META, None)
+            if fmeta:
+                entry["fetch_meta"] = fmeta
+            if ctx["save_inputs"]:
+                if m["input_key"] in stored_inputs:
+                    entry["input"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
+                else:
+                    key = f"input_chw__{m['key']}"
+                    arrays[key] = select_channels(x, m["channels"]).astype(np.float32)
+                    entry["input"] = _ref(key, arrays[key])
+                    if inspection is not None:  # input checks ran (fail_on_bad_input)
+                        entry["input"]["inspection"] = inspection
+                    stored_inputs[m["input_key"]] = entry["input"]
+        if ctx["save_embeddings"]:
+            src = sources["embed"].get(m["key"])
+            if src is None or src["status"] != "ok":
+                raise _Recorded((src or {}).get("error") or "embedding missing")
+            e, emeta = reader.read(src["shard"], index)
+            key = f"embedding__{m['key']}"
+            arrays[key] = np.asarray(e, dtype=np.float32)
+            entry["embedding"] = _ref(key, arrays[key])
+            entry["weights"] = emeta.pop("weights", None)
+            entry["meta"] = emeta
+    except Exception as exc:
+        entry["status"] = "failed"
+        # as rs-embed records it: repr of the model's exception (already text when a
+        # worker recorded it)
+        entry["error"] = str(exc) if isinstance(exc, _Recorded) else error_text(exc)
+        entry["embedding"] = None
+        entry["meta"] = None
+    return entry
+
+
 def write_item(
     ctx: dict[str, Any], row: dict[str, Any], reader: ShardReader | None = None
 ) -> dict[str, Any]:
     """Write ``<name><ext>`` + ``<name>.json`` for one place; return its manifest."""
     reader = reader or ShardReader()
     index = int(row["index"])
-    sources = row["sources"]
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}  # in rs-embed's order: per model, input then embedding
     stored_inputs: dict[str, dict[str, Any]] = {}
-    entries: list[dict[str, Any]] = []
-    for m in ctx["models"]:
-        entry: dict[str, Any] = {
-            "model": m["name"],
-            "status": "ok",
-            "sensor": m["sensor"],
-            "describe": m["describe"],
-            "input": None,
-            "embedding": None,
-            "meta": None,
-        }
-        try:
-            patch_src = sources["patch"].get(m["fetch_key"]) if m["fetch_key"] else None
-            if patch_src is not None:
-                if patch_src["status"] != "ok":
-                    err = prefetch_error(m["name"], index, m["fetch_key"], patch_src.get("error"))
-                    raise _Recorded(err)
-                x, fmeta = reader.read(patch_src["shard"], index)
-                inspection = fmeta.pop(INSPECTION_META, None)
-                if fmeta:
-                    entry["fetch_meta"] = fmeta
-                if ctx["save_inputs"]:
-                    if m["input_key"] in stored_inputs:
-                        entry["input"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
-                    else:
-                        key = f"input_chw__{m['key']}"
-                        arrays[key] = select_channels(x, m["channels"]).astype(np.float32)
-                        entry["input"] = _ref(key, arrays[key])
-                        if inspection is not None:  # input checks ran (fail_on_bad_input)
-                            entry["input"]["inspection"] = inspection
-                        stored_inputs[m["input_key"]] = entry["input"]
-            if ctx["save_embeddings"]:
-                src = sources["embed"].get(m["key"])
-                if src is None or src["status"] != "ok":
-                    raise _Recorded((src or {}).get("error") or "embedding missing")
-                e, emeta = reader.read(src["shard"], index)
-                key = f"embedding__{m['key']}"
-                arrays[key] = np.asarray(e, dtype=np.float32)
-                entry["embedding"] = _ref(key, arrays[key])
-                entry["weights"] = emeta.pop("weights", None)
-                entry["meta"] = emeta
-        except Exception as exc:
-            entry["status"] = "failed"
-            # as rs-embed records it: repr of the model's exception (already text when a
-            # worker recorded it)
-            entry["error"] = str(exc) if isinstance(exc, _Recorded) else error_text(exc)
-            entry["embedding"] = None
-            entry["meta"] = None
-        entries.append(entry)
+    entries = [_item_entry(ctx, m, row, reader, arrays, stored_inputs) for m in ctx["models"]]
     statuses = [e["status"] for e in entries]
     failed = sum(s == "failed" for s in statuses)
     temporal = row["temporal"] if "temporal" in row else ctx["temporal"]  # the place's own
