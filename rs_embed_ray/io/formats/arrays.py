@@ -9,11 +9,27 @@ writes them. A format supplies only its streaming writer (``add`` / ``stream`` /
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from rs_embed_ray.io.formats.base import CombinedSink, ModelColumns, Places, Stack
+import numpy as np
+
+from rs_embed_ray.io.formats.base import (
+    CombinedSink,
+    Format,
+    ModelColumns,
+    Places,
+    Stack,
+    sha1_refs,
+)
+from rs_embed_ray.io.manifest import array_sha1
+
+log = logging.getLogger(__name__)
 
 
 def write_stack(writer: Any, stack: Stack | None, n: int) -> dict[str, Any] | None:
@@ -65,3 +81,53 @@ class ArraySink(CombinedSink):
     def on_write_failed(self, error: BaseException) -> None:
         if self.writer is not None:
             self.writer.abort()
+
+
+@dataclass
+class CheckView:
+    """An open array file as the integrity checks see it."""
+
+    names: set[str]  # every variable (coordinates included)
+    data_keys: list[str]  # the data arrays
+    read: Callable[[str], np.ndarray]  # float32
+
+
+class ArrayFileFormat(Format):
+    """A format holding named arrays (npz, netCDF): the resume checks are the same for
+    all of them, given a way to open the file (``check_view``)."""
+
+    keys_field: ClassVar[str]  # the manifest field listing the file's arrays
+    decode_all: ClassVar[bool] = False  # a combined file's check reads every array
+
+    @abstractmethod
+    def check_view(self, path: Path) -> AbstractContextManager[CheckView]: ...
+
+    def intact(self, path: Path, manifest: dict[str, Any]) -> bool:
+        refs = sha1_refs(manifest)
+        try:
+            with self.check_view(path) as v:
+                if any(k not in v.names for k in manifest.get(self.keys_field, [])):
+                    return False
+                if any(array_sha1(v.read(r["npz_key"])) != r["sha1"] for r in refs):
+                    return False
+                if not refs and self.decode_all:  # combined: every array decodes
+                    for k in v.data_keys:
+                        v.read(k)
+            return True
+        except Exception as exc:
+            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
+            return False
+
+    def matches(self, path: Path, arrays: dict[str, Any]) -> bool:
+        try:
+            with self.check_view(path) as v:
+                if set(v.data_keys) != set(arrays):
+                    return False
+                got = {k: v.read(k) for k in arrays}
+        except Exception as exc:
+            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
+            return False
+        return all(
+            list(got[k].shape) == list(r["shape"]) and array_sha1(got[k]) == r["sha1"]
+            for k, r in arrays.items()
+        )

@@ -20,8 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.shards import ShardReader
+
+Arrays = dict[str, np.ndarray]  # array key -> array
+Doc = dict[str, Any]  # a manifest, or a file's attributes
 
 # -- what the combined writer hands a sink -------------------------------------------------
 
@@ -186,17 +188,11 @@ class Format(ABC):
     def check_request(self, layout: str, output_mode: str, save_inputs: bool) -> None:
         """Refuse (``ModelError``) a request this format cannot hold; planning calls it.
         Every layout, output and input choice is fine by default."""
-        return None
+        return
 
     # writing
     @abstractmethod
-    def write_item(
-        self,
-        path: Path,
-        arrays: dict[str, np.ndarray],
-        manifest: dict[str, Any],
-        attrs: dict[str, Any],
-    ) -> None:
+    def write_item(self, path: Path, arrays: Arrays, manifest: Doc, attrs: Doc) -> None:
         """Write one place's file atomically; record its path and keys in ``manifest``."""
 
     @abstractmethod
@@ -239,11 +235,3 @@ def sha1_refs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
             if isinstance(e.get(k), dict) and "sha1" in e[k] and not e[k].get("dedup_reused"):
                 refs.append(e[k])
     return refs
-
-
-def digests_match(got: dict[str, np.ndarray], arrays: dict[str, Any]) -> bool:
-    """Every recorded array (``{key: {"shape", "sha1"}}``) has its shape and digest in ``got``."""
-    return all(
-        list(got[k].shape) == list(v["shape"]) and array_sha1(got[k]) == v["sha1"]
-        for k, v in arrays.items()
-    )

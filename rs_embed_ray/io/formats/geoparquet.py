@@ -12,7 +12,9 @@ from rs_embed_ray.errors import ModelError
 from rs_embed_ray.io import geoparquet as gpq
 from rs_embed_ray.io.formats.base import (
     ArrayReader,
+    Arrays,
     CombinedSink,
+    Doc,
     Format,
     ModelColumns,
     Places,
@@ -217,13 +219,7 @@ class GeoParquetFormat(Format):
                 "(CLI --no-save-inputs), or use format='npz' / 'netcdf' to keep the inputs."
             )
 
-    def write_item(
-        self,
-        path: Path,
-        arrays: dict[str, np.ndarray],
-        manifest: dict[str, Any],
-        attrs: dict[str, Any],
-    ) -> None:
+    def write_item(self, path: Path, arrays: Arrays, manifest: Doc, attrs: Doc) -> None:
         raise ModelError("format='geoparquet' writes one combined file, not per-item files.")
 
     def combined_sink(self, path: Path, attrs: dict[str, Any]) -> CombinedSink:

@@ -3,26 +3,19 @@ the manifest as a global attribute (see io.netcdf for the writer). Read with xar
 
 from __future__ import annotations
 
-import logging
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.io.formats.arrays import ArraySink
-from rs_embed_ray.io.formats.base import (
-    ArrayReader,
-    Format,
-    Places,
-    digests_match,
-    sha1_refs,
-)
-from rs_embed_ray.io.manifest import array_sha1, jsonable
+from rs_embed_ray.io.formats.arrays import ArrayFileFormat, ArraySink, CheckView
+from rs_embed_ray.io.formats.base import ArrayReader, Arrays, Doc, Places
+from rs_embed_ray.io.manifest import jsonable
 from rs_embed_ray.io.netcdf import NetcdfWriter
-
-log = logging.getLogger(__name__)
 
 NC_COORDS = ("lon", "lat", "name")
 # a variable may declare far more bytes than its (compressed) file holds; past this many
@@ -97,19 +90,14 @@ class _NetcdfSink(ArraySink):
         self.writer.commit(jsonable(manifest))
 
 
-class NetcdfFormat(Format):
+class NetcdfFormat(ArrayFileFormat):
     name = "netcdf"
     extensions = (".nc", ".netcdf")
+    keys_field = "nc_variables"
     embeds_manifest = True
     magic = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
 
-    def write_item(
-        self,
-        path: Path,
-        arrays: dict[str, np.ndarray],
-        manifest: dict[str, Any],
-        attrs: dict[str, Any],
-    ) -> None:
+    def write_item(self, path: Path, arrays: Arrays, manifest: Doc, attrs: Doc) -> None:
         manifest["nc_path"] = str(path)
         manifest["nc_variables"] = sorted(arrays)
         nc = NetcdfWriter(path, attrs=attrs)
@@ -127,28 +115,8 @@ class NetcdfFormat(Format):
     def open_reader(self, path: str) -> NetcdfReader:
         return NetcdfReader(path)
 
-    def intact(self, path: Path, manifest: dict[str, Any]) -> bool:
-        refs = sha1_refs(manifest)
-        try:
-            with _xarray().open_dataset(path) as ds:
-                if any(k not in ds.variables for k in manifest.get("nc_variables", [])):
-                    return False
-                for r in refs:
-                    arr = np.asarray(ds[r["npz_key"]].values, dtype=np.float32)
-                    if array_sha1(arr) != r["sha1"]:
-                        return False
-            return True
-        except Exception as exc:
-            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-            return False
-
-    def matches(self, path: Path, arrays: dict[str, Any]) -> bool:
-        try:
-            with _xarray().open_dataset(path) as ds:
-                if set(ds.data_vars) != set(arrays):
-                    return False
-                got = {k: np.asarray(ds[k].values, dtype=np.float32) for k in arrays}
-        except Exception as exc:
-            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-            return False
-        return digests_match(got, arrays)
+    @contextmanager
+    def check_view(self, path: Path) -> Iterator[CheckView]:
+        with _xarray().open_dataset(path) as ds:
+            data = [str(k) for k in ds.data_vars]
+            yield CheckView(set(ds.variables), data, lambda k: np.asarray(ds[k].values, np.float32))

@@ -3,26 +3,18 @@ streamed member by member. Arrays are never unpickled on read."""
 
 from __future__ import annotations
 
-import logging
 import math
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.io.formats.arrays import ArraySink
-from rs_embed_ray.io.formats.base import (
-    ArrayReader,
-    Format,
-    Places,
-    digests_match,
-    sha1_refs,
-)
-from rs_embed_ray.io.manifest import array_sha1
+from rs_embed_ray.io.formats.arrays import ArrayFileFormat, ArraySink, CheckView
+from rs_embed_ray.io.formats.base import ArrayReader, Arrays, Doc, Places
 from rs_embed_ray.io.npz import NpzStreamWriter, write_npz
-
-log = logging.getLogger(__name__)
 
 
 def npz_member_problem(path: str, key: str) -> str | None:
@@ -111,18 +103,14 @@ class _NpzSink(ArraySink):
         self.writer.commit()
 
 
-class NpzFormat(Format):
+class NpzFormat(ArrayFileFormat):
     name = "npz"
     extensions = (".npz",)
+    keys_field = "npz_keys"
+    decode_all = True
     magic = (b"PK\x03\x04",)
 
-    def write_item(
-        self,
-        path: Path,
-        arrays: dict[str, np.ndarray],
-        manifest: dict[str, Any],
-        attrs: dict[str, Any],
-    ) -> None:
+    def write_item(self, path: Path, arrays: Arrays, manifest: Doc, attrs: Doc) -> None:
         manifest["npz_path"] = str(path)
         manifest["npz_keys"] = sorted(arrays)
         write_npz(path, arrays)
@@ -145,31 +133,7 @@ class NpzFormat(Format):
                 return why
         return None
 
-    def intact(self, path: Path, manifest: dict[str, Any]) -> bool:
-        refs = sha1_refs(manifest)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                keys = set(z.files)
-                if any(k not in keys for k in manifest.get("npz_keys", [])):
-                    return False
-                for r in refs:
-                    if array_sha1(np.asarray(z[r["npz_key"]], dtype=np.float32)) != r["sha1"]:
-                        return False
-                if not refs:  # combined: make sure every member decompresses
-                    for k in z.files:
-                        z[k]
-            return True
-        except Exception as exc:
-            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-            return False
-
-    def matches(self, path: Path, arrays: dict[str, Any]) -> bool:
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if set(z.files) != set(arrays):
-                    return False
-                got = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-        except Exception as exc:
-            log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-            return False
-        return digests_match(got, arrays)
+    @contextmanager
+    def check_view(self, path: Path) -> Iterator[CheckView]:
+        with np.load(path, allow_pickle=False) as z:
+            yield CheckView(set(z.files), list(z.files), lambda k: np.asarray(z[k], np.float32))
