@@ -177,7 +177,7 @@ def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> Exp
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
-    if os.path.isdir(path):
+    if _is_per_item_dir(path):
         result, names, coords = _load_per_item(path)
     else:
         result, names, coords = _load_combined(path)
@@ -199,7 +199,7 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
-    if os.path.isdir(path):
+    if _is_per_item_dir(path):
         return _summarize_per_item(path)
     return _summarize_combined(path)
 
@@ -215,6 +215,14 @@ def _import_xarray() -> Any:
     except ImportError as exc:  # pragma: no cover - xarray is a dependency
         raise ImportError("xarray is required for as_xarray=True (pip install xarray).") from exc
     return xr
+
+
+def _is_per_item_dir(path: str) -> bool:
+    """A directory of per-item files (not a format whose one file is a directory)."""
+    if not os.path.isdir(path):
+        return False
+    found = guess_format(path)
+    return found is None or not found.directory_store
 
 
 def _format_of(path: str) -> str | None:

@@ -4,6 +4,7 @@ integrity checks resume relies on. Real files throughout (npz, netCDF, Parquet),
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -234,3 +235,62 @@ def test_item_integrity_checks(tmp_path, fmt):
     path.write_bytes(b"garbage!" * 8)
     assert not f.intact(path, manifest) and not f.matches(path, refs)
     assert f.header_problem(str(path), []) is not None
+
+
+# -- room for a format whose one file is a directory (a Zarr store, say) ----------------------
+
+
+class _DirReader:
+    """Arrays as ``<key>.npy`` files of a directory."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.coords, self.attrs = path, {}, {}
+        self.keys = sorted(p.stem for p in Path(path).glob("*.npy"))
+        self.names = set(self.keys)
+
+    def read(self, key: str) -> np.ndarray:
+        return np.load(Path(self.path) / f"{key}.npy", allow_pickle=False)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self.read(key).shape)
+
+    def file_spatials(self) -> None:
+        return None
+
+    def file_temporals(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+class _DirStore(NpzFormat):
+    name = "npy_dir"
+    extensions = (".npydir",)
+    directory_store = True
+
+    def open_reader(self, path):
+        return _DirReader(path)
+
+
+def test_a_directory_store_loads_as_one_combined_export(tmp_path):
+    store = tmp_path / "c.npydir"
+    store.mkdir()
+    emb = np.arange(N * D, dtype=np.float32).reshape(N, D)
+    np.save(store / "embeddings__m_1.npy", emb)
+    manifest = {
+        "n_items": N,
+        "status": "ok",
+        "spatials": [{"lon": float(i), "lat": 0.0} for i in range(N)],
+        "models": [{"model": "m-1", "status": "ok", "embeddings": {"npz_key": "embeddings__m_1"}}],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(manifest))
+    register(_DirStore())
+    try:
+        res = load_export(store)
+        assert res.layout == "combined" and res.n_items == N
+        np.testing.assert_array_equal(res.embedding("m-1"), emb)
+    finally:
+        unregister("npy_dir")
+    with pytest.raises(ValueError):  # unregistered, the folder is a per-item dir of nothing
+        load_export(store)

@@ -176,6 +176,7 @@ class Format(ABC):
     per_item: ClassVar[bool] = True  # can hold one place's file (layout per_item)
     embeds_manifest: ClassVar[bool] = False  # the manifest is inside the file too
     magic: ClassVar[tuple[bytes, ...]] = ()  # what the file starts with
+    directory_store: ClassVar[bool] = False  # one export is a directory (a Zarr store)
 
     @property
     def ext(self) -> str:
