@@ -23,6 +23,7 @@ from rs_embed_ray.options import (
     ExportTarget,
 )
 from rs_embed_ray.plan import ExportPlan, build_plan
+from rs_embed_ray.providers import create_provider, provider_class
 from rs_embed_ray.specs import (
     FetchSpec,
     InputPrepSpec,
@@ -59,11 +60,9 @@ def preflight(plan: ExportPlan) -> None:
 
     A run whose models all read their own product (no fetch group) never starts the
     provider, so it needs no Earth Engine credentials."""
-    if plan.backend == "gee" and plan.groups:
-        from rs_embed_ray.providers.gee import GEEProvider
-
+    if plan.groups and provider_class(plan.backend).checks_before_run:
         opts = {k: v for k, v in plan.provider_options.items() if k != "faults"}
-        provider = GEEProvider(**opts)
+        provider = create_provider(plan.backend, **opts)
         try:
             provider.ensure_ready()
         finally:

@@ -13,6 +13,11 @@ class ProviderError(RSEmbedRayError):
     """Pixels could not be fetched (bad source, no imagery, auth, quota)."""
 
 
+class NoImageryError(ProviderError):
+    """The source has no imagery for this place and time window (a deterministic answer:
+    asking again, alone or in a batch, gives the same answer, so it is never retried)."""
+
+
 class ModelError(RSEmbedRayError, ValueError):
     """A model request or export request is invalid, or a model failed."""
 

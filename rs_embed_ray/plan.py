@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rs_embed_ray.errors import ModelError, SpecError
+from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.manifest import fingerprint, jsonable
 from rs_embed_ray.models.base import ModelInfo
@@ -39,8 +40,6 @@ from rs_embed_ray.validation import (
 )
 
 Layout = Literal["per_item", "combined"]
-FORMATS = ("npz", "netcdf", "geoparquet")
-EXTENSIONS = {"npz": ".npz", "netcdf": ".nc", "geoparquet": ".parquet"}
 STATE_DIR_PER_ITEM = "_rs_embed_ray"
 STATE_SUFFIX_COMBINED = ".rs_embed_ray"
 
@@ -128,7 +127,7 @@ class ExportPlan:
 
     @property
     def ext(self) -> str:
-        return EXTENSIONS[self.format]
+        return get_format(self.format).ext
 
     @property
     def state_dir(self) -> Path:
@@ -259,8 +258,8 @@ def validate_names(names: Any, n: int) -> list[str]:
 
 def normalize_format(fmt: Any) -> str:
     f = str(fmt).strip().lower()
-    if f not in FORMATS:
-        raise ModelError(f"Unsupported export format: {fmt!r}. Supported: {FORMATS}.")
+    if f not in format_names():
+        raise ModelError(f"Unsupported export format: {fmt!r}. Supported: {format_names()}.")
     return f
 
 
@@ -307,8 +306,8 @@ def resolve_target(
         )
     path = Path(target).expanduser()
     if resolved == "combined":
-        ext = EXTENSIONS[fmt]
-        known = {".npz", ".nc", ".netcdf", ".parquet", ".geoparquet"}
+        ext = get_format(fmt).ext
+        known = {e for f in all_formats() for e in (*f.extensions, *f.aliases)}
         if path.suffix.lower() in known and path.suffix.lower() != ext:
             # the anchor appended ('g.nc' -> 'g.nc.npz'); replacing is what users mean
             path = path.with_suffix(ext)
@@ -613,25 +612,8 @@ def validate_temporals(
 def validate_format_combination(
     fmt: str, layout: Layout, output: OutputSpec, save_inputs: bool
 ) -> None:
-    """GeoParquet holds one pooled vector per place and model, in one combined file."""
-    if fmt != "geoparquet":
-        return
-    if layout != "combined":
-        raise ModelError(
-            "format='geoparquet' writes one combined file (one row per place): use "
-            "layout='combined' (CLI --layout combined), or format='npz' / 'netcdf' for "
-            "per-item files."
-        )
-    if output.mode != "pooled":
-        raise ModelError(
-            "format='geoparquet' holds pooled vectors only; for output=grid use "
-            "format='netcdf' or 'npz' (CLI --format netcdf)."
-        )
-    if save_inputs:
-        raise ModelError(
-            "format='geoparquet' does not store input patches: pass save_inputs=False "
-            "(CLI --no-save-inputs), or use format='npz' / 'netcdf' to keep the inputs."
-        )
+    """What one format cannot hold (GeoParquet: pooled vectors in one combined file)."""
+    get_format(fmt).check_request(layout, output.mode, save_inputs)
 
 
 def validate_output(output: Any) -> OutputSpec:

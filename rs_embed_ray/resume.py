@@ -13,9 +13,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from rs_embed_ray.io.assemble import sidecar_path
+from rs_embed_ray.io.formats import get_format
 from rs_embed_ray.io.manifest import array_sha1, jsonable, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
@@ -113,7 +112,7 @@ class EarlierRun:
             return None
         if man.get("request_fingerprint") != p.item_fingerprint(index):
             return None
-        if not _arrays_intact(path, man, p.format):
+        if not get_format(p.format).intact(path, man):
             return None
         return {**man, "resume_skipped": True, "resume_output_path": str(path)}
 
@@ -125,7 +124,7 @@ class EarlierRun:
             or rec.get("status") != "ok"
             or rec.get("fp") != p.item_fingerprint(index)
             or not isinstance(rec.get("arrays"), dict)
-            or not _file_matches(path, p.format, rec["arrays"])
+            or not get_format(p.format).matches(path, rec["arrays"])
         ):
             return None
         # contract §2.17.3 (no sidecar), with the status the log recorded for the file
@@ -164,7 +163,7 @@ class EarlierRun:
                 and not man.get("resume_incomplete", True)
                 and man.get("status") == "ok"
                 and man.get("request_fingerprint") == p.run_fingerprint()
-                and _arrays_intact(p.out_path, man, p.format)
+                and get_format(p.format).intact(p.out_path, man)
             ):
                 return {**man, "resume_skipped": True, "resume_output_path": str(p.out_path)}
         return None
@@ -197,73 +196,6 @@ def item_records(
             )
         )
     return recs
-
-
-def _file_matches(path: Path, fmt: str, arrays: dict[str, Any]) -> bool:
-    """The file holds exactly the recorded arrays, with their shapes and digests."""
-    try:
-        if fmt == "npz":
-            with np.load(path, allow_pickle=False) as z:
-                if set(z.files) != set(arrays):
-                    return False
-                got = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-        elif fmt == "netcdf":
-            import xarray as xr
-
-            with xr.open_dataset(path) as ds:
-                if set(ds.data_vars) != set(arrays):
-                    return False
-                got = {k: np.asarray(ds[k].values, dtype=np.float32) for k in arrays}
-        else:
-            return False
-    except Exception as exc:
-        log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-        return False
-    return all(
-        list(got[k].shape) == list(v["shape"]) and array_sha1(got[k]) == v["sha1"]
-        for k, v in arrays.items()
-    )
-
-
-def _arrays_intact(path: Path, man: dict[str, Any], fmt: str) -> bool:
-    """Every array the manifest references is present and matches its sha1."""
-    refs: list[dict[str, Any]] = []
-    for e in man.get("models", []):
-        for k in ("input", "embedding"):
-            if isinstance(e.get(k), dict) and "sha1" in e[k] and not e[k].get("dedup_reused"):
-                refs.append(e[k])
-    if fmt == "geoparquet":
-        from rs_embed_ray.io.geoparquet import parquet_intact
-
-        return parquet_intact(path, man)
-    try:
-        if fmt == "npz":
-            with np.load(path, allow_pickle=False) as z:
-                keys = set(z.files)
-                for k in man.get("npz_keys", []):
-                    if k not in keys:
-                        return False
-                for r in refs:
-                    if array_sha1(np.asarray(z[r["npz_key"]], dtype=np.float32)) != r["sha1"]:
-                        return False
-                if not refs:  # combined: make sure every member decompresses
-                    for k in z.files:
-                        z[k]
-        else:
-            import xarray as xr
-
-            with xr.open_dataset(path) as ds:
-                for k in man.get("nc_variables", []):
-                    if k not in ds.variables:
-                        return False
-                for r in refs:
-                    arr = np.asarray(ds[r["npz_key"]].values, dtype=np.float32)
-                    if array_sha1(arr) != r["sha1"]:
-                        return False
-        return True
-    except Exception as exc:
-        log.warning("existing output %s is unreadable (%s); it will be rewritten", path, exc)
-        return False
 
 
 __all__ = ["ITEM_KEY", "EarlierRun", "Sources", "Src", "item_records"]

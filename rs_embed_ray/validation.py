@@ -412,7 +412,7 @@ def _open_raster(path: Path, source: str) -> None:
 def check_existing_format(plan: Any) -> None:
     """Never mix formats in one output: an output written as netcdf is not resumed (or
     overwritten) as npz; its run.json (and, per item, its files) say what it holds."""
-    from rs_embed_ray.plan import EXTENSIONS
+    from rs_embed_ray.io.formats import all_formats
 
     info_path = plan.state_dir / "run.json"
     fmt: str | None = None
@@ -423,9 +423,9 @@ def check_existing_format(plan: Any) -> None:
     except (OSError, ValueError, RecursionError):
         pass
     if fmt is None and plan.layout == "per_item" and plan.out_path.is_dir():
-        for other, ext in EXTENSIONS.items():
-            if other != plan.format and any(plan.out_path.glob(f"*{ext}")):
-                fmt = other
+        for other in all_formats():
+            if other.name != plan.format and any(plan.out_path.glob(f"*{other.ext}")):
+                fmt = other.name
                 break
     if fmt is not None and fmt != plan.format:
         raise ModelError(

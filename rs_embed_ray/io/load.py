@@ -26,18 +26,22 @@ import logging
 import math
 import os
 import re
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from rs_embed_ray.io.geoparquet import (
-    GeoParquetFile,
-    embedding_column,
-    status_column,
+from rs_embed_ray.io.formats import (
+    ArrayReader,
+    Format,
+    all_extensions,
+    all_formats,
+    find_format,
+    guess_format,
+    names_text,
 )
+from rs_embed_ray.io.formats.base import spatial_lonlat as _spatial_lonlat
 from rs_embed_ray.io.keys import (
     EMBEDDING,
     EMBEDDINGS,
@@ -61,16 +65,9 @@ EmbeddingData = Union[
     np.ndarray, "list[np.ndarray | None]", "xr.DataArray", "list[xr.DataArray | None]"
 ]
 
-_ARRAY_EXTS = {".npz": "npz", ".nc": "netcdf", ".netcdf": "netcdf", ".parquet": "geoparquet"}
-_PER_ITEM_FORMATS = ("npz", "netcdf")  # a per-item point file is never GeoParquet
 _POINT_NAME = re.compile(r"^p([0-9]+)$")
-_NC_COORDS = ("lon", "lat", "name")
 _EMBEDDED_MANIFEST_ATTR = "rs_embed_ray_manifest"
 _MAX_MANIFEST_BYTES = 256 * 1024 * 1024
-# a NetCDF variable may declare far more bytes than its (compressed) file holds; past this
-# many bytes and this ratio to the file size it is refused rather than allocated
-_MAX_DECLARED_BYTES = 2 << 30
-_MAX_DECLARED_RATIO = 100
 _REF_KEY_FIELDS = ("npz_key", "nc_variable", "nc_key", "variable", "parquet_column")
 _REF_KEYS_FIELDS = ("npz_keys", "nc_variables", "nc_keys", "variables")
 
@@ -180,7 +177,7 @@ def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> Exp
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
-    if os.path.isdir(path):
+    if _is_per_item_dir(path):
         result, names, coords = _load_per_item(path)
     else:
         result, names, coords = _load_combined(path)
@@ -202,7 +199,7 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
-    if os.path.isdir(path):
+    if _is_per_item_dir(path):
         return _summarize_per_item(path)
     return _summarize_combined(path)
 
@@ -216,137 +213,76 @@ def _import_xarray() -> Any:
     try:
         import xarray as xr
     except ImportError as exc:  # pragma: no cover - xarray is a dependency
-        raise ImportError(
-            "xarray is required to read NetCDF exports (pip install xarray)."
-        ) from exc
+        raise ImportError("xarray is required for as_xarray=True (pip install xarray).") from exc
     return xr
 
 
-class _ArrayFile(Mapping[str, np.ndarray]):
-    """Read-only, lazy and cached access to the arrays of one npz, NetCDF or GeoParquet file.
+def _is_per_item_dir(path: str) -> bool:
+    """A directory of per-item files (not a format whose one file is a directory)."""
+    if not os.path.isdir(path):
+        return False
+    found = guess_format(path)
+    return found is None or not found.directory_store
 
-    A GeoParquet file shows each model's vector column ``embedding_<key>`` under the
-    combined array key ``embeddings__<key>`` (and under its column name), with NaN rows
-    where the place has no vector; models without any vector show no array.
-    """
+
+def _format_of(path: str) -> str | None:
+    """The name of the format whose files are named like ``path``, else None."""
+    found = guess_format(path)
+    return found.name if found is not None else None
+
+
+def _per_item_format(path: str) -> str | None:
+    """The format of a per-item point file named like ``path`` (None: not one)."""
+    found = guess_format(path)
+    return found.name if found is not None and found.per_item else None
+
+
+def _or_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def _format(fmt: str) -> Format:
+    found = find_format(fmt)
+    if found is None:
+        raise ValueError(f"Unknown array file format {fmt!r}; expected {names_text()}.")
+    return found
+
+
+class _ArrayFile(Mapping[str, np.ndarray]):
+    """Read-only, lazy and cached access to the arrays of one export file, through its
+    format's reader (io.formats): the loader itself never asks which format it reads."""
 
     def __init__(self, path: str, fmt: str) -> None:
-        if fmt not in ("npz", "netcdf", "geoparquet"):
-            raise ValueError(
-                f"Unknown array file format {fmt!r}; expected 'npz', 'netcdf' or 'geoparquet'."
-            )
         self.path = path
         self.fmt = fmt
-        self.coords: dict[str, np.ndarray] = {}
-        self.attrs: dict[str, Any] = {}
+        self._reader: ArrayReader | None = _format(fmt).open_reader(path)
+        self.coords: dict[str, np.ndarray] = self._reader.coords
+        self.attrs: dict[str, Any] = self._reader.attrs
+        self._keys = list(self._reader.keys)
+        self._keyset = set(self._reader.names)
         self._cache: dict[str, np.ndarray] = {}
-        self._npz: Any = None
-        self._ds: Any = None
-        self._gp: GeoParquetFile | None = None
-        self._columns: dict[str, str] = {}  # GeoParquet: array key or column -> column
-        if fmt == "geoparquet":
-            self._open_geoparquet()
-        elif fmt == "npz":
-            if not zipfile.is_zipfile(path):
-                raise ValueError(f"{path!r} is not an npz archive.")
-            self._npz = np.load(path, allow_pickle=False)
-            self._keys = [str(k) for k in self._npz.files]
-        else:
-            xr = _import_xarray()
-            self._ds = xr.open_dataset(path, decode_times=False, decode_timedelta=False)
-            try:
-                self.attrs = dict(self._ds.attrs)
-                for name in _NC_COORDS:
-                    if name in self._ds.variables and self._ds[name].ndim <= 1:
-                        self.coords[name] = np.asarray(self._ds[name].values)
-                self._keys = [str(k) for k in self._ds.data_vars if k not in self.coords]
-            except Exception:
-                self._ds.close()
-                raise
-        self._keyset = set(self._keys) | set(self._columns)
 
-    def _open_geoparquet(self) -> None:
-        try:
-            gp = GeoParquetFile(self.path)
-        except Exception as exc:
-            raise ValueError(f"{self.path!r} is not a readable Parquet file: {exc}") from exc
-        self._gp = gp
-        try:
-            self.attrs = dict(gp.metadata)
-            lonlat = [_spatial_lonlat(s) for s in gp.spatials()]
-            self.coords["lon"] = np.array([p[0] for p in lonlat], dtype=np.float64)
-            self.coords["lat"] = np.array([p[1] for p in lonlat], dtype=np.float64)
-            if "name" in gp.columns:
-                names = gp.pylist("name")
-                self.coords["name"] = np.array(["" if v is None else str(v) for v in names])
-            self._keys = []
-            for key in gp.model_keys:
-                col = embedding_column(key)
-                st = status_column(key)
-                has_rows = (
-                    any(v == "ok" for v in gp.pylist(st))
-                    if st in gp.columns
-                    else gp.column(col).null_count < gp.n_rows
-                )
-                if not has_rows:  # no vector at all: like an npz without the key
-                    continue
-                alias = array_key(EMBEDDINGS, key)
-                self._keys.append(alias)
-                self._columns[alias] = col
-                self._columns[col] = col
-        except Exception:
-            gp.close()
-            raise
+    def _open(self) -> ArrayReader:
+        if self._reader is None:
+            raise ValueError(f"{self.path!r} is closed.")
+        return self._reader
 
     def file_spatials(self) -> list[dict[str, Any]] | None:
         """Places read from the file itself (GeoParquet geometry), else None."""
-        return self._gp.spatials() if self._gp is not None else None
+        return self._reader.file_spatials() if self._reader is not None else None
 
     def file_temporals(self) -> list[dict[str, Any] | None] | None:
         """Per-place windows read from the file itself (GeoParquet columns), else None."""
-        return self._gp.windows() if self._gp is not None else None
+        return self._reader.file_temporals() if self._reader is not None else None
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key in self._cache:
             return self._cache[key]
         if key not in self._keyset:
             raise KeyError(key)
-        if self._gp is not None:
-            arr = self._gp.vectors(self._columns[key])
-        elif self._npz is not None:
-            self._check_npz_member(key)
-            try:
-                arr = np.asarray(self._npz[key])
-            except ValueError as exc:
-                if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-                    raise ValueError(
-                        f"{self.path!r}: array {key!r} holds Python objects; refusing to "
-                        "unpickle it (export arrays are plain numeric arrays)."
-                    ) from exc
-                raise
-        else:
-            var = self._ds[key]
-            if var.dtype.hasobject or var.dtype.kind in "SUO":
-                raise ValueError(
-                    f"{self.path!r}: variable {key!r} holds {var.dtype} values, not numbers."
-                )
-            want = math.prod(int(n) for n in var.shape) * var.dtype.itemsize
-            size = os.path.getsize(self.path)
-            if want > _MAX_DECLARED_BYTES and want > _MAX_DECLARED_RATIO * size:
-                raise ValueError(
-                    f"{self.path!r}: variable {key!r} declares shape {tuple(var.shape)} "
-                    f"({want} bytes) in a {size}-byte file: refusing to allocate it."
-                )
-            arr = np.asarray(var.values)
+        arr = self._open().read(key)
         self._cache[key] = arr
         return arr
-
-    def _check_npz_member(self, key: str) -> None:
-        """An array may not declare more bytes than its archive member holds: a crafted
-        header (a shape of 10^12 elements) is refused before anything is allocated."""
-        why = _npz_member_problem(self.path, key)
-        if why is not None and "is missing" not in why:
-            raise ValueError(f"{self.path!r}: {why}.")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -361,23 +297,11 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         """Shape of ``key`` without reading its data where the format allows it."""
         if key in self._cache:
             return tuple(self._cache[key].shape)
-        if self._gp is not None:
-            return tuple(self[key].shape)
-        if self._ds is not None:
-            return tuple(int(n) for n in self._ds[key].shape)
-        try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(f"{key}.npy") as fh:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    return tuple(np.lib.format.read_array_header_1_0(fh)[0])
-                if version == (2, 0):
-                    return tuple(np.lib.format.read_array_header_2_0(fh)[0])
-        except (KeyError, ValueError, OSError, zipfile.BadZipFile):
-            pass
-        return tuple(self[key].shape)
+        shape = self._reader.shape(key) if self._reader is not None else None
+        return shape if shape is not None else tuple(self[key].shape)
 
     def embedded_manifest(self) -> dict[str, Any] | None:
-        """The manifest our NetCDF writer embeds as a global attribute, if any."""
+        """The manifest our writers embed in the file (netCDF, GeoParquet), if any."""
         raw = self.attrs.get(_EMBEDDED_MANIFEST_ATTR)
         if not isinstance(raw, str):
             return None
@@ -389,15 +313,9 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         return data if isinstance(data, dict) else None
 
     def close(self) -> None:
-        if self._npz is not None:
-            self._npz.close()
-            self._npz = None
-        if self._ds is not None:
-            self._ds.close()
-            self._ds = None
-        if self._gp is not None:
-            self._gp.close()
-            self._gp = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def __enter__(self) -> _ArrayFile:
         return self
@@ -407,10 +325,10 @@ class _ArrayFile(Mapping[str, np.ndarray]):
 
 
 def _load_arrays(arrays_path: str, fmt: str) -> dict[str, np.ndarray]:
-    """Every array of an npz (``allow_pickle=False``), NetCDF (all data variables) or
-    GeoParquet file (the vector columns, as ``embeddings__<key>``)."""
-    if fmt not in ("npz", "netcdf", "geoparquet"):
-        raise ValueError(f"Unknown format {fmt!r}; expected 'npz', 'netcdf' or 'geoparquet'.")
+    """Every array of an export file (GeoParquet: the vector columns, as
+    ``embeddings__<key>``)."""
+    if find_format(fmt) is None:
+        raise ValueError(f"Unknown format {fmt!r}; expected {names_text()}.")
     with _ArrayFile(arrays_path, fmt) as arrays:
         return {k: arrays[k] for k in arrays}
 
@@ -627,25 +545,25 @@ def _resolve_combined_paths(path: str) -> tuple[str, str, str]:
     base, ext = os.path.splitext(path)
     ext = ext.lower()
     if ext == ".json":
-        for candidate_ext, fmt in ((".npz", "npz"), (".nc", "netcdf"), (".parquet", "geoparquet")):
-            arrays_path = base + candidate_ext
+        for fmt in all_formats():
+            arrays_path = base + fmt.ext
             if os.path.exists(arrays_path):
-                return arrays_path, path, fmt
-        raise FileNotFoundError(
-            f"Found manifest {path!r} but no paired .npz, .nc or .parquet file at {base!r}."
-        )
-    fmt = _ARRAY_EXTS.get(ext)
-    if fmt is None:
+                return arrays_path, path, fmt.name
+        wanted = _or_list([f.ext for f in all_formats()])
+        raise FileNotFoundError(f"Found manifest {path!r} but no paired {wanted} file at {base!r}.")
+    name = _format_of(path)
+    if name is None:
+        wanted = _or_list([*all_extensions(), ".json"])
         raise ValueError(
-            f"Unrecognised file extension {ext!r}; expected .npz, .nc, .netcdf, .parquet or "
-            ".json for a combined export (or a directory for a per-item export)."
+            f"Unrecognised file extension {ext!r}; expected {wanted} for a combined export "
+            "(or a directory for a per-item export)."
         )
     json_path = base + ".json"
     if not os.path.exists(json_path):
         raise FileNotFoundError(
             f"Array file {path!r} found but no paired manifest at {json_path!r}."
         )
-    return path, json_path, fmt
+    return path, json_path, name
 
 
 def _is_point_manifest(manifest: dict[str, Any]) -> bool:
@@ -670,12 +588,12 @@ def _combined_n_items(manifest: dict[str, Any], arrays: _ArrayFile | None) -> in
 
 
 def _load_combined(path: str) -> _Loaded:
-    ext = os.path.splitext(path)[1].lower()
     try:
         arrays_path, json_path, fmt = _resolve_combined_paths(path)
     except FileNotFoundError:
-        if ext in _ARRAY_EXTS:
-            loaded = _load_file_without_manifest(path, _ARRAY_EXTS[ext])
+        name = _format_of(path)
+        if name is not None:
+            loaded = _load_file_without_manifest(path, name)
             if loaded is not None:
                 return loaded
         raise
@@ -889,10 +807,10 @@ def _find_per_item_files(directory: str) -> list[tuple[str, str, str, str]]:
     """
     entries: list[tuple[str, str, str, str]] = []
     for fname in sorted(os.listdir(directory)):
-        base, ext = os.path.splitext(fname)
-        fmt = _ARRAY_EXTS.get(ext.lower())
+        base = os.path.splitext(fname)[0]
+        fmt = _per_item_format(fname)
         full = os.path.join(directory, fname)
-        if fmt not in _PER_ITEM_FORMATS or not os.path.isfile(full):
+        if fmt is None or not os.path.isfile(full):
             continue
         json_path = os.path.join(directory, base + ".json")
         if not os.path.isfile(json_path):
@@ -901,8 +819,9 @@ def _find_per_item_files(directory: str) -> list[tuple[str, str, str, str]]:
         entries.append((full, json_path, fmt, base))
     if not entries:
         raise _NoPairedFiles(
-            f"No per-item export files found in {directory!r}. Expected '<name>.npz' or "
-            "'<name>.nc' files with paired '.json' manifests."
+            f"No per-item export files found in {directory!r}. Expected "
+            f"{_or_list([repr('<name>' + f.ext) for f in all_formats() if f.per_item])} "
+            "files with paired '.json' manifests."
         )
     return entries
 
@@ -955,13 +874,13 @@ def _discover_points_without_manifest(directory: str) -> list[_Point]:
     points: list[_Point] = []
     claimed_by: dict[int, str] = {}
     for fname in sorted(os.listdir(directory)):
-        base, ext = os.path.splitext(fname)
-        fmt = _ARRAY_EXTS.get(ext.lower())
+        base = os.path.splitext(fname)[0]
+        fmt = _per_item_format(fname)
         full = os.path.join(directory, fname)
-        if fmt not in _PER_ITEM_FORMATS or not os.path.isfile(full):
+        if fmt is None or not os.path.isfile(full):
             continue
         match = _POINT_NAME.match(base)
-        if fmt == "npz" and match is None:
+        if match is None and not _format(fmt).embeds_manifest:  # nothing else names its row
             continue
         try:
             with _ArrayFile(full, fmt) as arrays:
@@ -1128,22 +1047,6 @@ def _load_per_item(directory: str) -> _Loaded:
 # --------------------------------------------------------------------------------------------
 
 
-def _spatial_lonlat(spatial: Any) -> tuple[float, float]:
-    """``(lon, lat)`` of a serialised PointBuffer, the centre of a BBox, else NaNs."""
-    if isinstance(spatial, dict):
-        try:
-            if "lon" in spatial and "lat" in spatial:
-                return float(spatial["lon"]), float(spatial["lat"])
-            if all(k in spatial for k in ("minlon", "minlat", "maxlon", "maxlat")):
-                return (
-                    (float(spatial["minlon"]) + float(spatial["maxlon"])) / 2.0,
-                    (float(spatial["minlat"]) + float(spatial["maxlat"])) / 2.0,
-                )
-        except (TypeError, ValueError):
-            pass
-    return math.nan, math.nan
-
-
 def _window_of_dict(t: dict[str, Any] | None) -> tuple[str, str]:
     """Half-open ``(start, end)`` ISO dates of a manifest temporal dict (None: default)."""
     from rs_embed_ray.specs import temporal_from_dict, window_of
@@ -1253,67 +1156,12 @@ def _summary(
     }
 
 
-_MAGIC = {
-    "netcdf": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
-    "geoparquet": (b"PAR1",),
-}
-
-
 def _verify_arrays(path: str, fmt: str, keys: list[str]) -> str | None:
-    """None when the array file's headers back the manifest (an npz holds ``keys`` as
-    plain numeric arrays of the declared size; a NetCDF / Parquet file starts as one); else
-    why not. Reads headers only, never array data: ``inspect`` stays cheap, and calls
-    nothing ok that this cannot confirm."""
-    try:
-        if fmt == "npz":
-            if not zipfile.is_zipfile(path):
-                return "it is not an npz archive"
-            for k in keys:
-                why = _npz_member_problem(path, k)
-                if why is not None:
-                    return why
-            return None
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-        if not any(head.startswith(m) for m in _MAGIC.get(fmt, ())):
-            return f"it does not start like a {fmt} file"
-        return None
-    except FileNotFoundError:
-        return "the array file is missing"
-    except OSError as exc:
-        return f"it cannot be read ({exc})"
-
-
-def _npz_member_problem(path: str, key: str) -> str | None:
-    """Why array ``key`` of an npz cannot be trusted (missing, object dtype, a header that
-    declares more bytes than the member holds), from its header only; None when it can."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            member = zf.getinfo(f"{key}.npy")
-            with zf.open(member) as fh:
-                version = np.lib.format.read_magic(fh)
-                read = (
-                    np.lib.format.read_array_header_1_0
-                    if version == (1, 0)
-                    else np.lib.format.read_array_header_2_0
-                )
-                shape, _, dtype = read(fh)
-    except KeyError:
-        return f"array {key!r} is missing"
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        return f"array {key!r} has a damaged header ({exc})"
-    if dtype.hasobject:
-        return (
-            f"array {key!r} holds Python objects; refusing to unpickle it (export arrays are "
-            "plain numeric arrays)"
-        )
-    want = math.prod(int(n) for n in shape) * dtype.itemsize
-    if want > member.file_size:
-        return (
-            f"array {key!r} declares shape {tuple(shape)} ({want} bytes) but holds "
-            f"{member.file_size} bytes: the file is damaged or crafted"
-        )
-    return None
+    """None when the array file's headers back the manifest (its format says what that
+    takes: an npz holds ``keys`` as plain numeric arrays of the declared size, a netCDF /
+    Parquet file starts as one); else why not. Headers only, never array data: ``inspect``
+    stays cheap, and calls nothing ok that this cannot confirm."""
+    return _format(fmt).header_problem(path, keys)
 
 
 def _ok_keys(entries: list[Any]) -> list[str]:
@@ -1327,12 +1175,12 @@ def _ok_keys(entries: list[Any]) -> list[str]:
 
 
 def _summarize_combined(path: str) -> dict[str, Any]:
-    ext = os.path.splitext(path)[1].lower()
     try:
         arrays_path, json_path, fmt = _resolve_combined_paths(path)
     except FileNotFoundError:
-        if ext in _ARRAY_EXTS:
-            summary = _summarize_file_without_manifest(path, _ARRAY_EXTS[ext])
+        name = _format_of(path)
+        if name is not None:
+            summary = _summarize_file_without_manifest(path, name)
             if summary is not None:
                 return summary
         raise

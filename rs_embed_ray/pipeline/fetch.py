@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.errors import ModelError
+from rs_embed_ray.errors import ModelError, NoImageryError
 from rs_embed_ray.inspection import INSPECTION_META, inspect_input, inspection_record
 from rs_embed_ray.io.atomic import storage_errors
 from rs_embed_ray.io.manifest import array_sha1, error_text
@@ -80,11 +80,12 @@ class FetchWorker:
         # wrapper that predates the keyword still serves every other model
         self.bins_kw: dict[str, Any] = {"frame_bins": frame_bins} if frame_bins else {}
         self.faults = opts.get("faults") or None  # test hook: rs_embed_ray.testing.faults
-        if limiter_name and backend == "gee":
+        # the runner passes these only to providers that use a request quota
+        if limiter_name:
             from rs_embed_ray.pipeline.ee_quota import SHARED_NAMESPACE, limiter_for
 
             opts["limiter"] = limiter_for(limiter_name, namespace=SHARED_NAMESPACE)
-        elif quota_share and backend == "gee":
+        elif quota_share:
             # this actor's fixed share of the run's quota (runner._quota_kwargs)
             from rs_embed_ray.providers.ratelimit import LocalLimiter
 
@@ -102,8 +103,8 @@ class FetchWorker:
         # and the pool size stays the actor's cap on requests in flight
         self.threads = max(1, threads)
         self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fetch")
-        # opt-in: nearby places of a batch share one request (providers with fetch_many)
-        self.batched = options.spatial_batching and hasattr(self.provider, "fetch_many")
+        # opt-in: nearby places of a batch share one request (providers that batch places)
+        self.batched = options.spatial_batching and self.provider.batches_places
 
     def _temporal(self, temporal_json: str | None) -> Any:
         """A row's own window (``schema.TEMPORAL``), else the run's."""
@@ -157,7 +158,7 @@ class FetchWorker:
         out: list[Any] = []
         for sj, res in zip(spatials, got, strict=True):
             if isinstance(res, Exception):
-                if "No images found" in str(res):
+                if isinstance(res, NoImageryError):
                     out.append(res)
                 else:
                     out.append(safe(sj, temporal_json))

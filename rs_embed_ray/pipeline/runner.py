@@ -32,6 +32,7 @@ from rs_embed_ray.pipeline.quiet import (
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
 from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+from rs_embed_ray.providers import provider_class
 from rs_embed_ray.resume import EarlierRun, item_records
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Runner:
         instead, so several jobs on one cluster share one project's quota.
         """
         p = self.plan
-        if p.backend != "gee":
+        if not provider_class(p.backend).uses_request_quota:
             return {}
         quota = p.run.quota
         shared = quota.shared_actor
@@ -139,7 +140,7 @@ class Runner:
     def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
         """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
         p = self.plan
-        quota = p.run.quota if p.backend == "gee" else None
+        quota = p.run.quota if provider_class(p.backend).uses_request_quota else None
         size = fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
         shard_dir = str(self.state.shard_dir("patches", group.key))
         quota_kw = self._quota_kwargs(size.actors, size.threads)

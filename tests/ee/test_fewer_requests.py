@@ -14,7 +14,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 
 from rs_embed_ray import geo
-from rs_embed_ray.errors import ProviderError, SpecError
+from rs_embed_ray.errors import NoImageryError, ProviderError, SpecError
 from rs_embed_ray.providers.base import Patch
 from rs_embed_ray.providers.gee import (
     N_IMAGES_BAND,
@@ -106,14 +106,14 @@ def test_empty_window_still_raises_the_clear_error(emulator: EEEmulator, fill_va
     emulator.empty_regions.append(geo.grid_for(sp, 10).bounds())
     prov = provider(emulator)
     with pytest.raises(
-        ProviderError,
+        NoImageryError,
         match=r"No images found .*collection=COPERNICUS/S2_SR_HARMONIZED .*2022-06-01",
     ):
         prov.fetch(sp, SUMMER, sensor)
     assert len(emulator.requests_of("computePixels")) == 1 and emulator.requests_of("value") == []
     emulator.empty_regions.clear()
     emulator.empty_collections.add(S2.collection)
-    with pytest.raises(ProviderError, match="No images found"):
+    with pytest.raises(NoImageryError, match="No images found"):
         prov.fetch(sp, SUMMER, sensor)
 
 
@@ -146,13 +146,13 @@ def test_s1_paths_and_their_request_counts(emulator: EEEmulator) -> None:
     # relaxation off: the clear error with the filter-stage counts (one value:compute)
     emulator.reset_stats()
     strict = SensorSpec(**{**S1.__dict__, "s1_relax_iw_on_empty": False})
-    with pytest.raises(ProviderError, match=r"No images found.*iw=0.*vh_no_iw=7"):
+    with pytest.raises(NoImageryError, match=r"No images found.*iw=0.*vh_no_iw=7"):
         prov.fetch(sp, SUMMER, strict)
     assert len(emulator.requests_of("computePixels")) == 1
     assert len(emulator.requests_of("value")) == 1
     # nothing at all
     emulator.empty_collections.add("COPERNICUS/S1_GRD_FLOAT")
-    with pytest.raises(ProviderError, match=r"No images found.*base=0"):
+    with pytest.raises(NoImageryError, match=r"No images found.*base=0"):
         prov.fetch(sp, SUMMER, S1)
 
 
@@ -364,7 +364,7 @@ def test_empty_place_in_a_group_gets_the_clear_error(emulator: EEEmulator) -> No
     places = [on_lattice(900_000 + 320 * c, 5_900_000) for c in range(4)]
     emulator.empty_regions.append(geo.grid_for(places[2], 10).bounds())
     many = provider(emulator).fetch_many(places, SUMMER, S2)
-    assert isinstance(many[2], ProviderError) and "No images found" in str(many[2])
+    assert isinstance(many[2], NoImageryError) and "No images found" in str(many[2])
     for i in (0, 1, 3):
         assert np.array_equal(many[i].data, expected(places[i], 10, RGB))
         assert many[i].meta["batched"]["group_size"] == 4

@@ -358,8 +358,8 @@ def test_env_url_and_project(emulator: EEEmulator, monkeypatch: pytest.MonkeyPat
     prov.fetch(PointBuffer(lon=8.0, lat=47.0, buffer_m=50), SUMMER, S2)
     assert {r["project"] for r in emulator.request_log if r["project"]} == {"from-gcp-env"}
     monkeypatch.setenv("EE_PROJECT", "from-ee-env")
-    assert GEEProvider()._resolve_project() == "from-ee-env"
-    assert GEEProvider(project="arg")._resolve_project() == "arg"
+    assert GEEProvider().client._resolve_project() == "from-ee-env"
+    assert GEEProvider(project="arg").client._resolve_project() == "arg"
 
 
 def test_initialises_once_and_again_after_another_provider(emulator: EEEmulator) -> None:
@@ -435,5 +435,5 @@ def test_provider_pickles_without_runtime_state(emulator: EEEmulator) -> None:
     prov = provider(emulator)
     prov.ensure_ready()
     clone = pickle.loads(pickle.dumps(prov))
-    assert clone.url == prov.url and clone._transport is None
+    assert clone.url == prov.url and clone.client._transport is None
     clone.fetch(PointBuffer(lon=8.0, lat=47.0, buffer_m=50), SUMMER, S2)

@@ -1,4 +1,4 @@
-"""Templated Earth Engine requests (providers/gee_template.py) with the real earthengine-api
+"""Templated Earth Engine requests (providers/gee/template.py) with the real earthengine-api
 client against the local emulator.
 
 The reference is the client itself: with ``request_templates=False`` every expression is built
@@ -21,7 +21,7 @@ import pytest
 
 from rs_embed_ray import export_batch
 from rs_embed_ray.providers.gee import GEEProvider
-from rs_embed_ray.providers.gee_template import Encoded, RequestTemplates
+from rs_embed_ray.providers.gee.template import Encoded, RequestTemplates
 from rs_embed_ray.specs import PointBuffer, SensorSpec, TemporalSpec
 from rs_embed_ray.testing.ee_emulator import EEEmulator, date_range_starts
 
@@ -180,7 +180,7 @@ def test_request_templates_option_is_typed(emulator: EEEmulator) -> None:
     with pytest.raises(ValueError, match="request_templates must be true or false"):
         provider(emulator, request_templates="no")
     assert provider(emulator).template_stats() == {}  # on by default, nothing sent yet
-    assert provider(emulator, request_templates=False)._templates is None
+    assert provider(emulator, request_templates=False).images.templates is None
 
 
 @pytest.mark.usefixtures("ray_cluster")

@@ -30,7 +30,7 @@ from rasterio.transform import from_origin  # noqa: E402
 from rasterio.warp import reproject, transform  # noqa: E402
 
 from rs_embed_ray import geo  # noqa: E402
-from rs_embed_ray.errors import ProviderError  # noqa: E402
+from rs_embed_ray.errors import NoImageryError, ProviderError  # noqa: E402
 from rs_embed_ray.providers import Provider, create_provider  # noqa: E402
 from rs_embed_ray.providers.local import LocalProvider, split_days  # noqa: E402
 from rs_embed_ray.specs import BBox, PointBuffer, SensorSpec, TemporalSpec  # noqa: E402
@@ -431,7 +431,7 @@ def test_n_frames(multi_source: Path, points: list[PointBuffer]) -> None:
 
 
 def test_point_outside_the_scene(provider: LocalProvider) -> None:
-    with pytest.raises(ProviderError, match=r"outside the footprint.*lon -75\.7\d+\.\.-75\.5"):
+    with pytest.raises(NoImageryError, match=r"outside the footprint.*lon -75\.7\d+\.\.-75\.5"):
         provider.fetch(PointBuffer(2.35, 48.85, 320.0), None, sensor())
 
 
@@ -557,7 +557,7 @@ def test_landsat_sample_and_cloud_filter(sample: dict, tmp_path: Path) -> None:
         sc["bands"] = {b: str(Path(sample["l8_dir"]) / f) for b, f in sc["bands"].items()}
     (tmp_path / "source.json").write_text(json.dumps(index))
     cloudy = LocalProvider(str(tmp_path))
-    with pytest.raises(ProviderError, match="cloudier than cloudy_pct=30"):
+    with pytest.raises(NoImageryError, match="cloudier than cloudy_pct=30"):
         cloudy.fetch(PointBuffer(lon, lat, 960.0), None, s)
     ok = cloudy.fetch(PointBuffer(lon, lat, 960.0), None, SensorSpec(s.collection, s.bands, 30, 90))
     np.testing.assert_array_equal(ok.data, patch.data)
