@@ -130,8 +130,7 @@ def preflight(plan: ExportPlan) -> None:
     if plan.backend == "gee" and plan.groups:
         from rs_embed_ray.providers.gee import GEEProvider
 
-        opts = {k: v for k, v in plan.provider_options.items() if k != "faults"}
-        provider = GEEProvider(**opts)
+        provider = GEEProvider(**plan.provider_options)
         try:
             provider.ensure_ready()
         finally:

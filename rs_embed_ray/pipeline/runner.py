@@ -406,6 +406,7 @@ class Runner:
             FetchWorker,
             fn_constructor_kwargs={
                 "backend": p.backend,
+                "provider_target": p.provider_target,
                 "provider_options": p.provider_options,
                 "sensor": jsonable(group.sensor),
                 "n_frames": group.n_frames,
@@ -462,6 +463,7 @@ class Runner:
                 "torch_threads": torch_threads,
                 "name": model.name,
                 "fetch_key": model.fetch_key,
+                "target": model.target,
             },
             compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
             num_gpus=1 if use_gpu else 0,

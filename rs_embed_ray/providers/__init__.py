@@ -19,23 +19,41 @@ def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
 
-def create_provider(name: str, **options: Any) -> Provider:
-    """Build a provider by backend name (raises ProviderError with the known names)."""
+def register_provider(name: str, target: str) -> None:
+    """Make backend ``name`` build ``target`` ("module:factory"), e.g. a test provider that
+    wraps a real one. Registration is seen only by this process: the plan carries the
+    resolved target (``provider_target``) to Ray's workers, which import it themselves."""
+    module_name, sep, attr = str(target).partition(":")
+    if not (module_name and sep and attr):
+        raise ProviderError(f"provider target {target!r}: write it as 'module:factory'.")
+    PROVIDERS[str(name)] = str(target)
+
+
+def provider_target(name: str) -> str:
+    """The "module:factory" that backend ``name`` builds (ProviderError with the known names)."""
     target = PROVIDERS.get(name)
     if target is None:
         raise ProviderError(f"Unknown backend {name!r}. Known: {provider_names()}.")
-    faults = options.pop("faults", None)
-    module_name, _, attr = target.partition(":")
+    return target
+
+
+def create_provider(name: str, *, target: str | None = None, **options: Any) -> Provider:
+    """Build a provider by backend name, or from ``target`` ("module:factory", as resolved
+    by ``provider_target`` in the driver) when given; ``name`` then only labels errors."""
+    module_name, _, attr = (target or provider_target(name)).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ProviderError(f"backend {name!r} cannot be used: {exc}") from exc
-    provider = getattr(module, attr)(**options)
-    if faults:
-        from rs_embed_ray.testing.faults import FaultInjectingProvider
-
-        provider = FaultInjectingProvider(provider, faults)
-    return provider
+    return getattr(module, attr)(**options)
 
 
-__all__ = ["Patch", "Provider", "PROVIDERS", "create_provider", "provider_names"]
+__all__ = [
+    "Patch",
+    "Provider",
+    "PROVIDERS",
+    "create_provider",
+    "provider_names",
+    "provider_target",
+    "register_provider",
+]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from rs_embed_ray import PointBuffer, export_batch
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 from tests.faults.conftest import counts, local_kw, manifest_intact, records, state_dir
 
@@ -20,13 +21,12 @@ def test_always_failing_places_are_recorded_once(tmp_path, raster_source):
     out = tmp_path / "pi"
     t0 = time.monotonic()
     res = export_batch(
-        **local_kw(raster_source),
+        **local_kw(raster_source, **faulty_local(raster_source, fail_items=[spatials[2].center()])),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         continue_on_error=True,
         max_retries=2,  # retried inside the worker: still one record per place
-        provider_options={"faults": {"fail_items": [spatials[2].center()]}},
     )
     elapsed = time.monotonic() - t0
     assert [r["status"] for r in res] == ["ok", "ok", "failed", "ok", "ok", "ok", "failed"]
