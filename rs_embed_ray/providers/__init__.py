@@ -26,7 +26,7 @@ def register_provider(name: str, target: str) -> None:
     module_name, sep, attr = str(target).partition(":")
     if not (module_name and sep and attr):
         raise ProviderError(f"provider target {target!r}: write it as 'module:factory'.")
-    PROVIDERS[str(name)] = str(target)
+    PROVIDERS[str(name).strip().lower()] = str(target)  # as plan.resolve_backend spells it
 
 
 def provider_target(name: str) -> str:
