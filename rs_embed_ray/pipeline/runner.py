@@ -369,7 +369,7 @@ class Runner:
         jobs on one cluster share one project's quota.
         """
         p = self.plan
-        if not provider_class(p.backend).uses_request_quota:
+        if not provider_class(p.backend, target=p.provider_target).uses_request_quota:
             return {}
         shared = p.extra.get("ee_quota_actor")
         if not shared:
@@ -392,7 +392,7 @@ class Runner:
         # an actor is a process: a few threaded actors cost far less memory and start-up
         # than one actor per fetch
         conc = max(1, min(p.num_workers, n))
-        if provider_class(p.backend).uses_request_quota:
+        if provider_class(p.backend, target=p.provider_target).uses_request_quota:
             # more fetches in flight than the project's concurrency quota would only queue
             conc = min(conc, int(p.extra["ee_max_concurrent"]))
         threads = max(1, min(int(p.extra.get("fetch_threads", 4)), conc))
@@ -408,6 +408,7 @@ class Runner:
             FetchWorker,
             fn_constructor_kwargs={
                 "backend": p.backend,
+                "provider_target": p.provider_target,
                 "provider_options": p.provider_options,
                 "sensor": jsonable(group.sensor),
                 "n_frames": group.n_frames,
@@ -464,6 +465,7 @@ class Runner:
                 "torch_threads": torch_threads,
                 "name": model.name,
                 "fetch_key": model.fetch_key,
+                "target": model.target,
             },
             compute=ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=2),
             num_gpus=1 if use_gpu else 0,
