@@ -60,9 +60,10 @@ def preflight(plan: ExportPlan) -> None:
 
     A run whose models all read their own product (no fetch group) never starts the
     provider, so it needs no Earth Engine credentials."""
-    if plan.groups and provider_class(plan.backend).checks_before_run:
-        opts = {k: v for k, v in plan.provider_options.items() if k != "faults"}
-        provider = create_provider(plan.backend, **opts)
+    if plan.groups and provider_class(plan.backend, target=plan.provider_target).checks_before_run:
+        provider = create_provider(
+            plan.backend, target=plan.provider_target, **plan.provider_options
+        )
         try:
             provider.ensure_ready()
         finally:

@@ -18,8 +18,14 @@ from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.manifest import fingerprint, jsonable
 from rs_embed_ray.models.base import ModelInfo
-from rs_embed_ray.models.registry import canonical_model_id, get_info, require_available
+from rs_embed_ray.models.registry import (
+    canonical_model_id,
+    get_info,
+    implementation_target,
+    require_available,
+)
 from rs_embed_ray.options import ExportOptions, RunOptions
+from rs_embed_ray.providers import provider_names, provider_target
 from rs_embed_ray.specs import (
     FetchSpec,
     InputPrepSpec,
@@ -58,6 +64,8 @@ class ModelRequest:
     input_key: str | None = None  # sensor identity + fetch semantics
     fetch_key: str | None = None  # the fetch group (band union) this model reads from
     channels: tuple[int, ...] | None = None  # this model's bands within the group's bands
+    # "module:Class" resolved in the driver: workers import it (registrations stay here)
+    target: str | None = None
 
     def fingerprint_payload(self) -> dict[str, Any]:
         return {
@@ -114,6 +122,8 @@ class ExportPlan:
     # per-place windows, fully resolved (a row without its own window holds the run's);
     # None when every place uses the run's window
     temporals: list[TemporalSpec | None] | None = None
+    # "module:factory" of ``backend``, resolved in the driver: workers import it
+    provider_target: str | None = None
 
     @property
     def n_items(self) -> int:
@@ -378,6 +388,7 @@ def resolve_models(
                 sensor=info.sensor,
                 weights=None,
                 model_config=None,
+                target=implementation_target(entry),
             )
         )
 
@@ -556,7 +567,7 @@ def resolve_backend(backend: Any, source: str | None, *, fetches: bool = True) -
     b = str(backend).strip().lower() if backend is not None else "auto"
     if b == "auto":
         b = "local" if source else os.environ.get("RS_EMBED_DEFAULT_PROVIDER", "gee")
-    if b not in ("gee", "local"):
+    if b not in provider_names():  # the built-ins, or one registered (a test provider)
         raise ModelError(f"Unknown backend {backend!r}: use 'auto', 'gee' or 'local'.")
     if b == "local" and (source or fetches):
         if not source:
@@ -680,6 +691,7 @@ def build_plan(o: ExportOptions) -> ExportPlan:
         groups=groups,
         backend=b,
         provider_options=popts,
+        provider_target=provider_target(b),
         device=dev,
         input_prep=prep,
         input_prep_given=o.input_prep,

@@ -18,6 +18,7 @@ import pytest
 import xarray as xr
 
 from rs_embed_ray import TemporalSpec, export_batch, load_export
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -56,15 +57,13 @@ class Exports:
                 spatials=sp,
                 temporal=WINDOW,
                 models=["spectral_stats"],
-                backend="local",
-                source=str(self.source),
+                **faulty_local(self.source, fail_items=[sp[1].center()]),  # place 1 fails
                 show_progress=False,
                 num_workers=2,
                 out=str(self.root / f"{layout}_{fmt}"),
                 layout=layout,
                 format=fmt,
                 continue_on_error=True,
-                provider_options={"faults": {"fail_items": [sp[1].center()]}},
             )
             if layout == "per_item":
                 self.paths[key] = str(self.root / f"{layout}_{fmt}")

@@ -11,6 +11,7 @@ import pytest
 import rs_embed_ray
 from rs_embed_ray import TemporalSpec, export_batch
 from rs_embed_ray.io.state import RunState
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
 
 
-def kw(source, **extra):
+def kw(source, /, **extra):
     d = dict(
         temporal=WINDOW,
         models=["spectral_stats"],
@@ -40,15 +41,16 @@ def embed_ok(state_dir) -> set[int]:
 def test_stop_writes_finished_places_and_raises_exported_error(tmp_path, raster_source):
     spatials = points(8)
     marker = tmp_path / "fixed"
-    faults = {"fail_items": [spatials[7].center()], "unless_exists": str(marker)}
+    faults = faulty_local(
+        raster_source, fail_items=[spatials[7].center()], unless_exists=str(marker)
+    )
     out = tmp_path / "pi"
     with pytest.raises(rs_embed_ray.ExportStopped) as info:
         export_batch(
-            **kw(raster_source),
+            **kw(raster_source, **faults),
             spatials=spatials,
             out=str(out),
             layout="per_item",
-            provider_options={"faults": faults},
         )
     err = info.value
     assert (err.index, err.name) == (7, "p00007") and err.stage.startswith("fetch")
@@ -65,12 +67,11 @@ def test_stop_writes_finished_places_and_raises_exported_error(tmp_path, raster_
 
     marker.write_text("ok")
     res = export_batch(
-        **kw(raster_source),
+        **kw(raster_source, **faults),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         resume=True,
-        provider_options={"faults": faults},
     )
     assert all(r["status"] == "ok" for r in res)
     assert {i for i, r in enumerate(res) if r.get("resume_skipped")} == finished
@@ -110,13 +111,11 @@ def test_resume_without_sidecars_skips_intact_files(tmp_path, raster_source, fmt
 
 def test_manifest_errors_and_inspection_as_the_contract_records_them(tmp_path, raster_source):
     spatials = points(3)
-    faults = {"fail_items": [spatials[1].center()]}
     common = dict(
-        **kw(raster_source),
+        **kw(raster_source, **faulty_local(raster_source, fail_items=[spatials[1].center()])),
         spatials=spatials,
         continue_on_error=True,
         fail_on_bad_input=True,
-        provider_options={"faults": faults},
     )
     res = export_batch(**common, out=str(tmp_path / "pi"), layout="per_item")
     assert [r["status"] for r in res] == ["ok", "failed", "ok"]

@@ -26,6 +26,7 @@ from rs_embed_ray.io.geoparquet import (
 )
 from rs_embed_ray.io.load import load_export, summarize_export
 from rs_embed_ray.io.shards import write_shard
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points, tiny_raster_source
 
 WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
@@ -37,7 +38,8 @@ def _places():
     return [*points(4), BBox(14.995, 44.996, 15.004, 45.003)]
 
 
-def _kw(raster_source, tmp_path, **kw):
+def _kw(raster_source, tmp_path, fail=True, **kw):
+    """Export keywords; place 1 fails (the fault-injecting test provider) unless not ``fail``."""
     spatials = _places()
     d = dict(
         spatials=spatials,
@@ -49,12 +51,13 @@ def _kw(raster_source, tmp_path, **kw):
         layout="combined",
         save_inputs=False,
         continue_on_error=True,
-        provider_options={"faults": {"fail_items": [spatials[1].center()]}},
         names=[f"site{i}" for i in range(len(spatials))],
         show_progress=False,
         num_workers=2,
         chunk_size=4,
     )
+    if fail:
+        d.update(faulty_local(raster_source, fail_items=[spatials[1].center()]))
     d.update(kw)
     return d
 
@@ -280,8 +283,10 @@ def test_geoparquet_matches_npz(tmp_path, raster_source):
 def test_geoparquet_resume_retries_failed_places(tmp_path, raster_source):
     spatials = _places()
     marker = tmp_path / "fixed"
-    faults = {"fail_items": [spatials[1].center()], "unless_exists": str(marker)}
-    kw = _kw(raster_source, tmp_path, provider_options={"faults": faults})
+    faults = faulty_local(
+        raster_source, fail_items=[spatials[1].center()], unless_exists=str(marker)
+    )
+    kw = _kw(raster_source, tmp_path, **faults)
     out = str(tmp_path / "g")
     assert export_batch(**kw, out=out, format="geoparquet")["status"] == "partial"
     marker.write_text("ok")
@@ -294,7 +299,7 @@ def test_geoparquet_resume_retries_failed_places(tmp_path, raster_source):
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_geoparquet_complete_file_short_circuits_resume(tmp_path, raster_source):
-    kw = _kw(raster_source, tmp_path, provider_options=None, continue_on_error=False)
+    kw = _kw(raster_source, tmp_path, fail=False, continue_on_error=False)
     out = str(tmp_path / "g")
     assert export_batch(**kw, out=out, format="geoparquet")["status"] == "ok"
     res = export_batch(**kw, out=out, format="geoparquet", resume=True)

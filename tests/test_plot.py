@@ -15,6 +15,7 @@ from rs_embed_ray import OutputSpec, TemporalSpec
 from rs_embed_ray.api import export_batch
 from rs_embed_ray.cli import main
 from rs_embed_ray.io.plot import input_rgb, pca_rgb, plot_size
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 
 WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
@@ -67,14 +68,13 @@ def _kw(raster_source, **kw):
 def test_plot_pooled_geoparquet(tmp_path, raster_source):
     spatials = points(6)
     export_batch(
-        **_kw(raster_source),
+        **_kw(raster_source, **faulty_local(raster_source, fail_items=[spatials[2].center()])),
         spatials=spatials,
         out=str(tmp_path / "g"),
         layout="combined",
         format="geoparquet",
         save_inputs=False,
         continue_on_error=True,
-        provider_options={"faults": {"fail_items": [spatials[2].center()]}},
     )
     png = tmp_path / "look.png"
     res = CliRunner().invoke(main, ["inspect", str(tmp_path / "g.parquet"), "--plot", str(png)])

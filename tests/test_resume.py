@@ -16,6 +16,7 @@ import pytest
 
 from rs_embed_ray import TemporalSpec, export_batch
 from rs_embed_ray.io.state import RunState
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -24,7 +25,7 @@ WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
 VOLATILE = {"created_at", "completed_at", "resume_skipped", "resume_output_path"}
 
 
-def kw(source, ckpt, **extra):
+def kw(source, ckpt, /, **extra):
     d = dict(
         temporal=WINDOW,
         models=["remoteclip", "spectral_stats"],
@@ -77,15 +78,14 @@ def test_failed_items_are_retried_on_resume(tmp_path, raster_source, remoteclip_
     spatials = points(6)
     marker = tmp_path / "fixed"
     bad = spatials[2].center()
-    faults = {"fail_items": [bad], "unless_exists": str(marker)}
+    faults = faulty_local(raster_source, fail_items=[bad], unless_exists=str(marker))
     out = tmp_path / "pi"
     res = export_batch(
-        **kw(raster_source, remoteclip_ckpt),
+        **kw(raster_source, remoteclip_ckpt, **faults),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         continue_on_error=True,
-        provider_options={"faults": faults},
     )
     assert [r["status"] for r in res] == ["ok", "ok", "failed", "ok", "ok", "ok"]
     failed = res[2]["models"][0]
@@ -97,13 +97,12 @@ def test_failed_items_are_retried_on_resume(tmp_path, raster_source, remoteclip_
 
     marker.write_text("ok")
     res2 = export_batch(
-        **kw(raster_source, remoteclip_ckpt),
+        **kw(raster_source, remoteclip_ckpt, **faults),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         resume=True,
         continue_on_error=True,
-        provider_options={"faults": faults},
     )
     assert all(r["status"] == "ok" for r in res2)
     assert [bool(r.get("resume_skipped")) for r in res2] == [True, True, False, True, True, True]
@@ -113,7 +112,10 @@ def test_failed_items_are_retried_on_resume(tmp_path, raster_source, remoteclip_
 
     ref = tmp_path / "ref"
     export_batch(
-        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout="per_item"
+        **kw(raster_source, remoteclip_ckpt, **faulty_local(raster_source)),  # no faults
+        spatials=spatials,
+        out=str(ref),
+        layout="per_item",
     )
     assert_same_export(out, ref, [f"p{i:05d}" for i in range(6)])
 
@@ -121,16 +123,17 @@ def test_failed_items_are_retried_on_resume(tmp_path, raster_source, remoteclip_
 def test_combined_partial_then_resume(tmp_path, raster_source, remoteclip_ckpt):
     spatials = points(5)
     marker = tmp_path / "fixed"
-    faults = {"fail_items": [spatials[1].center()], "unless_exists": str(marker)}
+    faults = faulty_local(
+        raster_source, fail_items=[spatials[1].center()], unless_exists=str(marker)
+    )
     out = tmp_path / "c.npz"
     args = dict(
         spatials=spatials,
         out=str(out),
         layout="combined",
         continue_on_error=True,
-        provider_options={"faults": faults},
     )
-    res = export_batch(**kw(raster_source, remoteclip_ckpt), **args)
+    res = export_batch(**kw(raster_source, remoteclip_ckpt, **faults), **args)
     assert res["status"] == "partial"
     entry = res["models"][0]
     assert entry["status"] == "partial" and entry["failed_indices"] == [1]
@@ -139,16 +142,19 @@ def test_combined_partial_then_resume(tmp_path, raster_source, remoteclip_ckpt):
         assert "embedding__remoteclip__00000" in z.files and "embeddings__remoteclip" not in z.files
 
     marker.write_text("ok")
-    res2 = export_batch(**kw(raster_source, remoteclip_ckpt), **args, resume=True)
+    res2 = export_batch(**kw(raster_source, remoteclip_ckpt, **faults), **args, resume=True)
     assert res2["status"] == "ok"
     assert patch_counts(out.with_name("c.rs_embed_ray")) == {0: 1, 1: 2, 2: 1, 3: 1, 4: 1}
     # a complete combined file short-circuits the next resume
-    res3 = export_batch(**kw(raster_source, remoteclip_ckpt), **args, resume=True)
+    res3 = export_batch(**kw(raster_source, remoteclip_ckpt, **faults), **args, resume=True)
     assert res3["resume_skipped"] is True
 
     ref = tmp_path / "ref.npz"
     export_batch(
-        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout="combined"
+        **kw(raster_source, remoteclip_ckpt, **faulty_local(raster_source)),  # no faults
+        spatials=spatials,
+        out=str(ref),
+        layout="combined",
     )
     with np.load(out) as za, np.load(ref) as zb:
         assert sorted(za.files) == sorted(zb.files)
@@ -163,25 +169,25 @@ def test_without_continue_on_error_the_run_stops_and_resume_finishes(
 
     spatials = points(4)
     marker = tmp_path / "fixed"
-    faults = {"fail_items": [spatials[3].center()], "unless_exists": str(marker)}
+    faults = faulty_local(
+        raster_source, fail_items=[spatials[3].center()], unless_exists=str(marker)
+    )
     out = tmp_path / "pi"
     with pytest.raises(StageFailed, match="resume=True"):
         export_batch(
-            **kw(raster_source, remoteclip_ckpt),
+            **kw(raster_source, remoteclip_ckpt, **faults),
             spatials=spatials,
             out=str(out),
             layout="per_item",
-            provider_options={"faults": faults},
         )
     assert not (out / "_rs_embed_ray" / "lock").exists()
     marker.write_text("ok")
     res = export_batch(
-        **kw(raster_source, remoteclip_ckpt),
+        **kw(raster_source, remoteclip_ckpt, **faults),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         resume=True,
-        provider_options={"faults": faults},
     )
     assert all(r["status"] == "ok" for r in res)
     counts = patch_counts(out / "_rs_embed_ray")
@@ -190,24 +196,22 @@ def test_without_continue_on_error_the_run_stops_and_resume_finishes(
 
 def test_transient_fetch_errors_are_retried(tmp_path, raster_source, remoteclip_ckpt):
     spatials = points(4)
-    faults = {"transient_every": True}
+    faults = faulty_local(raster_source, transient_every=True)
     res = export_batch(
-        **kw(raster_source, remoteclip_ckpt),
+        **kw(raster_source, remoteclip_ckpt, **faults),
         spatials=spatials,
         out=str(tmp_path / "pi"),
         layout="per_item",
         max_retries=2,
-        provider_options={"faults": faults},
     )
     assert all(r["status"] == "ok" for r in res)
     res = export_batch(
-        **kw(raster_source, remoteclip_ckpt),
+        **kw(raster_source, remoteclip_ckpt, **faults),
         spatials=spatials,
         out=str(tmp_path / "pi0"),
         layout="per_item",
         max_retries=0,
         continue_on_error=True,
-        provider_options={"faults": faults},
     )
     assert all(r["status"] == "failed" for r in res)
     assert "transient" in res[0]["models"][0]["error"]
@@ -216,14 +220,16 @@ def test_transient_fetch_errors_are_retried(tmp_path, raster_source, remoteclip_
 SCRIPT = """
 import sys, json
 from rs_embed_ray import export_batch, TemporalSpec, PointBuffer
+from rs_embed_ray.testing.faults import faulty_local
 spec = json.loads(sys.argv[1])
 export_batch(
     spatials=[PointBuffer(*p) for p in spec["points"]],
     temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
-    models=["remoteclip", "spectral_stats"], backend="local", source=spec["source"],
+    models=["remoteclip", "spectral_stats"],
+    **faulty_local(spec["source"], latency_s=spec["latency"]),
     weights={"remoteclip": spec["ckpt"]}, out=spec["out"], layout=spec["layout"],
     show_progress=False, num_workers=1, chunk_size=2, resume=spec["resume"],
-    provider_options={"faults": {"latency_s": spec["latency"]}}, ray_address="local",
+    ray_address="local",
 )
 print("DONE")
 """
@@ -285,7 +291,10 @@ def test_resume_after_killed_driver(tmp_path, raster_source, remoteclip_ckpt, la
 
     ref = tmp_path / ("ref" if layout == "per_item" else "ref.npz")
     export_batch(
-        **kw(raster_source, remoteclip_ckpt), spatials=spatials, out=str(ref), layout=layout
+        **kw(raster_source, remoteclip_ckpt, **faulty_local(raster_source)),  # no latency
+        spatials=spatials,
+        out=str(ref),
+        layout=layout,
     )
     if layout == "per_item":
         assert_same_export(out, ref, [f"p{i:05d}" for i in range(10)])

@@ -92,7 +92,6 @@ class Embedder(ABC):
 
     info: ClassVar[ModelInfo]
     # the model_config keys this model reads; None: not declared (nothing is refused).
-    # "faults" (the test hook of testing.faults) is always accepted.
     CONFIG_KEYS: ClassVar[frozenset[str] | None] = None
 
     def __init__(

@@ -16,7 +16,6 @@ from typing import Any
 
 from rs_embed_ray.errors import ModelError, WeightsError
 
-ALWAYS_ACCEPTED = frozenset({"faults"})
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _RANDOM = frozenset({"random", "random-init", "random_init"})
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -54,7 +53,7 @@ def check_model_config(cls: Any, model_config: dict[str, Any] | None) -> None:
         )
     known = cls.CONFIG_KEYS
     if known is not None:
-        unknown = sorted(set(model_config) - set(known) - ALWAYS_ACCEPTED)
+        unknown = sorted(set(model_config) - set(known))
         if unknown:
             hint = f"known: {sorted(known)}" if known else "it takes no options"
             raise ModelError(
@@ -153,4 +152,4 @@ def check_weights(cls: Any, weights: str | None, model_config: dict[str, Any] | 
             )
 
 
-__all__ = ["check_model_config", "check_weights", "sniff_checkpoint", "ALWAYS_ACCEPTED"]
+__all__ = ["check_model_config", "check_weights", "sniff_checkpoint"]

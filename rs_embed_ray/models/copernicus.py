@@ -178,7 +178,6 @@ def check_request(
         check_year(t)
     _explicit(weights)
     cfg = dict(model_config or {})
-    cfg.pop("faults", None)  # the pipeline's test hook, not the model's
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ModelError(

@@ -173,7 +173,6 @@ def parse_config(model_config: dict[str, Any] | None) -> tuple[str, int, int]:
     """``(recipe, image_size, patch_size)`` of a model_config; unknown keys, a bad recipe or
     sizes that do not divide raise ModelError naming what to change."""
     cfg = dict(model_config or {})
-    cfg.pop("faults", None)  # the pipeline's test hook, not the model's
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ModelError(

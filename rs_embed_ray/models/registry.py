@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -48,10 +49,35 @@ def require_available(name: str) -> ModelInfo:
     return info
 
 
-def embedder_class(name: str) -> type[Embedder]:
-    info = require_available(name)
-    module_name, _, attr = IMPLEMENTATIONS[info.model_id].partition(":")
+def register_model(model_id: str, target: str, *, like: str) -> ModelInfo:
+    """Add model ``model_id``, built by ``target`` ("module:Class"), with the catalog facts
+    of model ``like`` (sensor, outputs, sizes): e.g. a test model that wraps a real one.
+
+    Registration is seen only by this process: the plan carries the resolved target
+    (``implementation_target``) to Ray's workers, which import it themselves."""
+    module_name, sep, attr = str(target).partition(":")
+    if not (module_name and sep and attr):
+        raise ModelError(f"model target {target!r}: write it as 'module:Class'.")
+    mid = canonical_model_id(model_id)
+    info = dataclasses.replace(require_available(like), model_id=mid)
+    CATALOG[mid] = info
+    IMPLEMENTATIONS[mid] = str(target)
+    return info
+
+
+def implementation_target(name: str) -> str:
+    """The "module:Class" that implements model ``name`` (ModelError when it has none)."""
+    return IMPLEMENTATIONS[require_available(name).model_id]
+
+
+def import_target(target: str) -> Any:
+    """The object a "module:attr" target names, imported."""
+    module_name, _, attr = target.partition(":")
     return getattr(importlib.import_module(module_name), attr)
+
+
+def embedder_class(name: str) -> type[Embedder]:
+    return import_target(implementation_target(name))
 
 
 def load_embedder(
@@ -61,6 +87,9 @@ def load_embedder(
     weights: str | None = None,
     model_config: dict[str, Any] | None = None,
     precision: str = "auto",
+    target: str | None = None,
 ) -> Embedder:
-    cls = embedder_class(name)
+    """Build model ``name``; from ``target`` ("module:Class", resolved in the driver by
+    ``implementation_target``) when given, so a worker needs no registration of its own."""
+    cls = import_target(target) if target else embedder_class(name)
     return cls(device=device, weights=weights, model_config=model_config, precision=precision)

@@ -248,7 +248,7 @@ CONFIG_KEYS += ("filename",)
 def parse_config(model_config: dict[str, Any] | None) -> tuple[str, str, int]:
     """``model_config`` -> (model_key, preprocess mode, layer_index); a ModelError names the
     key to change. Cheap (no torch), so the planner runs it before any cluster work."""
-    cfg = {k: v for k, v in dict(model_config or {}).items() if k != "faults"}
+    cfg = dict(model_config or {})
     unknown = sorted(set(cfg) - set(CONFIG_KEYS))
     if unknown:
         raise ModelError(

@@ -85,6 +85,7 @@ def fetch_stage(
         FetchWorker,
         fn_constructor_kwargs={
             "backend": plan.backend,
+            "provider_target": plan.provider_target,
             "provider_options": plan.provider_options,
             "sensor": jsonable(group.sensor),
             "n_frames": group.n_frames,
@@ -135,6 +136,7 @@ def infer_stage(
             "torch_threads": size.torch_threads,
             "name": model.name,
             "fetch_key": model.fetch_key,
+            "target": model.target,
         },
         compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
         num_gpus=size.gpus_per_actor,

@@ -61,26 +61,21 @@ class ModelWorker:
         torch_threads: int = 1,
         name: str | None = None,
         fetch_key: str | None = None,
+        target: str | None = None,
     ) -> None:
         import torch
 
         # Ray pins OMP threads to the actor's num_cpus; a CPU-only actor may use the machine
         torch.set_num_threads(max(1, torch_threads))
         self.device = resolve_torch_device(device)
-        cfg = dict(model_config or {})
-        faults = cfg.pop("faults", None)  # test hook (testing.faults), not the model's
-        self.crash = None
-        if faults:
-            from rs_embed_ray.testing.faults import CrashOnce
-
-            self.crash = CrashOnce(faults)
-            self.crash.starting()
+        # built from the target the driver resolved: a model registered there is unknown here
         self.embedder = load_embedder(
             model_id,
             device=self.device,
             weights=weights,
-            model_config=cfg or None,
+            model_config=dict(model_config or {}) or None,
             precision=options.precision,
+            target=target,
         )
         self.output = OutputSpec(**output)
         self.temporal = temporal_from_dict(temporal)
@@ -117,8 +112,6 @@ class ModelWorker:
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.crash is not None:
-            self.crash.tick()
         b = _Rows(batch)
         self._settle_upstream(batch, b)
         self._read_inputs(batch, b)

@@ -118,7 +118,7 @@ class Runner:
         instead, so several jobs on one cluster share one project's quota.
         """
         p = self.plan
-        if not provider_class(p.backend).uses_request_quota:
+        if not provider_class(p.backend, target=p.provider_target).uses_request_quota:
             return {}
         quota = p.run.quota
         shared = quota.shared_actor
@@ -140,7 +140,8 @@ class Runner:
     def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
         """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
         p = self.plan
-        quota = p.run.quota if provider_class(p.backend).uses_request_quota else None
+        uses_quota = provider_class(p.backend, target=p.provider_target).uses_request_quota
+        quota = p.run.quota if uses_quota else None
         size = fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
         shard_dir = str(self.state.shard_dir("patches", group.key))
         quota_kw = self._quota_kwargs(size.actors, size.threads)

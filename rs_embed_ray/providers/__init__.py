@@ -24,12 +24,28 @@ def provider_names() -> list[str]:
     return sorted(PROVIDERS)
 
 
-def provider_class(name: str) -> Any:
-    """The factory registered for ``name`` (imported now), to read its capabilities."""
+def register_provider(name: str, target: str) -> None:
+    """Make backend ``name`` build ``target`` ("module:factory"), e.g. a test provider that
+    wraps a real one. Registration is seen only by this process: the plan carries the
+    resolved target (``provider_target``) to Ray's workers, which import it themselves."""
+    module_name, sep, attr = str(target).partition(":")
+    if not (module_name and sep and attr):
+        raise ProviderError(f"provider target {target!r}: write it as 'module:factory'.")
+    PROVIDERS[str(name).strip().lower()] = str(target)  # as plan.resolve_backend spells it
+
+
+def provider_target(name: str) -> str:
+    """The "module:factory" that backend ``name`` builds (ProviderError with the known names)."""
     target = PROVIDERS.get(name)
     if target is None:
         raise ProviderError(f"Unknown backend {name!r}. Known: {provider_names()}.")
-    module_name, _, attr = target.partition(":")
+    return target
+
+
+def provider_class(name: str, *, target: str | None = None) -> Any:
+    """The factory registered for ``name`` (or ``target``), imported now, to read its
+    capabilities; a registered factory is a ``BaseProvider`` subclass or states them."""
+    module_name, _, attr = (target or provider_target(name)).partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -37,18 +53,11 @@ def provider_class(name: str) -> Any:
     return getattr(module, attr)
 
 
-def create_provider(name: str, **options: Any) -> BaseProvider:
-    """Build a provider by backend name (raises ProviderError with the known names)."""
-    if name not in PROVIDERS:
-        raise ProviderError(f"Unknown backend {name!r}. Known: {provider_names()}.")
-    faults = options.pop("faults", None)
-    factory = provider_class(name)
-    provider = factory(**options)
-    if faults:
-        from rs_embed_ray.testing.faults import FaultInjectingProvider
-
-        provider = FaultInjectingProvider(provider, faults)
-    return complete(provider)
+def create_provider(name: str, *, target: str | None = None, **options: Any) -> BaseProvider:
+    """Build a complete provider by backend name, or from ``target`` ("module:factory", as
+    resolved by ``provider_target`` in the driver) when given; ``name`` then only labels
+    errors."""
+    return complete(provider_class(name, target=target)(**options))
 
 
 __all__ = [
@@ -59,4 +68,6 @@ __all__ = [
     "create_provider",
     "provider_class",
     "provider_names",
+    "provider_target",
+    "register_provider",
 ]

@@ -1,8 +1,18 @@
-"""Fault injection around a real provider, for tests, benchmarks and fire drills.
+"""Fault injection around a real provider and a real model, for tests, benchmarks and drills.
 
-Enabled only through ``provider_options={"faults": {...}}`` (the fetch actors) or
-``model_configs={MODEL: {"faults": {...}}}`` (the inference actor); the wrapped provider and
-model still do the real work. Provider keys:
+Faults are attached by wrapping, never through the options of a real provider or model:
+``register()`` (in the driver) adds
+
+- backend ``"faulty"`` (``FaultInjectingProvider``): ``provider_options`` name the wrapped
+  backend (``wraps="local"``) and its own options (``source=...``), plus the fault settings
+  below; ``faulty_local(source, **faults)`` spells the keywords for ``export_batch``;
+- model ``"faulty_spectral_stats"`` (``CrashingSpectralStats``): ``spectral_stats`` with the
+  same catalog facts, whose ``model_config`` holds only crash settings.
+
+The plan carries each resolved "module:attr" target to Ray's workers, which import it, so the
+registration needs no copy in the workers. The wrapped provider and model do the real work.
+
+Provider settings:
 
 - ``latency_s``: sleep before every fetch (to make runs slow enough to interrupt);
 - ``fail_items``: list of places (lon, lat) whose fetch raises ``ProviderError``;
@@ -12,11 +22,13 @@ model still do the real work. Provider keys:
 - ``exit_on_call`` + ``exit_marker``: the process running the fetch dies (``os._exit``, no
   cleanup, like an OOM kill) on its k-th fetch call, once: the first process to create
   ``exit_marker`` dies, later calls and restarted actors see the marker and carry on;
-- ``disk_full_after_shards``: once that many patch shards exist, writing the next one raises
-  ``OSError(ENOSPC)`` (while ``unless_exists`` is missing, when given).
+- ``disk_full_after_shards``: once a folder holds that many patch shards, writing the next one
+  raises ``OSError(ENOSPC)`` (while ``unless_exists`` is missing, when given). The provider
+  wraps ``rs_embed_ray.io.shards.write_shard`` in its own process (the fetch actor's), which
+  the fetch stage looks up at call time: the write fails where a full disk would fail it.
 
-Model keys (``model_configs={"spectral_stats": {"faults": {...}}}``, read by the inference
-actor and not passed to the model): ``exit_on_call`` + ``exit_marker``, counted in batches.
+Model settings (``model_configs={"faulty_spectral_stats": {...}}``): ``exit_on_call`` +
+``exit_marker``, counted in ``embed_batch`` calls (one per inference batch).
 
 Both: ``exit_in_init`` + ``exit_marker``: the actor dies while it starts (loading weights,
 opening the provider), once.
@@ -24,18 +36,44 @@ opening the provider), once.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
+import functools
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from rs_embed_ray.errors import ProviderError
-from rs_embed_ray.providers.base import Patch, Provider
+from rs_embed_ray.io import shards
+from rs_embed_ray.models.registry import register_model
+from rs_embed_ray.models.spectral_stats import SpectralStats
+from rs_embed_ray.providers import create_provider, register_provider
+from rs_embed_ray.providers.base import BaseProvider, Patch
 from rs_embed_ray.specs import SensorSpec, SpatialSpec, TemporalSpec
 
 EXIT_CODE = 17
+PROVIDER = "faulty"
+MODEL = "faulty_spectral_stats"
+CRASH_KEYS = frozenset({"exit_on_call", "exit_marker", "exit_in_init"})
+
+
+def register() -> None:
+    """Add backend ``PROVIDER`` and model ``MODEL`` in this process (the driver); idempotent."""
+    register_provider(PROVIDER, f"{__name__}:FaultInjectingProvider")
+    register_model(MODEL, f"{__name__}:CrashingSpectralStats", like="spectral_stats")
+
+
+def faulty_local(source: str | os.PathLike[str], **faults: Any) -> dict[str, Any]:
+    """``export_batch`` keywords that fetch from the local ``source`` through the fault
+    injecting provider (``faults``: the provider settings above); registers it first."""
+    register()
+    options = {"wraps": "local", "source": str(Path(source).expanduser().resolve()), **faults}
+    return {"backend": PROVIDER, "source": None, "provider_options": options}
 
 
 def _claim(marker: str | os.PathLike[str]) -> bool:
@@ -55,7 +93,7 @@ def _claim(marker: str | os.PathLike[str]) -> bool:
 class CrashOnce:
     """Kill this process (``os._exit``) on the k-th ``tick``, once across all processes."""
 
-    def __init__(self, spec: dict[str, Any] | None) -> None:
+    def __init__(self, spec: Mapping[str, Any] | None) -> None:
         spec = spec or {}
         self.at = int(spec.get("exit_on_call", 0) or 0)
         self.marker = spec.get("exit_marker")
@@ -82,31 +120,61 @@ class CrashOnce:
             os._exit(EXIT_CODE)
 
 
-def check_disk_full(spec: dict[str, Any] | None, shard_dir: str | os.PathLike[str]) -> None:
-    """Raise ENOSPC before a shard write once ``disk_full_after_shards`` shards exist."""
-    if not spec or spec.get("disk_full_after_shards") is None:
+def check_disk_full(after: int, unless_exists: str | None, folder: str | os.PathLike[str]) -> None:
+    """Raise ENOSPC once ``folder`` holds ``after`` shards (unless ``unless_exists`` exists)."""
+    if unless_exists is not None and os.path.exists(unless_exists):
         return
-    gate = spec.get("unless_exists")
-    if gate is not None and os.path.exists(gate):
-        return
-    folder = Path(shard_dir)
+    folder = Path(folder)
     n = sum(1 for p in folder.glob("*.npz")) if folder.is_dir() else 0
-    if n >= int(spec["disk_full_after_shards"]):
+    if n >= int(after):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC) + " (injected)", str(folder))
 
 
-class FaultInjectingProvider:
-    def __init__(self, inner: Provider, spec: dict[str, Any]) -> None:
-        self.inner = inner
-        self.name = getattr(inner, "name", "faulty")
-        self.latency_s = float(spec.get("latency_s", 0.0))
-        self.fail_items = {
-            (round(float(a), 9), round(float(b), 9)) for a, b in spec.get("fail_items", [])
-        }
-        self.unless_exists = spec.get("unless_exists")
-        self.transient = bool(spec.get("transient_every", False))
-        self.crash = CrashOnce(spec)
+def fill_disk_after(after: int, unless_exists: str | None) -> None:
+    """From now on, in this process, a shard written into a folder that already holds
+    ``after`` shards fails with ENOSPC (wraps ``shards.write_shard``; idempotent)."""
+    real = getattr(shards.write_shard, "__wrapped__", shards.write_shard)
+
+    @functools.wraps(real)
+    def write_shard(path: str | Path, items: Mapping[int, tuple[np.ndarray, dict]]) -> None:
+        check_disk_full(after, unless_exists, Path(path).parent)
+        real(path, items)
+
+    shards.write_shard = write_shard
+
+
+class FaultInjectingProvider(BaseProvider):
+    """Backend ``PROVIDER``: the provider ``wraps`` (built with ``inner_options``), with faults.
+
+    Its capabilities are the defaults (no request quota, no batching, no pre-run check),
+    whatever it wraps, so a run through it fetches place by place."""
+
+    def __init__(
+        self,
+        *,
+        wraps: str,
+        latency_s: float = 0.0,
+        fail_items: Sequence[Sequence[float]] = (),
+        unless_exists: str | None = None,
+        transient_every: bool = False,
+        exit_on_call: int = 0,
+        exit_in_init: bool = False,
+        exit_marker: str | None = None,
+        disk_full_after_shards: int | None = None,
+        **inner_options: Any,
+    ) -> None:
+        self.inner = create_provider(wraps, **inner_options)
+        self.name = getattr(self.inner, "name", PROVIDER)
+        self.latency_s = float(latency_s)
+        self.fail_items = {(round(float(a), 9), round(float(b), 9)) for a, b in fail_items}
+        self.unless_exists = unless_exists
+        self.transient = bool(transient_every)
+        self.crash = CrashOnce(
+            {"exit_on_call": exit_on_call, "exit_in_init": exit_in_init, "exit_marker": exit_marker}
+        )
         self.crash.starting()
+        if disk_full_after_shards is not None:
+            fill_disk_after(int(disk_full_after_shards), unless_exists)
         self._seen: set[tuple[float, float]] = set()
         self._lock = threading.Lock()
 
@@ -117,6 +185,7 @@ class FaultInjectingProvider:
         sensor: SensorSpec,
         *,
         n_frames: int | None = None,
+        **kwargs: Any,
     ) -> Patch:
         self.crash.tick()
         if self.latency_s:
@@ -132,9 +201,26 @@ class FaultInjectingProvider:
                 self._seen.add(key)
             if first:
                 raise ProviderError(f"injected transient fault for place {key} (first attempt)")
-        return self.inner.fetch(spatial, temporal, sensor, n_frames=n_frames)
+        return self.inner.fetch(spatial, temporal, sensor, n_frames=n_frames, **kwargs)
+
+    def ensure_ready(self) -> None:
+        self.inner.ensure_ready()
 
     def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close:
-            close()
+        self.inner.close()
+
+
+class CrashingSpectralStats(SpectralStats):
+    """Model ``MODEL``: ``spectral_stats`` whose process dies once (``CRASH_KEYS``)."""
+
+    info = dataclasses.replace(SpectralStats.info, model_id=MODEL)
+    CONFIG_KEYS = CRASH_KEYS
+
+    def __init__(self, *, model_config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.crash = CrashOnce(model_config)
+        self.crash.starting()
+        super().__init__(model_config=None, **kwargs)
+
+    def embed_batch(self, inputs: list[np.ndarray], **kwargs: Any) -> list:
+        self.crash.tick()
+        return super().embed_batch(inputs, **kwargs)

@@ -27,7 +27,7 @@ EE_ENV = (
 )
 
 
-def local_kw(source: Path, **extra: Any) -> dict[str, Any]:
+def local_kw(source: Path, /, **extra: Any) -> dict[str, Any]:
     """A small, fast export: the parameter-free model, the synthetic raster source."""
     d: dict[str, Any] = dict(
         temporal=WINDOW,
@@ -137,6 +137,8 @@ def child_env(**extra: str) -> dict[str, str]:
 DRIVER = """
 import json, sys
 from rs_embed_ray import PointBuffer, TemporalSpec, export_batch
+from rs_embed_ray.testing import faults
+faults.register()  # for a kw that names the fault-injecting backend or model
 spec = json.loads(sys.argv[1])
 kw = dict(spec["kw"])
 kw["temporal"] = TemporalSpec.range(*spec["window"])

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from rs_embed_ray import export_batch
+from rs_embed_ray.testing.faults import MODEL, faulty_local
 from tests.conftest import points
 from tests.faults.conftest import (
     assert_per_item_complete,
@@ -37,17 +38,15 @@ N = 10
 def test_fetch_and_model_actor_killed_mid_run(tmp_path, raster_source, layout):
     fetch_died, model_died = tmp_path / "fetch-died", tmp_path / "model-died"
     out = tmp_path / ("pi" if layout == "per_item" else "c.npz")
+    # the 3rd fetch of some fetch actor and the 2nd batch of the model actor kill their
+    # process, once (the marker file): the restarted actors carry on
+    faults = faulty_local(raster_source, exit_on_call=3, exit_marker=str(fetch_died))
     res = export_batch(
-        **local_kw(raster_source),
+        **local_kw(raster_source, models=[MODEL], **faults),
         spatials=points(N),
         out=str(out),
         layout=layout,
-        # the 3rd fetch of some fetch actor and the 2nd batch of the model actor kill their
-        # process, once (the marker file): the restarted actors carry on
-        provider_options={"faults": {"exit_on_call": 3, "exit_marker": str(fetch_died)}},
-        model_configs={
-            "spectral_stats": {"faults": {"exit_on_call": 2, "exit_marker": str(model_died)}}
-        },
+        model_configs={MODEL: {"exit_on_call": 2, "exit_marker": str(model_died)}},
     )
     assert fetch_died.exists() and model_died.exists()  # both kills happened
     state = state_dir(out, layout)
@@ -62,8 +61,8 @@ def test_fetch_and_model_actor_killed_mid_run(tmp_path, raster_source, layout):
         assert res["status"] == "ok"
         man = manifest_intact(out)
         with np.load(out) as z:
-            assert z["embeddings__spectral_stats"].shape == (N, 20)
-            assert np.isfinite(z["embeddings__spectral_stats"]).all()
+            assert z[f"embeddings__{MODEL}"].shape == (N, 20)
+            assert np.isfinite(z[f"embeddings__{MODEL}"]).all()
         assert man["n_items"] == N
         assert temps(out.parent) == []
 
@@ -71,19 +70,15 @@ def test_fetch_and_model_actor_killed_mid_run(tmp_path, raster_source, layout):
 def test_actors_dying_while_they_start(tmp_path, raster_source):
     """A death in the constructor (e.g. OOM while loading weights) is survived too."""
     out = tmp_path / "c.npz"
+    faults = faulty_local(
+        raster_source, exit_in_init=True, exit_marker=str(tmp_path / "fetch-died")
+    )
     res = export_batch(
-        **local_kw(raster_source),
+        **local_kw(raster_source, models=[MODEL], **faults),
         spatials=points(4),
         out=str(out),
         layout="combined",
-        provider_options={
-            "faults": {"exit_in_init": True, "exit_marker": str(tmp_path / "fetch-died")}
-        },
-        model_configs={
-            "spectral_stats": {
-                "faults": {"exit_in_init": True, "exit_marker": str(tmp_path / "model-died")}
-            }
-        },
+        model_configs={MODEL: {"exit_in_init": True, "exit_marker": str(tmp_path / "model-died")}},
     )
     assert (tmp_path / "fetch-died").exists() and (tmp_path / "model-died").exists()
     assert res["status"] == "ok"
@@ -92,5 +87,5 @@ def test_actors_dying_while_they_start(tmp_path, raster_source):
     assert counts(state, "embed") == {i: 1 for i in range(4)}
     manifest_intact(out)
     with np.load(out) as z:
-        assert z["embeddings__spectral_stats"].shape == (4, 20)
+        assert z[f"embeddings__{MODEL}"].shape == (4, 20)
     assert temps(out.parent) == []

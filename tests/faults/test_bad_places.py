@@ -8,6 +8,7 @@ import time
 import pytest
 
 from rs_embed_ray import PointBuffer, export_batch
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 from tests.faults.conftest import counts, local_kw, manifest_intact, records, state_dir
 
@@ -20,13 +21,12 @@ def test_always_failing_places_are_recorded_once(tmp_path, raster_source):
     out = tmp_path / "pi"
     t0 = time.monotonic()
     res = export_batch(
-        **local_kw(raster_source),
+        **local_kw(raster_source, **faulty_local(raster_source, fail_items=[spatials[2].center()])),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         continue_on_error=True,
         max_retries=2,  # retried inside the worker: still one record per place
-        provider_options={"faults": {"fail_items": [spatials[2].center()]}},
     )
     elapsed = time.monotonic() - t0
     assert [r["status"] for r in res] == ["ok", "ok", "failed", "ok", "ok", "ok", "failed"]
@@ -38,7 +38,8 @@ def test_always_failing_places_are_recorded_once(tmp_path, raster_source):
     assert set(failed) == {2, 6}
     # recorded as rs-embed records errors: repr(exc)
     assert failed[2].startswith("ProviderError('injected fault for place")
-    assert failed[6].startswith("ProviderError(") and len(failed[6]) < 600, failed[6]
+    # outside the source: the typed "no imagery" error (a ProviderError) with its own text
+    assert failed[6].startswith("NoImageryError(") and len(failed[6]) < 600, failed[6]
     # the failures travel to the place's manifest (its file is written, with the error)
     for i in (2, 6):
         man = manifest_intact(out / f"p{i:05d}.npz")

@@ -18,6 +18,7 @@ from rs_embed_ray import export_batch
 from rs_embed_ray.cli import main
 from rs_embed_ray.errors import OutputLockedError
 from rs_embed_ray.io.state import RunState
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 from tests.faults.conftest import (
     REPO,
@@ -62,8 +63,8 @@ def test_second_process_is_refused_and_first_finishes(tmp_path, raster_source):
     for k in ("show_progress", "temporal"):  # the driver script sets them
         kw.pop(k)
     first = subprocess.Popen(
-        driver_cmd(points(N), **kw, out=str(out), layout="per_item",
-                   provider_options={"faults": {"latency_s": 0.5}}),
+        driver_cmd(points(N), **{**kw, **faulty_local(raster_source, latency_s=0.5)},
+                   out=str(out), layout="per_item"),
         env=child_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -111,8 +112,8 @@ def test_second_run_in_the_same_process_is_refused(tmp_path, raster_source, layo
     def first():
         try:
             box["res"] = export_batch(
-                **local_kw(raster_source), spatials=points(4), out=str(out), layout=layout,
-                provider_options={"faults": {"latency_s": 0.5}},
+                **local_kw(raster_source, **faulty_local(raster_source, latency_s=0.5)),
+                spatials=points(4), out=str(out), layout=layout,
             )  # fmt: skip
         except BaseException as exc:  # pragma: no cover - reported below
             box["exc"] = exc

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from rs_embed_ray import export_batch
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 from tests.faults.conftest import (
     assert_per_item_complete,
@@ -41,15 +42,16 @@ def partial_run(tmp_path, raster_source):
     """A per-item run where place 7 fails (until `fixed` exists): its shards are kept."""
     spatials = points(N)
     fixed = tmp_path / "fixed"
-    faults = {"fail_items": [spatials[7].center()], "unless_exists": str(fixed)}
+    faults = faulty_local(
+        raster_source, fail_items=[spatials[7].center()], unless_exists=str(fixed)
+    )
     out = tmp_path / "pi"
     args = dict(
-        **local_kw(raster_source),
+        **local_kw(raster_source, **faults),
         spatials=spatials,
         out=str(out),
         layout="per_item",
         continue_on_error=True,
-        provider_options={"faults": faults},
     )
     res = export_batch(**args)
     assert [r["status"] for r in res] == ["ok"] * 7 + ["failed"]

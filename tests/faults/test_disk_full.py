@@ -4,8 +4,9 @@ stay whole, no temp file or lock is left, and ``resume`` continues once space is
 
 Two ways to fill a disk:
 * always: an injected ``OSError(ENOSPC)`` when the fetch stage writes its third shard
-  (``provider_options={"faults": {"disk_full_after_shards": 2}}``), deterministic and
-  portable (CI runs unprivileged, and as root ``chmod`` does not stop writes);
+  (the fault-injecting test provider with ``disk_full_after_shards=2``, which wraps the
+  shard writer of its fetch actor), deterministic and portable (CI runs unprivileged, and
+  as root ``chmod`` does not stop writes);
 * where the test may mount (root with CAP_SYS_ADMIN, as in the dev sandbox): a real, small
   tmpfs, so every writer (fetch/embed shards, final files, the driver's log) meets a real
   ENOSPC wherever it happens first; after ``remount,size=...`` the resume finishes.
@@ -22,6 +23,7 @@ import pytest
 
 from rs_embed_ray import export_batch
 from rs_embed_ray.io.state import RunState
+from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points
 from tests.faults.conftest import (
     assert_per_item_complete,
@@ -57,15 +59,13 @@ def assert_stopped_cleanly(exc: BaseException, out) -> set[int]:
 def test_injected_enospc_stops_then_resume_continues(tmp_path, raster_source):
     out = tmp_path / "pi"
     space_back = tmp_path / "space-back"
+    faults = faulty_local(raster_source, disk_full_after_shards=2, unless_exists=str(space_back))
     args = dict(
-        **local_kw(raster_source, num_workers=1, fetch_threads=1),
+        **local_kw(raster_source, num_workers=1, fetch_threads=1, **faults),
         spatials=points(8),
         out=str(out),
         layout="per_item",
         continue_on_error=True,  # even so, a full disk stops the run
-        provider_options={
-            "faults": {"disk_full_after_shards": 2, "unless_exists": str(space_back)}
-        },
     )
     with pytest.raises(Exception) as ei:
         export_batch(**args)

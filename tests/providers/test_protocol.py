@@ -109,7 +109,8 @@ def test_registry_names_capabilities_and_unknown_backend() -> None:
     assert (local.uses_request_quota, local.batches_places, local.checks_before_run) == (
         (False,) * 3
     )
-    with pytest.raises(ProviderError, match=r"Unknown backend 'nope'. Known: \['gee', 'local'\]"):
+    # the list may also hold test backends that other tests registered in this process
+    with pytest.raises(ProviderError, match=r"Unknown backend 'nope'. Known: \[.*'gee', 'local'"):
         provider_class("nope")
     with pytest.raises(ProviderError, match="Unknown backend 'nope'"):
         create_provider("nope")
