@@ -193,13 +193,20 @@ class ExportPlan:
             payload["temporals"] = [jsonable(t) for t in self.temporals]
         return fingerprint(payload)
 
+    def _place_identity(self, index: int) -> dict[str, Any]:
+        """Where the pixels of place ``index`` come from: the start of both the patch and the
+        pair fingerprint (``fingerprint`` sorts the keys, so the order here does not count)."""
+        return {
+            "backend": self.backend,
+            "source": self.provider_options.get("source"),
+            "spatial": jsonable(self.spatials[index]),
+            "temporal": jsonable(self.temporal_of(index)),
+        }
+
     def patch_fingerprint(self, index: int, group: FetchGroup) -> str:
         return fingerprint(
             {
-                "backend": self.backend,
-                "source": self.provider_options.get("source"),
-                "spatial": jsonable(self.spatials[index]),
-                "temporal": jsonable(self.temporal_of(index)),
+                **self._place_identity(index),
                 "sensor": group.sensor.identity(),
                 "n_frames": group.n_frames,
                 # only when set, so the cache keys of every other group stay as they were
@@ -211,10 +218,7 @@ class ExportPlan:
         """Identity of one (item, model) embedding: what must match to skip it on resume."""
         return fingerprint(
             {
-                "backend": self.backend,
-                "source": self.provider_options.get("source"),
-                "spatial": jsonable(self.spatials[index]),
-                "temporal": jsonable(self.temporal_of(index)),
+                **self._place_identity(index),
                 "output": jsonable(self.output),
                 "input_prep": jsonable(self.input_prep),
                 "model": model.fingerprint_payload(),

@@ -135,12 +135,7 @@ class EarlierRun:
             "status": "ok",
             "stage": "resume",
             "reason": "output_exists",
-            "backend": p.backend,
-            "device": self.device,
-            "models": [],
-            "spatial": jsonable(p.spatials[index]),
-            "temporal": jsonable(p.temporal_of(index)),
-            "output": jsonable(p.output),
+            **place_record(p, index, self.device),
             "request_fingerprint": rec["fp"],
             "resume_skipped": True,
             "resume_output_path": str(path),
@@ -167,6 +162,19 @@ class EarlierRun:
             ):
                 return {**man, "resume_skipped": True, "resume_output_path": str(p.out_path)}
         return None
+
+
+def place_record(plan: ExportPlan, index: int, device: str) -> dict[str, Any]:
+    """The run and place fields of a per-item manifest that holds no model result (a file
+    skipped on resume, a file that could not be written), in the contract's key order."""
+    return {
+        "backend": plan.backend,
+        "device": device,
+        "models": [],
+        "spatial": jsonable(plan.spatials[index]),
+        "temporal": jsonable(plan.temporal_of(index)),
+        "output": jsonable(plan.output),
+    }
 
 
 def item_records(

@@ -26,9 +26,9 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 __all__ = ["ExportResult", "ModelResult", "load_export", "summarize_export"]
 
@@ -587,16 +588,24 @@ def _combined_n_items(manifest: dict[str, Any], arrays: _ArrayFile | None) -> in
     return 0
 
 
+def _without_manifest(
+    path: str, read: Callable[[str, str], _T | None], missing: FileNotFoundError
+) -> _T:
+    """A combined file whose manifest is missing: what ``read(path, format)`` makes of the
+    file alone (the loader and the summary share this fallback), else ``missing``."""
+    name = _format_of(path)
+    if name is not None:
+        found = read(path, name)
+        if found is not None:
+            return found
+    raise missing
+
+
 def _load_combined(path: str) -> _Loaded:
     try:
         arrays_path, json_path, fmt = _resolve_combined_paths(path)
-    except FileNotFoundError:
-        name = _format_of(path)
-        if name is not None:
-            loaded = _load_file_without_manifest(path, name)
-            if loaded is not None:
-                return loaded
-        raise
+    except FileNotFoundError as exc:
+        return _without_manifest(path, _load_file_without_manifest, exc)
     manifest = _load_json(json_path)
     if _is_point_manifest(manifest):
         base = os.path.splitext(os.path.basename(arrays_path))[0]
@@ -1177,13 +1186,8 @@ def _ok_keys(entries: list[Any]) -> list[str]:
 def _summarize_combined(path: str) -> dict[str, Any]:
     try:
         arrays_path, json_path, fmt = _resolve_combined_paths(path)
-    except FileNotFoundError:
-        name = _format_of(path)
-        if name is not None:
-            summary = _summarize_file_without_manifest(path, name)
-            if summary is not None:
-                return summary
-        raise
+    except FileNotFoundError as exc:
+        return _without_manifest(path, _summarize_file_without_manifest, exc)
     return _summarize_manifest(arrays_path, fmt, _load_json(json_path), path)
 
 

@@ -8,12 +8,11 @@ of reflectance (DN / 10000) -> 5 x 4 = 20-D. Grid: per band block means on a 4 x
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from rs_embed_ray.models.base import Embedder, Embedding, ModelInfo
-from rs_embed_ray.specs import OutputSpec, SensorSpec, SpatialSpec, TemporalSpec
+from rs_embed_ray.models.base import Embedding, ModelInfo
+from rs_embed_ray.models.runtime import Batch, BatchEmbedder
+from rs_embed_ray.specs import SensorSpec
 
 GRID = 4
 BANDS = ("B2", "B3", "B4", "B8")
@@ -42,24 +41,17 @@ def _block_means(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-class SpectralStats(Embedder):
+class SpectralStats(BatchEmbedder):
     info = INFO
     CONFIG_KEYS = frozenset()
 
     def _load(self, weights: str | None) -> None:
         self.weights_record = {"weights": "none (parameter-free)", "sha256": None}
 
-    def embed_batch(
-        self,
-        inputs: list[np.ndarray],
-        *,
-        output: OutputSpec,
-        spatials: list[SpatialSpec],
-        temporal: TemporalSpec | None,
-        fetch_metas: list[dict[str, Any]],
-    ) -> list[Embedding]:
+    def _embed(self, batch: Batch) -> list[Embedding]:
+        output = batch.output
         out = []
-        for x in inputs:
+        for x in batch.inputs:
             arr = np.asarray(x, dtype=np.float32)
             if arr.ndim == 4:  # time series: average the frames
                 arr = np.nanmean(arr, axis=0)

@@ -33,7 +33,7 @@ from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
 from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.providers import provider_class
-from rs_embed_ray.resume import EarlierRun, item_records
+from rs_embed_ray.resume import EarlierRun, item_records, place_record
 
 log = logging.getLogger(__name__)
 
@@ -273,12 +273,7 @@ class Runner:
             "status": "failed",
             "stage": "write",
             "error": error,
-            "backend": p.backend,
-            "device": self.device,
-            "models": [],
-            "spatial": jsonable(p.spatials[i]),
-            "temporal": jsonable(p.temporal_of(i)),
-            "output": jsonable(p.output),
+            **place_record(p, i, self.device),
         }
 
     def _finalize_per_item(self, todo: list[int]) -> dict[int, dict[str, Any]]:
