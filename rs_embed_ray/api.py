@@ -23,7 +23,7 @@ from rs_embed_ray.options import (
     ExportTarget,
 )
 from rs_embed_ray.plan import ExportPlan, build_plan
-from rs_embed_ray.providers import create_provider, provider_class
+from rs_embed_ray.providers import create_provider, provider_capability
 from rs_embed_ray.specs import (
     FetchSpec,
     InputPrepSpec,
@@ -60,7 +60,9 @@ def preflight(plan: ExportPlan) -> None:
 
     A run whose models all read their own product (no fetch group) never starts the
     provider, so it needs no Earth Engine credentials."""
-    if plan.groups and provider_class(plan.backend, target=plan.provider_target).checks_before_run:
+    if plan.groups and provider_capability(
+        plan.backend, "checks_before_run", target=plan.provider_target
+    ):
         provider = create_provider(
             plan.backend, target=plan.provider_target, **plan.provider_options
         )

@@ -32,7 +32,7 @@ from rs_embed_ray.pipeline.quiet import (
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
 from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
-from rs_embed_ray.providers import provider_class
+from rs_embed_ray.providers import provider_capability
 from rs_embed_ray.resume import EarlierRun, item_records, place_record
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Runner:
         instead, so several jobs on one cluster share one project's quota.
         """
         p = self.plan
-        if not provider_class(p.backend, target=p.provider_target).uses_request_quota:
+        if not provider_capability(p.backend, "uses_request_quota", target=p.provider_target):
             return {}
         quota = p.run.quota
         shared = quota.shared_actor
@@ -140,7 +140,7 @@ class Runner:
     def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
         """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
         p = self.plan
-        uses_quota = provider_class(p.backend, target=p.provider_target).uses_request_quota
+        uses_quota = provider_capability(p.backend, "uses_request_quota", target=p.provider_target)
         quota = p.run.quota if uses_quota else None
         size = fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
         shard_dir = str(self.state.shard_dir("patches", group.key))

@@ -53,6 +53,14 @@ def provider_class(name: str, *, target: str | None = None) -> Any:
     return getattr(module, attr)
 
 
+def provider_capability(name: str, capability: str, *, target: str | None = None) -> bool:
+    """A capability of backend ``name`` (e.g. ``"uses_request_quota"``) before any instance
+    exists; a registered factory that does not state it gets ``BaseProvider``'s default, as
+    ``complete`` gives its instances."""
+    default = getattr(BaseProvider, capability)
+    return bool(getattr(provider_class(name, target=target), capability, default))
+
+
 def create_provider(name: str, *, target: str | None = None, **options: Any) -> BaseProvider:
     """Build a complete provider by backend name, or from ``target`` ("module:factory", as
     resolved by ``provider_target`` in the driver) when given; ``name`` then only labels
@@ -66,6 +74,7 @@ __all__ = [
     "Provider",
     "PROVIDERS",
     "create_provider",
+    "provider_capability",
     "provider_class",
     "provider_names",
     "provider_target",

@@ -189,3 +189,18 @@ def test_local_no_scene_in_window_is_no_imagery(tmp_path: Path) -> None:
     with pytest.raises(NoImageryError, match=r"no scene of local source .* in the time window"):
         p.fetch(place, TemporalSpec.range("2023-01-01", "2024-01-01"), SENSOR)
     p.close()
+
+
+class _Bare:
+    """A registered factory that states no capability (a third-party class)."""
+
+    def __init__(self, **_: object) -> None: ...
+
+
+def test_capabilities_default_for_a_factory_that_states_none() -> None:
+    from rs_embed_ray.providers import provider_capability
+
+    target = f"{__name__}:_Bare"
+    for cap in ("uses_request_quota", "batches_places", "checks_before_run"):
+        assert provider_capability("bare", cap, target=target) is False
+    assert provider_capability("gee", "uses_request_quota") is True
