@@ -100,11 +100,12 @@ def main(verbose: int) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["npz", "netcdf", "geoparquet"]),
+    type=click.Choice(["npz", "netcdf", "geoparquet", "zarr"]),
     default=default("format"),
     show_default=True,
     help="geoparquet: one row per place with its geometry and pooled vectors "
-    "(needs --layout combined --output pooled --no-save-inputs).",
+    "(needs --layout combined --output pooled --no-save-inputs); zarr: one Zarr v3 store "
+    "written in parallel by chunks of places (needs --layout combined).",
 )
 @click.option("--buffer-m", type=float, help="Buffer for points files without a buffer_m column.")
 @click.option(
