@@ -322,15 +322,27 @@ class RegionJob:
         rows = self._read()
         if self.point_key:
             for key, row in zip(self._keys(), rows, strict=True):
+                _drop_chunk(root[key], 0)
                 root[key][...] = row
             blocks = rows
         else:
             block = np.stack(rows) if rows else np.zeros((0,), np.float32)
-            root[self.marks][self.start : self.start + len(rows)] = block
+            arr = root[self.marks]
+            _drop_chunk(arr, self.region)  # a region is one chunk (or shard) along places
+            arr[self.start : self.start + len(rows)] = block
             blocks = [block]
         mark = np.frombuffer(self._source() + data_digest(blocks), dtype=np.uint8)
         root[MARKS][self.marks][self.region] = mark
         return {"marks": self.marks, "region": self.region, "adopted": False}
+
+
+def _drop_chunk(arr: Any, index: int) -> None:
+    """Delete chunk (or shard) ``index`` along places before it is written again: zarr reads
+    an existing shard to update it, and a damaged one would make the rewrite fail."""
+    from zarr.core.sync import sync
+
+    key = arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))
+    sync((arr.store_path / key).delete())
 
 
 def run_job(job: RegionJob) -> dict[str, Any]:

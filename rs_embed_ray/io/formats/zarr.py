@@ -50,7 +50,7 @@ class ZarrReader(ArrayReader):
                     "running or interrupted; run it again with resume=True to finish it."
                 )
             self.coords = {
-                n: np.asarray(self._ds[n].values)
+                n: _plain(np.asarray(self._ds[n].values))
                 for n in COORDS
                 if n in self._ds.variables and self._ds[n].ndim <= 1
             }
@@ -73,6 +73,12 @@ class ZarrReader(ArrayReader):
         if self._ds is not None:
             self._ds.close()
             self._ds = None
+
+
+def _plain(arr: np.ndarray) -> np.ndarray:
+    """Zarr's variable-length strings come back as numpy's StringDType: as objects, the
+    loader treats them as it treats netCDF's."""
+    return arr.astype(object) if arr.dtype.kind == "T" else arr
 
 
 def _stacked(stack: Stack, n: int) -> bool:
