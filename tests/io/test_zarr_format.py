@@ -250,3 +250,74 @@ def test_per_item_zarr_is_refused_before_ray(tmp_path, raster_source):
     res = CliRunner().invoke(main, argv)
     assert res.exit_code == 2, res.output
     assert "layout='combined'" in res.output and not (tmp_path / "o").exists()
+
+
+# -- a real export on the session's Ray cluster ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gse_store(module_scratch, ray_cluster) -> dict[str, Any]:
+    """gse grids (64 bands) of 3 places from the Earth Engine emulator in a Zarr store, two
+    writer tasks. (The comparison with netCDF is above, on the same shards, without Ray.)"""
+    from rs_embed_ray import OutputSpec, PointBuffer, TemporalSpec, export_batch
+    from rs_embed_ray.testing.ee_emulator import EEEmulator
+
+    places = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 120.0) for i in range(3)]
+    with EEEmulator(retry_after_s=0) as emu:
+        return export_batch(
+            spatials=places,
+            temporal=TemporalSpec.year(2022),
+            models=["gse"],
+            output=OutputSpec.grid(),
+            backend="gee",
+            provider_options={"url": emu.url},
+            out=str(module_scratch("gse") / "c"),
+            layout="combined",
+            format="zarr",
+            save_inputs=False,
+            show_progress=False,
+            writer_workers=2,
+        )
+
+
+def test_gse_grid_store_is_sharded_and_carries_geoemb(gse_store):
+    import jsonschema
+
+    assert gse_store["status"] == "ok"
+    store = Path(gse_store["zarr_path"])
+    assert store.name == "c.zarr"
+    emb = zarr.open_group(store, mode="r")["embeddings__gse"]
+    assert emb.shards is not None and emb.chunks[0] == 1  # grid output: sharded by places
+    doc = json.loads((store / "zarr.json").read_text())
+    jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).validate(doc)
+    attrs = doc["attributes"]
+    assert attrs["geoemb:type"] == "pixel" and attrs["geoemb:dimensions"] == 64
+    assert attrs["proj:code"] == "EPSG:3857"
+    assert [c["name"] for c in attrs["zarr_conventions"]] == ["geoemb:", "proj:"]
+    assert attrs["geoemb:source_data"][0].startswith("https://developers.google.com/earth-engine")
+    with xr.open_zarr(store) as ds:
+        assert ds["embeddings__gse"].dims == ("point", "band", "y", "x")
+        assert ds.sizes["point"] == 3 and ds.sizes["band"] == 64
+        assert np.isfinite(ds["embeddings__gse"].values).any()
+
+
+def test_load_export_inspect_and_resume_read_the_store(gse_store, tmp_path):
+    from rs_embed_ray import load_export
+    from rs_embed_ray.cli import main
+    from rs_embed_ray.io.formats import get_format
+
+    store = gse_store["zarr_path"]
+    got = load_export(store)
+    assert got.layout == "combined" and got.n_items == 3
+    with xr.open_zarr(store) as ds:
+        want = ds["embeddings__gse"].values
+    assert np.array_equal(np.asarray(got.models["gse"].embeddings), want, equal_nan=True)
+    res = CliRunner().invoke(main, ["inspect", store, "--plot", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    man = json.loads(Path(store).with_suffix(".json").read_text())
+    fmt = get_format("zarr")
+    assert fmt.intact(Path(store), man)  # what resume asks before skipping the export
+    key = man["zarr_variables"][0]
+    zarr.open_group(store, mode="r+")[zs.MARKS][key][0] = np.zeros(2 * zs.DIGEST, np.uint8)
+    assert not fmt.intact(Path(store), man)  # a region without its marker: not complete
