@@ -135,6 +135,13 @@ def main(verbose: int) -> None:
     show_default=True,
     help="Fetch actors (concurrent fetches).",
 )
+@click.option(
+    "--writer-workers",
+    type=int,
+    default=default("writer_workers"),
+    show_default=True,
+    help="Writer tasks at a time (per-item files; regions of a Zarr store).",
+)
 @click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
 @click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")
 @click.option("--max-retries", type=int, default=default("max_retries"), show_default=True)
@@ -257,6 +264,7 @@ _SAME_NAME = (
     "device",
     "chunk_size",
     "num_workers",
+    "writer_workers",
     "resume",
     "continue_on_error",
     "max_retries",
