@@ -240,6 +240,7 @@ def export(**o: Any) -> None:
             result.get("npz_path")
             or result.get("nc_path")
             or result.get("parquet_path")
+            or result.get("zarr_path")
             or result.get("resume_output_path")
         )
     click.echo(
