@@ -169,6 +169,7 @@ def create_store(
         root = open_root(location, "r+")
         if root[MARKS].attrs.get(LAYOUT_ATTR) == doc:
             root.attrs.pop(MANIFEST_ATTR, None)  # incomplete again until the end
+            _drop_partials(location)
             return True
     except (FileNotFoundError, ValueError, KeyError, TypeError, json.JSONDecodeError):
         pass
@@ -201,6 +202,15 @@ def create_store(
         )
     root.attrs.update(_json_attrs(attrs))
     return False
+
+
+def _drop_partials(location: str | Path) -> None:
+    """Remove the temp files a crash left in a local store (zarr writes ``<chunk>.<uuid>
+    .partial`` and renames it; object stores have none)."""
+    if "://" in str(location):
+        return
+    for tmp in Path(location).rglob("*.partial"):
+        tmp.unlink(missing_ok=True)
 
 
 def _create_coords(root: Any, n: int, coords: Mapping[str, Any]) -> None:
