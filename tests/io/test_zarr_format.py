@@ -223,6 +223,26 @@ def test_resume_does_not_adopt_regions_made_of_other_shards(tmp_path, monkeypatc
         assert np.array_equal(ds["embeddings__m"].values, np.stack(rows))
 
 
+def test_regions_go_to_a_store_named_by_an_fsspec_url(tmp_path):
+    """The store is opened in one function from a path or a URL (object storage later): here
+    fsspec's in-memory file system, a real fsspec backend with no server."""
+    sh = Shards(tmp_path / "shards", 4, (6,))
+    url = f"memory://rs-embed-ray-tests/{tmp_path.name}.zarr"
+    layout = zs.StoreLayout(4, ["lon", "lat", "name"])
+    assert layout.add_stacked("embeddings__m", 4, (6,)) == 4
+    coords = {"lon": [0.0] * 4, "lat": [1.0] * 4, "name": list("abcd")}
+    assert not zs.create_store(url, layout, coords, {"title": "t"})
+    job = zs.RegionJob(
+        url, "embeddings__m", 0, 0, tuple((i, sh.embed[i]["shard"]) for i in range(4))
+    )
+    assert not zs.run_job(job)["adopted"] and zs.run_job(job)["adopted"]
+    zs.consolidate(url)
+    with xr.open_zarr(url) as ds:
+        want = np.stack([np.load(sh.embed[i]["shard"])[f"d{i}"] for i in range(4)])
+        assert np.array_equal(ds["embeddings__m"].values, want)
+        assert ds["name"].values.tolist() == list("abcd")
+
+
 def test_geoemb_root_attributes_validate_against_the_convention_schema(tmp_path):
     import jsonschema
 
