@@ -105,6 +105,7 @@ def test_mismatches_are_named(ckpt: Path, tmp_path: Path) -> None:
 
 def test_weights_resolution_env_dir_and_hf_cache(ckpt: Path, tmp_path, monkeypatch) -> None:
     from rs_embed_ray.models.thor import Thor
+    from rs_embed_ray.models.weights import file_sha256
     from rs_embed_ray.testing.checkpoints import write_hf_cache_entry
 
     with pytest.raises(WeightsError, match=r"thor_v1_vit_base\.pt"):
@@ -120,9 +121,7 @@ def test_weights_resolution_env_dir_and_hf_cache(ckpt: Path, tmp_path, monkeypat
     write_hf_cache_entry(cache, "FM4CS/THOR-1.0-base", "thor_v1_vit_base.pt", ckpt)
     m = Thor(device="cpu")
     assert m.weights_record["source"] == "hf_cache"
-    assert (
-        m.weights_record["sha256"] == Thor(device="cpu", weights=str(ckpt)).weights_record["sha256"]
-    )
+    assert m.weights_record["sha256"] == file_sha256(ckpt)
     with pytest.raises(WeightsError, match=r"thor_v1_vit_small\.pt"):
         Thor(device="cpu", model_config={"variant": "small"})
     r = Thor(device="cpu", weights="random")
