@@ -255,3 +255,14 @@ def test_tiny_variant_loads_strictly(module_scratch) -> None:
     assert e.data.shape == (192, 4, 4) and e.meta["variant"] == "tiny"
     with pytest.raises(WeightsError, match="shape mismatches"):
         Thor(device="cpu", weights=str(path))  # base architecture, tiny file
+
+
+def test_catalog_entry_and_registry() -> None:
+    from rs_embed_ray.models.registry import embedder_class, get_info
+    from rs_embed_ray.models.thor import Thor
+
+    info = get_info("thor_1_0_base")  # rs-embed's alias
+    assert info.model_id == "thor" and info.status == "available"
+    assert embedder_class("thor") is Thor
+    assert info.sensor.bands == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
+    assert (info.image_size, info.dim_pooled, info.grid_hw) == (288, 768, (36, 36))
