@@ -45,7 +45,9 @@ non-square beyond 8 px fall back to fixed). Each band is then bilinear-resized
 
 Where rs-embed 0.3.1 departs from the upstream recipe (anchor README): it keeps a 224 px
 patch native (ground cover 2240 m) instead of resizing to 288; here the default is the
-upstream 288 fixed and ``resize_mode="native_snap"`` gives rs-embed's behaviour.
+upstream 288 fixed and ``resize_mode="native_snap"`` gives rs-embed's behaviour. As in
+rs-embed (and spec §3), the S2 fetch has 10 bands: THOR's 60 m group (B1 coastal aerosol, B9
+water vapour) is absent, which the network allows (absent groups contribute no tokens).
 
 Outputs from one forward: pooled = the mean (max) over all groups' patch tokens (rs-embed's
 pooling), or over the ROI-cropped grid when the input carries a fetch-square window; grid =
