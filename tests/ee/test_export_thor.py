@@ -60,11 +60,16 @@ def _export(emu: EEEmulator, out: Path, layout: str, ckpt: Path, **kw):
     )
 
 
+_local: dict[str, object] = {}
+
+
 def _reference(ckpt: Path, x: np.ndarray, output: OutputSpec):
-    """The model in this process on a saved input."""
+    """The model in this process (loaded once) on a saved input."""
     from rs_embed_ray.models.thor import Thor
 
-    m = Thor(weights=str(ckpt), model_config=CFG, precision="float32")
+    m = _local.get(str(ckpt))
+    if m is None:
+        m = _local[str(ckpt)] = Thor(weights=str(ckpt), model_config=CFG, precision="float32")
     (ref,) = m.embed_batch([x], output=output, spatials=[PLACES[0]], temporal=T, fetch_metas=[{}])
     return ref
 
