@@ -56,6 +56,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
     "galileo": "rs_embed_ray.models.galileo:Galileo",
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
+    "thor": "rs_embed_ray.models.thor:Thor",
 }
 
 
@@ -242,7 +243,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "thor": ModelInfo(
         model_id="thor",
-        status="planned",
+        status="available",
         sensor=SensorSpec(collection=S2, bands=S2_10, scale_m=10, modality="s2"),
         image_size=288,
         dim_pooled=768,
@@ -250,7 +251,11 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(36, 36),
         weights_source="hf:FM4CS/THOR-1.0-base/thor_v1_vit_base.pt",
         variants=("tiny", "small", "base", "large"),
-        notes=f"FlexiViT patch 8 with GSD groups; modality s1 = VV,VH from {S1_FLOAT}.",
+        notes=(
+            "FlexiViT patch 8 with GSD groups (10/20 m), ALiBi; S2 DN/10000 then THOR z-score, "
+            "288 fixed (resize_mode=native_snap: rs-embed's snap); grid = group grids "
+            f"upsampled to the finest and averaged; S1 = VV,VH from {S1_FLOAT} (log1p/p99)."
+        ),
     ),
     "satvision": ModelInfo(
         model_id="satvision",
