@@ -282,3 +282,30 @@ def test_catalog_entry() -> None:
     assert info.fetch_semantics == "multi:8" and info.n_frames == 8
     assert info.sensor.bands == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
     assert (info.dim_pooled, info.dim_grid, info.grid_hw) == (768, 1536, (24, 24))
+
+
+def test_bad_model_config_fails_at_plan_time(tmp_path) -> None:
+    """A bad option stops the export before any cluster work, naming the choices."""
+    from rs_embed_ray.api import plan_export
+    from rs_embed_ray.specs import PointBuffer
+    from tests.conftest import tiny_raster_source
+
+    source = tiny_raster_source(tmp_path)
+
+    def plan(cfg):
+        return plan_export(
+            spatials=[PointBuffer(15.0, 45.0, 160.0)],
+            temporal=WIN,
+            models=["anysat"],
+            out=str(tmp_path / "o"),
+            layout="per_item",
+            backend="local",
+            source=str(source),
+            model_configs={"anysat": cfg},
+        )
+
+    with pytest.raises(ModelError, match=r"grid_feature_mode 'dens'.*dense.*patch"):
+        plan({"grid_feature_mode": "dens"})
+    with pytest.raises(ModelError, match="multiple of 10"):
+        plan({"patch_size_m": 15})
+    assert plan({"pooled_source": "tile", "image_size": 12}).models[0].model_id == "anysat"
