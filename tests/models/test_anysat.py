@@ -203,6 +203,10 @@ def test_patch_size_in_metres_and_grid_modes(model) -> None:
     (pool20,) = _embed(model, [x], OutputSpec.pooled(), metas=meta20)
     assert pool20.meta["pooling"] == "patch_mean"
     np.testing.assert_allclose(pool20.data, p20.data.mean(axis=(1, 2)), atol=1e-5)
+    # image_size=0 keeps the input's own pixels (the upstream geometry): a 10 px input
+    native = _with(model, image_size=0, grid_feature_mode="patch")
+    (n10,) = _embed(native, [_x(3, h=10)], OutputSpec.grid())
+    assert n10.data.shape == (768, 10, 10) and n10.meta["image_size"] == 10
     with pytest.raises(ModelError, match="multiple of 10"):
         _embed(model, [x], OutputSpec.pooled(), metas=[{"grid": {"scale_m": 15}}])
     with pytest.raises(ModelError, match="does not divide the 12 px"):
@@ -220,20 +224,17 @@ def test_dates_change_the_embedding(model) -> None:
 
 
 def test_batched_equals_one_at_a_time(model) -> None:
-    """Different T (two forwards) and a non-square input, pooled, tile and dense grid."""
-    xs = [_x(5), _x(6, t=3), _x(7), _x(8, h=12, w=10)]
-    tile = _with(model, pooled_source="tile")
-    for m, out in (
-        (model, OutputSpec.pooled()),
-        (tile, OutputSpec.pooled()),
-        (model, OutputSpec.grid()),
-    ):
-        batch = _embed(m, xs, out)
+    """Different T (two forwards in one call) and a non-square input; pooled and the dense
+    grid (the tile token comes out of the same forward as the pooled patch mean)."""
+    xs = [_x(5), _x(6, t=3), _x(8, h=12, w=10)]
+    for out in (OutputSpec.pooled(), OutputSpec.grid()):
+        batch = _embed(model, xs, out)
         for x, e in zip(xs, batch, strict=True):
-            (one,) = _embed(m, [x], out)
+            (one,) = _embed(model, [x], out)
             assert e.data.shape == one.data.shape
             np.testing.assert_allclose(e.data, one.data, rtol=0, atol=1e-4)
     assert batch[1].meta["n_frames"] == 3 and batch[0].meta["n_frames"] == 8
+    assert batch[2].data.shape == (1536, 12, 10)  # cropped back from the padded square
 
 
 def test_roi_crop_pooling_and_tile(model) -> None:
