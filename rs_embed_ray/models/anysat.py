@@ -5,17 +5,18 @@ multi-modal encoder (JEPA-trained on the GeoPlex collection); on S2 time series 
 pixel's series into one token with a lightweight temporal attention encoder, so the grid it
 returns has the input's own resolution.
 
-Architecture: no official package installs from the package index (``gastruc/AnySat`` is a
-``torch.hub`` repository without a ``pyproject.toml``/``setup.py``; the names ``anysat`` and
-``AnySat`` are not on PyPI, checked 2026-12-03), so the S2 path of the base model is ported
-here from the published source (``hubconf.py``, ``Any_multi.py``, ``Transformer.py``,
-``utils/ltae.py``, ``utils/utils_ViT.py``, ``utils/irpe.py``, ``utils/pos_embed.py``; written
-from their description, no code copied). Module names follow the published
-``models/AnySat.pth`` (``{"state_dict": AnyModule state}``), loaded strictly: every key of
-the S2 path must be in the file with its shape, and the other modalities' projectors
-(``projector_aerial`` ... ``projector_modis``, which an S2 input never runs) must be there
-too with the published shapes (:func:`other_projector_shapes`); they are checked, then set
-aside. The S2 path, as in ``AnyModule.forward_release``:
+Architecture: no official package installs from the package index (``gastruc/AnySat``'s
+``setup.py`` names its training code ``anysat`` 0.0.1, which ``pip download anysat`` does
+not find, checked 2026-12-03; the model is published as a ``torch.hub`` entry point), so the
+S2 path of the base model is ported here from the published source (``hubconf.py``,
+``Any_multi.py``, ``Transformer.py``, ``utils/ltae.py``, ``utils/utils_ViT.py``,
+``utils/irpe.py``, ``utils/pos_embed.py``; written from their description, no code copied).
+Module names follow the published ``models/AnySat.pth`` (``{"state_dict": AnyModule
+state}``), loaded strictly: every key of the S2 path must be in the file with its shape, and
+the other modalities' projectors (``projector_aerial`` ... ``projector_modis``, which an S2
+input never runs) must be there too with the published shapes
+(:func:`other_projector_shapes`); they are checked, then set aside. The S2 path, as in
+``AnyModule.forward_release``:
 
 * ``projector_s2``: an L-TAE per pixel: a 5-layer Linear/GroupNorm(4)/ReLU input MLP
   (10 -> 96 -> 384 -> 768 -> 1536 -> 768), GroupNorm(16) over (channels, time), plus a
