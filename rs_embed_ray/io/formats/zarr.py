@@ -201,6 +201,12 @@ class ZarrFormat(Format):
     directory_store = True
 
     def check_request(self, layout: str, output_mode: str, save_inputs: bool) -> None:
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise ModelError(
+                "format='zarr' needs the zarr package (>= 3.1): pip install 'rs-embed-ray[zarr]'."
+            ) from None
         if layout != "combined":
             raise ModelError(
                 "format='zarr' writes one store for all places: use layout='combined' "
