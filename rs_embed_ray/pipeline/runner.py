@@ -93,6 +93,7 @@ class Runner:
             "output": jsonable(p.output),
             "input_prep": jsonable(p.input_prep),
             "package_version": package_version(),
+            "dtype": p.dtype,
             "models": [
                 {
                     "name": m.name,
