@@ -51,7 +51,7 @@ def _store_embedding(arrays: dict[str, np.ndarray], key: str, e: Any, dtype: str
     if dtype == q.FLOAT32:
         return _ref(key, codes)
     ref = {**_ref(key, codes.astype(np.float32)), "dtype": dtype}
-    desc = dict(q.describe(dtype) or {})
+    desc = dict(q.file_attribute(dtype) or {})
     if scale is not None and offset is not None:
         arrays[q.scale_key(key)] = np.asarray(scale)
         arrays[q.offset_key(key)] = np.asarray(offset)
@@ -177,7 +177,7 @@ def _file_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, An
     """What a format that keeps global attributes (netCDF) records about the run (and how
     vectors are quantized, when they are)."""
     dtype = ctx.get("dtype", q.FLOAT32)
-    quant = q.describe(dtype)
+    quant = q.file_attribute(dtype)
     return {
         **({"dtype": dtype, "quantization": quant} if quant else {}),
         "created_at": utc_ts(),

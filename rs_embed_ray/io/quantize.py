@@ -94,21 +94,29 @@ def decode(
 
 
 def describe(dtype: str) -> dict[str, Any] | None:
-    """What ``emb:quantization`` / the ``quantization`` attribute say (None for float32)."""
+    """What ``emb:quantization`` / the ``quantization`` attribute say (None for float32):
+    the STAC Embedding Extension's fields (``method``, ``original_dtype``,
+    ``quantized_dtype``); int8's scales and offsets are per vector, so they are stored in
+    the files beside the codes rather than listed here."""
     if dtype == FLOAT16:
-        return {"method": "cast", "original_data_type": FLOAT32, "data_type": FLOAT16}
+        return {"method": "cast", "original_dtype": FLOAT32, "quantized_dtype": FLOAT16}
     if dtype == INT8:
-        return {
-            "method": "linear",
-            "original_data_type": FLOAT32,
-            "data_type": INT8,
-            "granularity": "per_vector",
-            "scale_and_offset": "stored beside the vectors as float32",
-            "formula": "value = code * scale + offset",
-            "code_range": [-_LEVELS, _LEVELS],
-            "naming": "<kind>_scale__<model> and <kind>_offset__<model> beside <kind>__<model>",
-        }
+        return {"method": "linear-per-vector", "original_dtype": FLOAT32, "quantized_dtype": INT8}
     return None
+
+
+def file_attribute(dtype: str) -> dict[str, Any] | None:
+    """The ``quantization`` attribute of a file: :func:`describe` plus how to decode."""
+    desc = describe(dtype)
+    if desc is None or dtype != INT8:
+        return desc
+    return {
+        **desc,
+        "formula": "value = code * scale + offset",
+        "code_range": [-_LEVELS, _LEVELS],
+        "scale_and_offset": "float32, one per vector, stored beside the codes",
+        "naming": "<kind>_scale__<model> and <kind>_offset__<model> beside <kind>__<model>",
+    }
 
 
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:

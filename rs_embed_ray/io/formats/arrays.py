@@ -60,7 +60,7 @@ def write_stack(writer: Any, stack: Stack | None, n: int) -> dict[str, Any] | No
 def _quant_ref(key: str, dtype: str, keys: tuple[str, str] | None) -> dict[str, Any]:
     """What a reference says of stored codes: their dtype and, for int8, where the scales
     and offsets are."""
-    desc = dict(q.describe(dtype) or {})
+    desc = dict(q.file_attribute(dtype) or {})
     if keys is not None:
         desc.update(scale_key=keys[0], offset_key=keys[1])
     return {"dtype": dtype, "quantization": desc}

@@ -184,7 +184,7 @@ class _GeoParquetSink(CombinedSink):
                     "dtype": self.dtype,
                     "shape": [n, self.dims[key]],
                 }
-                quant = quantize.describe(self.dtype)
+                quant = quantize.file_attribute(self.dtype)
                 if quant is not None:
                     ref["quantization"] = dict(quant)
                 if quantize.is_quantized(self.dtype):
