@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,11 @@ def _model_columns(
         ok = [(i, esrc[i]) for i in range(n) if i not in errors]
         embeddings = Stack(f"embeddings__{m['key']}", f"embedding__{m['key']}", ok, reader)
         embeddings.dtype = ctx.get("dtype", q.FLOAT32)
-    return ModelColumns(m, errors, inputs, embeddings)
+    chips = {
+        tuple(r["shape"][-2:]) for r in psrc.values() if r["status"] == "ok" and r.get("shape")
+    }
+    chip = next(iter(chips)) if len(chips) == 1 else None
+    return ModelColumns(m, errors, inputs, embeddings, chip)
 
 
 def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
@@ -281,6 +286,7 @@ def write_combined(
     embed_src: dict[str, dict[int, dict[str, Any]]],
     fingerprint: str,
     temporals: list[dict[str, Any] | None] | None = None,
+    parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Stream the combined file from shards in item order; return the final manifest.
 
@@ -294,6 +300,8 @@ def write_combined(
     places = Places(spatials, names, centers, ctx["temporal"], temporals)
     reader = ShardReader()
     sink = get_format(ctx["format"]).combined_sink(path, _file_attrs(ctx, n))
+    if parallel_map is not None:  # the pipeline's tasks (a sink with regions uses them)
+        sink.parallel_map = parallel_map
     try:
         models = [_model_columns(m, ctx, n, patch_src, embed_src, reader) for m in ctx["models"]]
         shared = _share_inputs(models)

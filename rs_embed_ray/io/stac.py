@@ -37,6 +37,7 @@ MEDIA = {
     "npz": "application/x-npz",
     "netcdf": "application/netcdf",
     "geoparquet": "application/vnd.apache.parquet",
+    "zarr": "application/vnd+zarr",
 }
 EE_CATALOG = "https://developers.google.com/earth-engine/datasets/catalog/"
 

@@ -134,6 +134,9 @@ def test_dtype_refused_at_plan_time(tmp_path):
         plan_export(ExportOptions(**base, dtype="float16"))
     with pytest.raises(ModelError, match="Unknown dtype 'int4'"):
         plan_export(ExportOptions(**base, dtype="int4"))
+    zarr = {**base, "out": str(tmp_path / "o.zarr"), "format": "zarr", "save_inputs": False}
+    with pytest.raises(ModelError, match="format='zarr' cannot store dtype='int8'"):
+        plan_export(ExportOptions(**zarr, dtype="int8"))
     p32 = plan_export(ExportOptions(**base))
     p8 = plan_export(ExportOptions(**base, dtype="int8"))
     assert p32.run_fingerprint() != p8.run_fingerprint()  # resume treats it as a change
