@@ -22,7 +22,7 @@ from rs_embed_ray.api import export_batch, plan_export
 from rs_embed_ray.cli import main
 from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io.load import load_export
-from rs_embed_ray.options import ExportOptions
+from rs_embed_ray.options import ExportConfig, ExportOptions
 from tests.conftest import points, tiny_raster_source
 from tests.stac.validate import COLLECTION, EMB, ITEM, ITEM_1_1, MLM, PROCESSING, validate
 
@@ -137,6 +137,8 @@ def test_dtype_refused_at_plan_time(tmp_path):
     zarr = {**base, "out": str(tmp_path / "o.zarr"), "format": "zarr", "save_inputs": False}
     with pytest.raises(ModelError, match="format='zarr' cannot store dtype='int8'"):
         plan_export(ExportOptions(**zarr, dtype="int8"))
+    cfg = ExportOptions(spatials=[], temporal=None, models=["m"], config=ExportConfig(dtype="int8"))
+    assert cfg.flat().dtype == "int8"  # rs-embed 0.3's spelling carries it too
     p32 = plan_export(ExportOptions(**base))
     p8 = plan_export(ExportOptions(**base, dtype="int8"))
     assert p32.run_fingerprint() != p8.run_fingerprint()  # resume treats it as a change
