@@ -131,7 +131,9 @@ def _source_links(run: dict[str, Any], model: dict[str, Any]) -> list[dict[str, 
 def collection(run: dict[str, Any], model: dict[str, Any], cid: str) -> dict[str, Any]:
     """The Collection of one model's embeddings in this export."""
     d = model.get("describe") or {}
-    dims = d.get("dim_pooled") if run["output"].get("mode") == "pooled" else d.get("dim_grid")
+    dims = model.get("dim") or (
+        d.get("dim_pooled") if run["output"].get("mode") == "pooled" else d.get("dim_grid")
+    )
     windows = [w for w in (_window(t) for t in run["temporals"]) if w is not None]
     interval = [min(w[0] for w in windows), max(w[1] for w in windows)] if windows else None
     col: dict[str, Any] = {
@@ -147,7 +149,7 @@ def collection(run: dict[str, Any], model: dict[str, Any], cid: str) -> dict[str
             "temporal": {"interval": [interval or [run["created"], None]]},
         },
         "emb:type": "chip",
-        "emb:dimensions": int(dims or 1),
+        **({"emb:dimensions": int(dims)} if dims else {}),  # required; never guessed
         "data_type": run["dtype"],
         "links": [
             {"rel": "emb:model", "href": "./model.json", "type": "application/geo+json"},

@@ -45,6 +45,18 @@ def _weights(result: Any, name: str) -> dict[str, Any] | None:
     return None
 
 
+def _dim(result: Any, name: str) -> int | None:
+    """Model ``name``'s vector length as written (the first array reference's shape)."""
+    manifests = result if isinstance(result, list) else [result]
+    for man in manifests:
+        for e in (man or {}).get("models", []):
+            ref = e.get("embeddings") or e.get("embedding") if e.get("model") == name else None
+            shape = (ref or {}).get("shape") if isinstance(ref, dict) else None
+            if shape:
+                return int(shape[1] if "embeddings" in e else shape[0])
+    return None
+
+
 def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, float]) -> dict:
     """The ``run`` mapping :func:`rs_embed_ray.io.stac.write_stac` reads."""
     p = plan
@@ -69,6 +81,7 @@ def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, floa
                 "describe": m.info.describe(),
                 "sensor": jsonable(m.sensor),
                 "weights": _weights(result, m.name),
+                "dim": _dim(result, m.name),
                 "energy": energy,
             }
         )
