@@ -114,6 +114,7 @@ def export_batch(
     spatial_batching: bool = D.spatial_batching,
     temporals: list[TemporalSpec | None] | None = D.temporals,
     ee_quota_actor: str | None = D.ee_quota_actor,
+    dtype: str = D.dtype,
     target: ExportTarget | None = D.target,
     config: ExportConfig | None = D.config,
     fetch: FetchSpec | None = D.fetch,
@@ -146,7 +147,8 @@ def export_batch(
     ``provider_options``, ``fetch_threads`` (threads per fetch actor), ``ee_max_concurrent``
     / ``ee_max_qps`` (the Earth Engine project's quota), ``spatial_batching`` (nearby places
     share a request), ``temporals`` (one window per place), ``ee_quota_actor`` (share one
-    quota between jobs).
+    quota between jobs), ``dtype`` (how vectors are stored: "float32", "float16" or "int8",
+    linear per-vector quantization; ``load_export`` decodes to float32).
 
     rs-embed 0.3.1's spelling works too: ``target=ExportTarget.per_item(...)`` /
     ``ExportTarget.combined(...)`` instead of ``out``/``layout``/``out_dir``/``out_path``/
@@ -203,6 +205,7 @@ def export_npz(
     ee_max_concurrent: int = D.ee_max_concurrent,
     ee_max_qps: float = D.ee_max_qps,
     ee_quota_actor: str | None = D.ee_quota_actor,
+    dtype: str = D.dtype,
     config: ExportConfig | None = D.config,
     fetch: FetchSpec | None = D.fetch,
     modality: str | None = D.modality,

@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from rs_embed_ray.errors import RSEmbedRayError
+from rs_embed_ray.io.quantize import DTYPES
 from rs_embed_ray.options import ExportOptions, default
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
@@ -176,6 +177,14 @@ def main(verbose: int) -> None:
     show_default=True,
     help="auto: mixed precision on GPU; float32: always fp32.",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(list(DTYPES)),
+    default=default("dtype"),
+    show_default=True,
+    help="How vectors are stored: int8 is linear per-vector quantization (scale and offset "
+    "stored beside the codes); loading decodes to float32.",
+)
 @click.option("--address", "ray_address", help="Ray address (default: local, or RAY_ADDRESS).")
 @click.option(
     "--ee-max-concurrent",
@@ -277,6 +286,7 @@ _SAME_NAME = (
     "ee_max_qps",
     "ee_quota_actor",
     "spatial_batching",
+    "dtype",
 )
 
 

@@ -130,6 +130,7 @@ class ExportOptions:
     spatial_batching: bool = False
     temporals: list[TemporalSpec | None] | None = None
     ee_quota_actor: str | None = None
+    dtype: str = "float32"  # how vectors are stored: float32 | float16 | int8 (io.quantize)
     # rs-embed 0.3.1's spelling of the same request
     target: ExportTarget | None = None
     config: ExportConfig | None = None
@@ -176,6 +177,7 @@ class ExportConfig:
     resume: bool = ExportOptions.resume
     show_progress: bool = ExportOptions.show_progress
     input_prep: InputPrepSpec | str | None = None
+    dtype: str = ExportOptions.dtype
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ExportOptions)}
@@ -341,6 +343,7 @@ _CONFIG_FIELDS = (
     "writer_workers",
     "resume",
     "show_progress",
+    "dtype",
 )
 
 

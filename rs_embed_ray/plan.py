@@ -17,6 +17,7 @@ from rs_embed_ray.errors import ModelError, SpecError
 from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.manifest import fingerprint, jsonable
+from rs_embed_ray.io.quantize import check_dtype
 from rs_embed_ray.models.base import ModelInfo
 from rs_embed_ray.models.registry import (
     canonical_model_id,
@@ -124,6 +125,7 @@ class ExportPlan:
     temporals: list[TemporalSpec | None] | None = None
     # "module:factory" of ``backend``, resolved in the driver: workers import it
     provider_target: str | None = None
+    dtype: str = "float32"  # how vectors are stored (io.quantize)
 
     @property
     def n_items(self) -> int:
@@ -176,11 +178,19 @@ class ExportPlan:
             "input_prep": jsonable(self.input_prep),
         }
 
+    def _payload(self) -> dict[str, Any]:
+        """The request payload, with the storage dtype only when it is not the default (so
+        float32 fingerprints of earlier runs hold, and a dtype change is an option change)."""
+        payload = self._request_payload()
+        if self.dtype != "float32":
+            payload["dtype"] = self.dtype
+        return payload
+
     def item_fingerprint(self, index: int) -> str:
         """Per-item request fingerprint (contract §2.6), deterministic across processes."""
         return fingerprint(
             {
-                **self._request_payload(),
+                **self._payload(),
                 "temporal": jsonable(self.temporal_of(index)),
                 "spatial": jsonable(self.spatials[index]),
             }
@@ -188,7 +198,7 @@ class ExportPlan:
 
     def run_fingerprint(self) -> str:
         """Combined request fingerprint (contract §2.6)."""
-        payload = {**self._request_payload(), "spatials": [jsonable(s) for s in self.spatials]}
+        payload = {**self._payload(), "spatials": [jsonable(s) for s in self.spatials]}
         if self.temporals is not None:  # absent otherwise: fingerprints of older runs hold
             payload["temporals"] = [jsonable(t) for t in self.temporals]
         return fingerprint(payload)
@@ -657,6 +667,12 @@ def build_plan(o: ExportOptions) -> ExportPlan:
     per_place = validate_temporals(o.temporals, len(spatials), temporal)
     output = validate_output(o.output if o.output is not None else OutputSpec.pooled())
     validate_format_combination(fmt, lay, output, bool(o.save_inputs))
+    dtype = check_dtype(o.dtype)
+    if dtype not in get_format(fmt).dtypes:
+        raise ModelError(
+            f"format={fmt!r} cannot store dtype={dtype!r} vectors: use dtype one of "
+            f"{', '.join(get_format(fmt).dtypes)} (CLI --dtype), or another format."
+        )
     if o.sensor is not None and not isinstance(o.sensor, SensorSpec):
         raise ModelError("sensor must be a SensorSpec or None.")
     prep = resolve_input_prep(o.input_prep)
@@ -706,6 +722,7 @@ def build_plan(o: ExportOptions) -> ExportPlan:
         save_embeddings=bool(o.save_embeddings),
         save_manifest=bool(o.save_manifest),
         run=RunOptions.of(o),
+        dtype=dtype,
     )
     check_patch_sizes(plan)
     check_name_lengths(plan)

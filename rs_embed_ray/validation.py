@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.errors import InputTypeError, ModelError
+from rs_embed_ray.io.quantize import check_dtype
 
 # one patch must fit in memory (one actor holds a batch of them) and in one request plan
 MAX_PATCH_SIDE_PX = 32768
@@ -67,7 +68,16 @@ _BOOLS = (
     "spatial_batching",
 )
 _PATHS = ("out", "out_dir", "out_path", "source")
-_STRINGS = ("layout", "backend", "device", "format", "precision", "ray_address", "ee_quota_actor")
+_STRINGS = (
+    "layout",
+    "backend",
+    "device",
+    "format",
+    "precision",
+    "ray_address",
+    "ee_quota_actor",
+    "dtype",
+)
 
 
 def _type_name(v: Any) -> str:
@@ -195,6 +205,11 @@ def check_call(args: Mapping[str, Any]) -> None:
     if args.get("precision", "auto") not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {args['precision']!r}.")
     check_quota_actor_name(args.get("ee_quota_actor"))
+    if "dtype" in args:
+        try:
+            check_dtype(args["dtype"])
+        except ValueError as exc:
+            raise ModelError(f"{exc} (CLI --dtype)") from None
 
 
 def check_quota_actor_name(name: str | None) -> None:

@@ -195,10 +195,11 @@ def test_writer_streams_row_groups_and_loads(tmp_path, monkeypatch):
     assert man["parquet_path"] == str(path) and man["n_items"] == 300
     entry = man["models"][0]
     assert entry["status"] == "partial" and entry["failed_indices"] == [2]
-    assert entry["embeddings"]["parquet_column"] == "embedding_m_1"
+    assert entry["embeddings"]["parquet_column"] == "embedding"  # one model: TorchGeo's name
     assert entry["weights"] == {"w": "x"} and entry["metas"][3] == {"i": 3}
     t = pq.read_table(path)
-    assert t.schema.field("embedding_m_1").type == pa.list_(pa.float32(), 6)
+    assert t.schema.field("embedding").type == pa.list_(pa.float32(), 6)
+    assert t.column("datetime").to_pylist()[0].isoformat() == "2022-01-01T00:00:00+00:00"
     assert t.column("status_m_1").to_pylist()[:3] == ["ok", "ok", "failed"]
     assert t.column("window_start").to_pylist()[0].isoformat() == "2022-01-01"
     geo = json.loads(t.schema.metadata[b"geo"])

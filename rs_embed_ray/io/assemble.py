@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.inspection import INSPECTION_META
+from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io.atomic import write_text
 from rs_embed_ray.io.formats import ModelColumns, Places, Stack, get_format
 from rs_embed_ray.io.formats.base import select_channels
@@ -40,6 +41,23 @@ class _Recorded(Exception):
 
 def _ref(key: str, arr: np.ndarray) -> dict[str, Any]:
     return {"npz_key": key, "dtype": "float32", "shape": list(arr.shape), "sha1": array_sha1(arr)}
+
+
+def _store_embedding(arrays: dict[str, np.ndarray], key: str, e: Any, dtype: str) -> dict:
+    """Put a place's embedding in ``arrays`` as ``dtype`` (int8: with its scale and offset
+    beside it); return its reference. The digest is of the codes as float32, what the
+    resume check reads back."""
+    codes, scale, offset = q.encode(np.asarray(e, dtype=np.float32), dtype)
+    arrays[key] = codes
+    if dtype == q.FLOAT32:
+        return _ref(key, codes)
+    ref = {**_ref(key, codes.astype(np.float32)), "dtype": dtype}
+    desc = dict(q.file_attribute(dtype) or {})
+    if scale is not None and offset is not None:
+        arrays[q.scale_key(key)] = np.asarray(scale)
+        arrays[q.offset_key(key)] = np.asarray(offset)
+        desc.update(scale_key=q.scale_key(key), offset_key=q.offset_key(key))
+    return {**ref, "quantization": desc}
 
 
 def sidecar_path(array_path: Path) -> Path:
@@ -103,8 +121,7 @@ def _item_entry(
                 raise _Recorded((src or {}).get("error") or "embedding missing")
             e, emeta = reader.read(src["shard"], index)
             key = f"embedding__{m['key']}"
-            arrays[key] = np.asarray(e, dtype=np.float32)
-            entry["embedding"] = _ref(key, arrays[key])
+            entry["embedding"] = _store_embedding(arrays, key, e, ctx.get("dtype", q.FLOAT32))
             entry["weights"] = emeta.pop("weights", None)
             entry["meta"] = emeta
     except Exception as exc:
@@ -158,8 +175,12 @@ def write_item(
 
 
 def _file_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, Any]:
-    """What a format that keeps global attributes (netCDF) records about the run."""
+    """What a format that keeps global attributes (netCDF) records about the run (and how
+    vectors are quantized, when they are)."""
+    dtype = ctx.get("dtype", q.FLOAT32)
+    quant = q.file_attribute(dtype)
     return {
+        **({"dtype": dtype, "quantization": quant} if quant else {}),
         "created_at": utc_ts(),
         "backend": ctx["backend"],
         "device": ctx["device"],
@@ -202,6 +223,7 @@ def _model_columns(
                 errors[i] = (e or {}).get("error") or "embedding missing"
         ok = [(i, esrc[i]) for i in range(n) if i not in errors]
         embeddings = Stack(f"embeddings__{m['key']}", f"embedding__{m['key']}", ok, reader)
+        embeddings.dtype = ctx.get("dtype", q.FLOAT32)
     chips = {
         tuple(r["shape"][-2:]) for r in psrc.values() if r["status"] == "ok" and r.get("shape")
     }

@@ -20,12 +20,13 @@ import logging
 import math
 import struct
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import quantize
 from rs_embed_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,12 @@ EPSG_4326_PROJJSON: dict[str, Any] = {
 
 def embedding_column(key: str) -> str:
     return f"{EMBEDDING_PREFIX}{key}"
+
+
+def vector_column(key: str, single: bool) -> str:
+    """The vector column of model ``key``: ``embedding`` in a one-model file (the column
+    TorchGeo's embedding datasets read), else ``embedding_<key>``."""
+    return "embedding" if single else embedding_column(key)
 
 
 def status_column(key: str) -> str:
@@ -247,6 +254,7 @@ class GeoParquetWriter:
         models: Sequence[tuple[str, int | None]],
         geometry_types: Sequence[str],
         bbox: Sequence[float] | None,
+        dtype: str = quantize.FLOAT32,
     ) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -254,6 +262,8 @@ class GeoParquetWriter:
         self.pa = pa
         self.path = Path(path)
         self.dims = dict(models)
+        self.dtype = dtype
+        self.single = len(self.dims) == 1  # TorchGeo's shape: ``embedding``, ``datetime``
         fields = [
             pa.field("point_index", pa.int64(), nullable=False),
             pa.field("name", pa.string()),
@@ -265,13 +275,22 @@ class GeoParquetWriter:
             pa.field("window_start", pa.date32()),
             pa.field("window_end", pa.date32()),
         ]
+        if self.single:
+            fields.append(pa.field("datetime", pa.timestamp("ms", tz="UTC")))
+        value = pa.from_numpy_dtype(np.dtype(dtype))
         for key, dim in models:
-            vec = pa.list_(pa.float32(), int(dim)) if dim else pa.list_(pa.float32())
+            vec = pa.list_(value, int(dim)) if dim else pa.list_(value)
+            col = self.vector_column(key)
             fields += [
                 pa.field(status_column(key), pa.string()),
                 pa.field(error_column(key), pa.string()),
-                pa.field(embedding_column(key), vec),
+                pa.field(col, vec),
             ]
+            if quantize.is_quantized(dtype):
+                fields += [
+                    pa.field(quantize.scale_key(col), pa.float32()),
+                    pa.field(quantize.offset_key(col), pa.float32()),
+                ]
         geo = geo_metadata(geometry_types, bbox)
         self.schema = pa.schema(fields, metadata={"geo": json.dumps(geo)})
         self.columns = list(self.schema.names)
@@ -284,12 +303,15 @@ class GeoParquetWriter:
             raise
         self.rows = 0
 
+    def vector_column(self, key: str) -> str:
+        return vector_column(key, self.single)
+
     def _vectors(self, key: str, vecs: np.ndarray, valid: np.ndarray) -> Any:
         pa = self.pa
-        typ = self.schema.field(embedding_column(key)).type
+        typ = self.schema.field(self.vector_column(key)).type
         valid = np.asarray(valid, dtype=bool)
         if isinstance(typ, pa.FixedSizeListType):
-            flat = pa.array(np.ascontiguousarray(vecs, dtype=np.float32).reshape(-1))
+            flat = pa.array(np.ascontiguousarray(vecs, dtype=np.dtype(self.dtype)).reshape(-1))
             return pa.FixedSizeListArray.from_arrays(flat, typ.list_size, mask=pa.array(~valid))
         rows = [v.tolist() if ok else None for v, ok in zip(vecs, valid, strict=True)]
         return pa.array(rows, type=typ)
@@ -304,7 +326,8 @@ class GeoParquetWriter:
         windows: Sequence[tuple[str, str]],
         models: dict[str, tuple[list[str], list[str | None], np.ndarray, np.ndarray]],
     ) -> None:
-        """One row group. ``models[key] = (statuses, errors, vectors (rows, D), valid)``."""
+        """One row group. ``models[key] = (statuses, errors, vectors (rows, D), valid)``;
+        float32 vectors, stored as the writer's ``dtype``."""
         pa = self.pa
         cols: dict[str, Any] = {
             "point_index": pa.array(list(indices), pa.int64()),
@@ -317,10 +340,19 @@ class GeoParquetWriter:
             "window_start": pa.array([date.fromisoformat(w[0]) for w in windows], pa.date32()),
             "window_end": pa.array([date.fromisoformat(w[1]) for w in windows], pa.date32()),
         }
+        if self.single:
+            starts = [datetime.fromisoformat(w[0]).replace(tzinfo=UTC) for w in windows]
+            cols["datetime"] = pa.array(starts, self.schema.field("datetime").type)
         for key, (status, error, vecs, valid) in models.items():
             cols[status_column(key)] = pa.array(status, pa.string())
             cols[error_column(key)] = pa.array(error, pa.string())
-            cols[embedding_column(key)] = self._vectors(key, vecs, valid)
+            codes, scale, offset = quantize.encode(vecs, self.dtype)
+            col = self.vector_column(key)
+            cols[col] = self._vectors(key, codes, valid)
+            if scale is not None and offset is not None:
+                mask = ~np.asarray(valid, dtype=bool)
+                cols[quantize.scale_key(col)] = pa.array(scale, pa.float32(), mask=mask)
+                cols[quantize.offset_key(col)] = pa.array(offset, pa.float32(), mask=mask)
         table = pa.Table.from_arrays([cols[c] for c in self.columns], schema=self.schema)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.rows += table.num_rows
@@ -392,9 +424,20 @@ class GeoParquetFile:
         }
         self.columns = list(schema.names)
         self.n_rows = int(self.pf.metadata.num_rows)
+        # the models: one status column each (a one-model file's vectors are ``embedding``)
         self.model_keys = [
-            c[len(EMBEDDING_PREFIX) :] for c in self.columns if c.startswith(EMBEDDING_PREFIX)
-        ]
+            c[len(STATUS_PREFIX) :] for c in self.columns if c.startswith(STATUS_PREFIX)
+        ] or [c[len(EMBEDDING_PREFIX) :] for c in self.columns if c.startswith(EMBEDDING_PREFIX)]
+
+    def vector_column(self, key: str) -> str:
+        """Model ``key``'s vector column: ``embedding_<key>``, else a one-model ``embedding``."""
+        col = embedding_column(key)
+        return col if col in self.columns or "embedding" not in self.columns else "embedding"
+
+    def scalars(self, name: str) -> np.ndarray:
+        """A float column as float32, NaN where null (an int8 vector's scale or offset)."""
+        col = self.column(name)
+        return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float32)
 
     def geo(self) -> dict[str, Any] | None:
         try:

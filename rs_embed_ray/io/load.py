@@ -27,11 +27,13 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
+from rs_embed_ray.io import quantize
 from rs_embed_ray.io.formats import (
     ArrayReader,
     Format,
@@ -57,6 +59,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+# whether this load decodes int8 / float16 vectors to float32 (load_export's ``dequantize``)
+_DEQUANTIZE: ContextVar[bool] = ContextVar("dequantize", default=True)
 
 __all__ = ["ExportResult", "ModelResult", "load_export", "summarize_export"]
 
@@ -163,7 +167,9 @@ _Loaded = tuple[ExportResult, "list[str] | None", "dict[str, np.ndarray]"]
 # --------------------------------------------------------------------------------------------
 
 
-def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> ExportResult:
+def load_export(
+    path: str | os.PathLike[str], *, as_xarray: bool = False, dequantize: bool = True
+) -> ExportResult:
     """Load an export written by ``export_batch``.
 
     A directory loads as a per-item export; a ``.npz`` / ``.nc`` / ``.netcdf`` / ``.parquet``
@@ -172,10 +178,20 @@ def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> Exp
     ``as_xarray=True`` turns each model's embeddings into an ``xarray.DataArray`` with dims
     ``(item, dim[, y, x])`` and ``lon`` / ``lat`` (and ``name`` where known) coordinates.
 
+    Vectors stored as int8 or float16 (``dtype=``) come back as float32, decoded with their
+    per-vector scale and offset; ``dequantize=False`` returns the stored codes instead.
+
     Raises FileNotFoundError (missing path, missing manifest or paired array file) and
     ValueError (unknown extension, no point files, two files claiming one point index).
     """
-    path = os.fspath(path)
+    token = _DEQUANTIZE.set(bool(dequantize))
+    try:
+        return _load_export(os.fspath(path), as_xarray)
+    finally:
+        _DEQUANTIZE.reset(token)
+
+
+def _load_export(path: str, as_xarray: bool) -> ExportResult:
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
     if _is_per_item_dir(path):
@@ -282,6 +298,9 @@ class _ArrayFile(Mapping[str, np.ndarray]):
         if key not in self._keyset:
             raise KeyError(key)
         arr = self._open().read(key)
+        scale, offset = quantize.scale_key(key), quantize.offset_key(key)
+        if _DEQUANTIZE.get() and scale in self._keyset and offset in self._keyset:
+            arr = quantize.decode(arr, self[scale], self[offset])
         self._cache[key] = arr
         return arr
 
@@ -367,6 +386,8 @@ def _as_float32(arr: Any) -> np.ndarray:
     a = np.asarray(arr)
     if a.dtype == object:
         raise ValueError("Export arrays must be numeric; found an object array.")
+    if not _DEQUANTIZE.get() and a.dtype in (np.int8, np.float16):
+        return a  # the stored codes, as asked
     return a.astype(np.float32, copy=False)
 
 

@@ -35,6 +35,10 @@ CF_ATTRS = {
 
 def dims_for(key: str, ndim: int) -> list[str]:
     """rs-embed's dim names for an array key and rank (substring rules, in its order)."""
+    kind, sep, rest = key.partition("__")
+    if sep and kind.endswith(("_scale", "_offset")):  # an int8 vector's: its codes' dims
+        codes = dims_for(kind.rsplit("_", 1)[0] + sep + rest, ndim + 1)  # less the vector's
+        return [d for d in codes if d not in ("dim", "band")][:ndim]
     if "bchw" in key and ndim == 4:
         return [POINT_DIM, "band", "y", "x"]
     if "chw" in key and ndim == 3:
@@ -136,24 +140,27 @@ class NetcdfWriter:
         elif name == "lat":
             var.standard_name, var.units = "latitude", "degrees_north"
 
-    def create(self, key: str, shape: tuple[int, ...]) -> Any:
+    def create(self, key: str, shape: tuple[int, ...], dtype: Any = "f4") -> Any:
         names = dims_for(key, len(shape))
         dims = tuple(self._dim(n, s, key) for n, s in zip(names, shape, strict=True))
-        stacked = dims[0] == POINT_DIM
-        chunks = [1 if (stacked and i == 0) else max(1, s) for i, s in enumerate(shape)]
+        stacked = bool(dims) and dims[0] == POINT_DIM
+        chunks = [1 if (stacked and i == 0) else max(1, s) for i, s in enumerate(shape)] or None
+        code = np.dtype(dtype).str[1:]  # f4, or i1 for int8 codes (-128 unused: the fill)
+        fill = -128 if code == "i1" else np.nan
         var = self.ds.createVariable(
-            key, "f4", dims, zlib=True, complevel=4, chunksizes=chunks, fill_value=np.nan
+            key, code, dims, zlib=True, complevel=4, chunksizes=chunks, fill_value=fill
         )
         if stacked and "lon" in self.ds.variables:
             var.coordinates = "lon lat name" if "name" in self.ds.variables else "lon lat"
-        if names[0] == "d0" and ("chw" in key) and len(shape) in FRAME_DIMS:
+        if names and names[0] == "d0" and ("chw" in key) and len(shape) in FRAME_DIMS:
             var.dims_meaning = FRAME_DIMS[len(shape)]
         self.variables.append(key)
         return var
 
     def add(self, key: str, arr: np.ndarray) -> None:
-        var = self.create(key, tuple(arr.shape))
-        var[...] = np.asarray(arr, dtype="f4")
+        dt = "i1" if np.asarray(arr).dtype == np.int8 else "f4"
+        var = self.create(key, tuple(np.shape(arr)), dt)
+        var[...] = np.asarray(arr, dtype=dt)
 
     def stream(
         self,
@@ -161,12 +168,13 @@ class NetcdfWriter:
         row_shape: tuple[int, ...],
         rows: Iterable[np.ndarray],
         n_rows: int,
+        dtype: Any = "f4",
     ) -> None:
         """Fill a stacked ``(n_rows, *row_shape)`` variable row by row."""
-        var = self.create(key, (n_rows, *row_shape))
+        var = self.create(key, (n_rows, *row_shape), dtype)
         written = 0
         for row in rows:
-            var[written, ...] = np.asarray(row, dtype="f4")
+            var[written, ...] = np.asarray(row, dtype=dtype)
             written += 1
         if written != n_rows:
             raise ValueError(f"{key}: wrote {written} rows, expected {n_rows}")

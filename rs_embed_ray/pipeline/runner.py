@@ -19,6 +19,7 @@ from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_text
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
+from rs_embed_ray.io.stac import write_stac
 from rs_embed_ray.io.state import RunState
 from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
@@ -31,6 +32,7 @@ from rs_embed_ray.pipeline.quiet import (
 )
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
 from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
+from rs_embed_ray.pipeline.stac_run import stac_run
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.providers import provider_capability
 from rs_embed_ray.resume import EarlierRun, item_records, place_record
@@ -65,6 +67,7 @@ class Runner:
         self.log = RunLog(plan, self.state, self.device)
         self.earlier = EarlierRun(plan, self.state, self.device)
         self._quota: tuple[str, Any] | None = None
+        self.stage_s: dict[str, float] = {}  # model key -> seconds of the stages that ran it
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -93,6 +96,7 @@ class Runner:
             "output": jsonable(p.output),
             "input_prep": jsonable(p.input_prep),
             "package_version": package_version(),
+            "dtype": p.dtype,
             "models": [
                 {
                     "name": m.name,
@@ -234,7 +238,10 @@ class Runner:
                 t0 = time.perf_counter()
                 first = members[0] if p.save_embeddings else None
                 self._fetch(g, need, first)
-                log.info("fetch[%s]: %d items in %.1fs", g.key, len(need), time.perf_counter() - t0)
+                took = time.perf_counter() - t0
+                if first is not None:  # its inference ran in this stage, overlapping the fetch
+                    self.stage_s[first.key] = self.stage_s.get(first.key, 0.0) + took
+                log.info("fetch[%s]: %d items in %.1fs", g.key, len(need), took)
         if not p.save_embeddings:
             return
         for m in p.models:
@@ -242,9 +249,9 @@ class Runner:
             if need:
                 t0 = time.perf_counter()
                 self._infer(m, need)
-                log.info(
-                    "infer[%s]: %d items in %.1fs", m.name, len(need), time.perf_counter() - t0
-                )
+                took = time.perf_counter() - t0
+                self.stage_s[m.key] = self.stage_s.get(m.key, 0.0) + took
+                log.info("infer[%s]: %d items in %.1fs", m.name, len(need), took)
 
     # -- final files -----------------------------------------------------------------------
     def _item_payload(self, i: int) -> dict[str, Any]:
@@ -379,6 +386,7 @@ class Runner:
             result = self._write_combined()
             statuses = [result["status"]]
         log.info("write: %d items in %.1fs", len(todo_items), time.perf_counter() - t0)
+        write_stac(stac_run(p, self.device, result, self.stage_s))
         all_ok = all(s == "ok" for s in statuses)
         if all_ok:
             self.state.drop_cache()

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io.formats.base import (
     CombinedSink,
     Format,
@@ -38,6 +39,8 @@ def write_stack(writer: Any, stack: Stack | None, n: int) -> dict[str, Any] | No
         return None
     shapes = stack.row_shapes()
     indices = stack.indices
+    if stack.dtype != q.FLOAT32:
+        return write_coded_stack(writer, stack, n)
     if len(shapes) == 1 and (len(indices) == n or stack.partial_stacked):
         row_shape = next(iter(shapes))
         rows = (a for _, a in stack.rows())
@@ -52,6 +55,54 @@ def write_stack(writer: Any, stack: Stack | None, n: int) -> dict[str, Any] | No
         writer.add(key, arr)
         keys.append(key)
     return {"npz_keys": keys, "indices": indices, "dtype": "float32"}
+
+
+def _quant_ref(key: str, dtype: str, keys: tuple[str, str] | None) -> dict[str, Any]:
+    """What a reference says of stored codes: their dtype and, for int8, where the scales
+    and offsets are."""
+    desc = dict(q.file_attribute(dtype) or {})
+    if keys is not None:
+        desc.update(scale_key=keys[0], offset_key=keys[1])
+    return {"dtype": dtype, "quantization": desc}
+
+
+def write_coded_stack(writer: Any, stack: Stack, n: int) -> dict[str, Any]:
+    """A stack stored as ``stack.dtype`` codes: stacked (with its scales and offsets, int8)
+    when every row is present and alike, else per-place keys, as float32 stacks are."""
+    shapes, indices, dtype = stack.row_shapes(), stack.indices, stack.dtype
+    quant = q.is_quantized(dtype)
+    if len(shapes) == 1 and len(indices) == n:
+        row_shape = next(iter(shapes))
+        scales: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+
+        def codes() -> Any:
+            for _, row in stack.rows():
+                c, s, o = q.encode(row, dtype)
+                if quant:
+                    scales.append(s)  # type: ignore[arg-type]
+                    offsets.append(o)  # type: ignore[arg-type]
+                yield c
+
+        writer.stream(stack.key, row_shape, codes(), n, dtype=dtype)
+        ref = {"npz_key": stack.key, "shape": [n, *row_shape]}
+        keys = None
+        if quant:
+            keys = (q.scale_key(stack.key), q.offset_key(stack.key))
+            writer.add(keys[0], np.stack(scales).astype(np.float32))  # small: no vector axis
+            writer.add(keys[1], np.stack(offsets).astype(np.float32))
+        return {**ref, **_quant_ref(stack.key, dtype, keys)}
+    names = []
+    for i, arr in stack.rows():
+        key = f"{stack.point_key}__{i:05d}"
+        c, s, o = q.encode(arr, dtype)
+        writer.add(key, c)
+        if quant:
+            writer.add(q.scale_key(key), np.asarray(s))
+            writer.add(q.offset_key(key), np.asarray(o))
+        names.append(key)
+    first = (q.scale_key(stack.point_key), q.offset_key(stack.point_key)) if quant else None
+    return {"npz_keys": names, "indices": indices, **_quant_ref(stack.point_key, dtype, first)}
 
 
 class ArraySink(CombinedSink):

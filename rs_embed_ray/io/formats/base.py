@@ -65,6 +65,7 @@ class Stack:
     reader: ShardReader
     channels: list[int] | None = None
     partial_stacked: bool = False  # stacked with ``indices`` even when rows are missing
+    dtype: str = "float32"  # how the rows are stored (io.quantize)
     metas: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -190,6 +191,7 @@ class Format(ABC):
     embeds_manifest: ClassVar[bool] = False  # the manifest is inside the file too
     magic: ClassVar[tuple[bytes, ...]] = ()  # what the file starts with
     directory_store: ClassVar[bool] = False  # one export is a directory (a Zarr store)
+    dtypes: ClassVar[tuple[str, ...]] = ("float32", "float16", "int8")  # vector storage
 
     @property
     def ext(self) -> str:

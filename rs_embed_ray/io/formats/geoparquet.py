@@ -10,6 +10,7 @@ import numpy as np
 
 from rs_embed_ray.errors import ModelError
 from rs_embed_ray.io import geoparquet as gpq
+from rs_embed_ray.io import quantize
 from rs_embed_ray.io.formats.base import (
     ArrayReader,
     Arrays,
@@ -24,7 +25,6 @@ from rs_embed_ray.io.geoparquet import (
     GeoParquetFile,
     GeoParquetWriter,
     compact_manifest,
-    embedding_column,
     parquet_intact,
     spatial_geometry,
     status_column,
@@ -47,6 +47,7 @@ class GeoParquetReader(ArrayReader):
         self.path = path
         self._gp: GeoParquetFile | None = gp
         self._columns: dict[str, str] = {}  # array key or column -> column
+        self._scalars: dict[str, str] = {}  # scale / offset names -> column
         self.coords = {}
         self.keys = []
         try:
@@ -62,10 +63,10 @@ class GeoParquetReader(ArrayReader):
         except Exception:
             gp.close()
             raise
-        self.names = set(self.keys) | set(self._columns)
+        self.names = set(self.keys) | set(self._columns) | set(self._scalars)
 
     def _add_model(self, gp: GeoParquetFile, key: str) -> None:
-        col, st = embedding_column(key), status_column(key)
+        col, st = gp.vector_column(key), status_column(key)
         has_rows = (
             any(v == "ok" for v in gp.pylist(st))
             if st in gp.columns
@@ -77,9 +78,14 @@ class GeoParquetReader(ArrayReader):
         self.keys.append(alias)
         self._columns[alias] = col
         self._columns[col] = col
+        for side in (quantize.scale_key, quantize.offset_key):  # int8: beside the codes
+            if side(col) in gp.columns:
+                self._scalars[side(alias)] = self._scalars[side(col)] = side(col)
 
     def read(self, key: str) -> np.ndarray:
         assert self._gp is not None
+        if key in self._scalars:
+            return self._gp.scalars(self._scalars[key])
         return self._gp.vectors(self._columns[key])
 
     def file_spatials(self) -> list[dict[str, Any]] | None:
@@ -109,8 +115,9 @@ def _vector_size(m: ModelColumns) -> int | None:
 class _GeoParquetSink(CombinedSink):
     """Row groups across all models, in place order; memory holds one row group."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, dtype: str) -> None:
         self.path = path
+        self.dtype = dtype
         self.writer: GeoParquetWriter | None = None
 
     def on_write_start(self, places: Places, models: list[ModelColumns]) -> None:
@@ -135,6 +142,7 @@ class _GeoParquetSink(CombinedSink):
             models=[(m.spec["key"], self.dims[m.spec["key"]]) for m in models],
             geometry_types=[g[1] for g in self.geoms],
             bbox=bbox,
+            dtype=self.dtype,
         )
 
     def _columns(self, m: ModelColumns, rows: range) -> tuple[Any, ...]:
@@ -169,12 +177,20 @@ class _GeoParquetSink(CombinedSink):
         for m in models:
             key, ref = m.spec["key"], None
             if len(m.errors) < n:
+                col = self.writer.vector_column(key)
                 ref = {
-                    "parquet_column": embedding_column(key),
+                    "parquet_column": col,
                     "status_column": status_column(key),
-                    "dtype": "float32",
+                    "dtype": self.dtype,
                     "shape": [n, self.dims[key]],
                 }
+                quant = quantize.file_attribute(self.dtype)
+                if quant is not None:
+                    ref["quantization"] = dict(quant)
+                if quantize.is_quantized(self.dtype):
+                    ref["quantization"].update(
+                        scale_key=quantize.scale_key(col), offset_key=quantize.offset_key(col)
+                    )
             refs.append({"inputs": None, "embeddings": ref})
         return refs
 
@@ -223,7 +239,7 @@ class GeoParquetFormat(Format):
         raise ModelError("format='geoparquet' writes one combined file, not per-item files.")
 
     def combined_sink(self, path: Path, attrs: dict[str, Any]) -> CombinedSink:
-        return _GeoParquetSink(path)
+        return _GeoParquetSink(path, attrs.get("dtype", quantize.FLOAT32))
 
     def open_reader(self, path: str) -> GeoParquetReader:
         return GeoParquetReader(path)

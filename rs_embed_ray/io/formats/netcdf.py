@@ -96,6 +96,7 @@ class NetcdfFormat(ArrayFileFormat):
     keys_field = "nc_variables"
     embeds_manifest = True
     magic = (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n")
+    dtypes = ("float32", "int8")  # netCDF has no 16-bit float type
 
     def write_item(self, path: Path, arrays: Arrays, manifest: Doc, attrs: Doc) -> None:
         manifest["nc_path"] = str(path)

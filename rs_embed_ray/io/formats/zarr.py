@@ -199,6 +199,7 @@ class ZarrFormat(Format):
     per_item = False
     embeds_manifest = True
     directory_store = True
+    dtypes = ("float32",)  # quantized vectors (io.quantize) are not wired into the store yet
 
     def check_request(self, layout: str, output_mode: str, save_inputs: bool) -> None:
         try:
