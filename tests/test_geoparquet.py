@@ -258,6 +258,18 @@ def test_geoparquet_matches_npz(tmp_path, raster_source):
     table = pq.read_table(path)
     assert table.schema.field("embedding_remoteclip").type == pa.list_(pa.float32(), 512)
 
+    # each model also has a one-model view in TorchGeo's shape: geometry + embedding + datetime
+    for m in ("spectral_stats", "remoteclip"):
+        view = gpd.read_parquet(tmp_path / f"g.{m}.parquet")
+        assert view.crs.to_epsg() == 4326 and list(view["name"]) == list(gdf["name"])
+        assert {"embedding", "datetime", "geometry"} <= set(view.columns)
+        assert view.geometry.equals(gdf.geometry)
+        assert view["embedding"][1] is None and list(view[f"status_{m}"]) == list(
+            gdf[f"status_{m}"]
+        )
+        for i in (0, 2, 3, 4):
+            np.testing.assert_array_equal(view["embedding"][i], gdf[f"embedding_{m}"][i])
+
     ref = export_batch(**_kw(raster_source, tmp_path), out=str(tmp_path / "r"), format="npz")
     assert ref["status"] == "partial"
     npz = load_export(tmp_path / "r.npz")

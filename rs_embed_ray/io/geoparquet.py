@@ -137,6 +137,12 @@ def vector_column(key: str, single: bool) -> str:
     return "embedding" if single else embedding_column(key)
 
 
+def model_view_path(path: str | Path, key: str) -> Path:
+    """The one-model view of a multi-model file: ``out.parquet`` -> ``out.<key>.parquet``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.{key}{p.suffix}")
+
+
 def status_column(key: str) -> str:
     return f"{STATUS_PREFIX}{key}"
 
@@ -302,6 +308,22 @@ class GeoParquetWriter:
             self._exit_with_error()
             raise
         self.rows = 0
+        # a multi-model file has ``embedding_<key>`` columns, which TorchGeo's readers do not
+        # know: each model also gets a one-model view file in TorchGeo's shape beside it
+        self.views: dict[str, GeoParquetWriter] = {}
+        try:
+            if not self.single:
+                for key, dim in models:
+                    self.views[key] = GeoParquetWriter(
+                        model_view_path(self.path, key),
+                        models=[(key, dim)],
+                        geometry_types=geometry_types,
+                        bbox=bbox,
+                        dtype=dtype,
+                    )
+        except BaseException:
+            self.abort()
+            raise
 
     def vector_column(self, key: str) -> str:
         return vector_column(key, self.single)
@@ -356,8 +378,20 @@ class GeoParquetWriter:
         table = pa.Table.from_arrays([cols[c] for c in self.columns], schema=self.schema)
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self.rows += table.num_rows
+        for key, view in self.views.items():
+            view.write_rows(
+                indices=indices,
+                names=names,
+                geometries=geometries,
+                bboxes=bboxes,
+                windows=windows,
+                models={key: models[key]},
+            )
 
     def commit(self, manifest: dict[str, Any] | None = None) -> None:
+        # the views first: the main file appearing is what marks the export complete
+        for view in self.views.values():
+            view.commit()
         if manifest is not None:
             self._writer.add_key_value_metadata(
                 {MANIFEST_KEY: json.dumps(manifest, ensure_ascii=False)}
@@ -372,6 +406,10 @@ class GeoParquetWriter:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
 
     def abort(self) -> None:
+        for view in self.views.values():
+            view.abort()
+        if not hasattr(self, "_writer"):
+            return
         try:
             self._writer.close()
         except Exception:  # a half-written file is removed below anyway
