@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -252,7 +253,7 @@ class GeoParquetWriter:
         import pyarrow.parquet as pq
 
         self.pa = pa
-        self.path = Path(path)
+        self.path = storage.as_path(path)
         self.dims = dict(models)
         fields = [
             pa.field("point_index", pa.int64(), nullable=False),

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.formats import (
     ArrayReader,
     Format,
@@ -51,6 +52,7 @@ from rs_embed_ray.io.keys import (
     parse_array_key,
     sanitize_key,
 )
+from rs_embed_ray.io.state import STATE_DIR_PER_ITEM
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -172,10 +174,12 @@ def load_export(path: str | os.PathLike[str], *, as_xarray: bool = False) -> Exp
     ``as_xarray=True`` turns each model's embeddings into an ``xarray.DataArray`` with dims
     ``(item, dim[, y, x])`` and ``lon`` / ``lat`` (and ``name`` where known) coordinates.
 
+    An ``s3://`` / ``gs://`` export is copied to a local temp folder first (io.storage).
+
     Raises FileNotFoundError (missing path, missing manifest or paired array file) and
     ValueError (unknown extension, no point files, two files claiming one point index).
     """
-    path = os.fspath(path)
+    path = _local(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
     if _is_per_item_dir(path):
@@ -197,7 +201,7 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
     file. Exports without a manifest are summarised from their array keys (status
     ``"unknown"``).
     """
-    path = os.fspath(path)
+    path = _local(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
     if _is_per_item_dir(path):
@@ -208,6 +212,14 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Array files
 # --------------------------------------------------------------------------------------------
+
+
+def _local(path: str | os.PathLike[str]) -> str:
+    """A local path of the export: ``path``, or a copy of an object-store export without
+    its run state."""
+    if storage.is_remote(path):
+        return storage.materialize(str(path), skip=(STATE_DIR_PER_ITEM,))
+    return os.fspath(path)
 
 
 def _import_xarray() -> Any:
