@@ -31,6 +31,8 @@ from typing import Any
 from rs_embed_ray.errors import ModelError
 
 SCHEMES = ("s3", "gs")
+# loggers of the store clients that print request headers at DEBUG (the CLI keeps them at INFO)
+STORE_CLIENT_LOGGERS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "urllib3", "google.auth")
 _SECRET_ENVS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 # AWS: 3-63 of [a-z0-9.-], starting and ending with a letter or digit, not an IP address;
 # GCS also takes "_" (and up to 222 characters when dotted)
