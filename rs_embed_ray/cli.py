@@ -379,8 +379,17 @@ def models(as_json: bool) -> None:
         click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
 
 
+class _ExportPath(click.Path):
+    """A local path that must exist, or an ``s3://`` / ``gs://`` URL (checked on reading)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and is_remote(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
 @main.command()
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=_ExportPath(exists=True))
 @click.option(
     "--plot",
     "plot_path",
