@@ -152,12 +152,8 @@ def put_bytes(dest: AnyPath, data: bytes, *, create: bool = False) -> None:
     """Write one whole object; ``create=True`` raises FileExistsError if it exists (S3's
     ``If-None-Match: *``; GCS's ``ifGenerationMatch=0``)."""
     fs = dest.fs
-    if not create:
-        fs.pipe_file(_key(dest), data)
-    elif scheme_of(dest) == "gs":
-        fs.pipe_file(_key(dest), data, ifGenerationMatch=0)
-    else:
-        fs.pipe_file(_key(dest), data, mode="create")
+    # s3fs sends If-None-Match: *, gcsfs ifGenerationMatch=0; both raise FileExistsError
+    fs.pipe_file(_key(dest), data, mode="create" if create else "overwrite")
     fs.invalidate_cache(_key(dest))
 
 

@@ -302,3 +302,25 @@ def test_bad_output_location_exit_2_before_any_work(
     assert needle in res.output and res.output.count("error:") == 1, res.output
     assert SECRET not in res.output and KEY_ID not in res.output
     assert _objects("nocreds") == [] and _objects("x") == []  # nothing written, no lock
+
+
+@pytest.mark.parametrize(
+    ("url", "needle"),
+    [
+        ("s3://ab/x", "not a valid bucket name"),  # too short
+        ("s3://my_bucket/x", "not a valid bucket name"),  # "_" is GCS-only
+        ("s3://-bucket/x", "not a valid bucket name"),
+        ("s3://192.168.1.1/x", "not a valid bucket name"),
+        ("gs://UPPER/x", "not a valid bucket name"),
+        ("s3://my-bucket", "whole bucket"),
+        ("az://container/x", "not supported"),
+    ],
+)
+def test_check_url_names_what_to_change(url, needle):
+    """The syntax checks need no server (the bucket's existence is checked against moto above)."""
+    from rs_embed_ray.errors import ModelError
+
+    with pytest.raises(ModelError, match=needle):
+        storage.check_url(url)
+    storage.check_url("gs://my_bucket.v2/prefix")  # valid on GCS
+    storage.check_url("s3://my-bucket.v2/prefix/")  # valid on S3
