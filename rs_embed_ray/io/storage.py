@@ -225,13 +225,17 @@ def materialize(target: str, skip: tuple[str, ...] = ()) -> str:
     if fs.isdir(_key(path)):
         base = _key(path).rstrip("/") + "/"
         local = root / path.name
+        keys, dests = [], []
         for url in list_files(path):
             rel = _key(url)[len(base) :]
             if rel.split("/", 1)[0] in skip:
                 continue
             dest = local / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(_key(url), str(dest))
+            keys.append(_key(url))
+            dests.append(str(dest))
+        if keys:
+            fs.get(keys, dests)  # concurrent GETs (s3fs / gcsfs are async inside)
         local.mkdir(exist_ok=True)
         return str(local)
     if not fs.exists(_key(path)):
