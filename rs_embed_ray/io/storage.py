@@ -112,7 +112,8 @@ def _bucket_error(path: AnyPath, exc: BaseException) -> ModelError:
     if scheme == "gs":
         creds = "GOOGLE_APPLICATION_CREDENTIALS or `gcloud auth application-default login`"
     if isinstance(exc, PermissionError) or any(
-        w in name + text for w in ("Credential", "AccessDenied", "Forbidden", "InvalidAccessKey")
+        w in name + text
+        for w in ("Credential", "AccessDenied", "Forbidden", "InvalidAccessKey", "Signature")
     ):
         return ModelError(
             f"Output {path}: the store refused the credentials ({name}: {text}); set valid "

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +37,10 @@ from tests.faults.conftest import REPO, child_env, driver_cmd, local_kw
 
 BUCKET = "rs-embed-test"
 STORE_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3")
-SECRET = "s3cr3t-Do-Not-Leak-7f3a9c"
-KEY_ID = "AKIATESTKEYLEAKCHECK"
+# the credentials of an IAM user the fixture creates on the server (moto checks signatures
+# once INITIAL_NO_AUTH_ACTION_COUNT requests are spent); the leak checks grep for them
+SECRET = ""
+KEY_ID = ""
 
 
 def _free_port() -> int:
@@ -59,6 +60,22 @@ def _env(endpoint: str) -> dict[str, str]:
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
+
+
+def _iam_user(endpoint: str) -> tuple[str, str]:
+    """A user allowed s3:* and its access key (the server's own, random secret)."""
+    import boto3
+
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap",
+    )  # fmt: skip
+    iam.create_user(UserName="exporter")
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*",
+                                                      "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName="exporter", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="exporter")["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 def _clear_fs_cache() -> None:
@@ -83,17 +100,22 @@ def s3(tmp_path_factory) -> Iterator[str]:
         [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
         stdout=logf,
         stderr=subprocess.STDOUT,
+        # the 3 IAM calls below run unauthenticated; every later request is checked
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
     )
     deadline = time.time() + 30
     while True:
         try:
-            urllib.request.urlopen(endpoint, timeout=1)
+            # a TCP connect, not a request: requests count against the unauthenticated ones
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             break
         except OSError:
             if time.time() > deadline or server.poll() is not None:
                 server.kill()
                 pytest.fail("moto_server did not start")
             time.sleep(0.2)
+    global KEY_ID, SECRET
+    KEY_ID, SECRET = _iam_user(endpoint)
     saved = {k: os.environ.get(k) for k in _env(endpoint)}
     os.environ.update(_env(endpoint))
     _clear_fs_cache()
@@ -198,6 +220,17 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path):
     assert not [m for m in ours if KEY_ID in m]
 
 
+def test_conditional_create_is_honoured_by_the_server(s3):
+    """What the lock relies on: a second create of one object fails (If-None-Match: *)."""
+    path = storage.as_path(f"s3://{BUCKET}/cond/lock")
+    storage.put_bytes(path, b"first", create=True)
+    with pytest.raises(FileExistsError):
+        storage.put_bytes(path, b"second", create=True)
+    assert storage.read_bytes(path) == b"first"
+    storage.put_bytes(path, b"third")  # a plain put overwrites (the heartbeat)
+    assert storage.read_bytes(path) == b"third"
+
+
 def _wait(cond, timeout: float) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -279,6 +312,8 @@ def _cli(pts: Path, out: str, source: Path) -> list[str]:
         ("s3://Bad_Bucket!/x", {}, "not a valid bucket name"),
         ("s3://no-such-bucket-rs/x", {}, "does not exist"),
         (f"s3://{BUCKET}/nocreds", {"AWS_ACCESS_KEY_ID": None}, "credentials"),
+        (f"s3://{BUCKET}/nocreds", {"AWS_SECRET_ACCESS_KEY": "not-the-secret-0"}, "credentials"),
+        (f"s3://{BUCKET}/nocreds", {"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY000"}, "credentials"),
         ("ftp://host/x", {}, "not supported"),
     ],
 )
@@ -288,9 +323,11 @@ def test_bad_output_location_exit_2_before_any_work(
     pts = tmp_path / "p.csv"
     pts.write_text("name,lon,lat,buffer_m\na,15.0,45.0,160\n")
     for k, v in env.items():
-        if v is None:
+        if v is None:  # no credentials at all
             monkeypatch.delenv(k)
             monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        else:  # credentials the server does not accept
+            monkeypatch.setenv(k, v)
     _clear_fs_cache()
     try:
         res = CliRunner().invoke(main, _cli(pts, out, source))
@@ -317,7 +354,8 @@ def test_bad_output_location_exit_2_before_any_work(
     ],
 )
 def test_check_url_names_what_to_change(url, needle):
-    """The syntax checks need no server (the bucket's existence is checked against moto above)."""
+    """The syntax checks need no server (the bucket's existence is checked against moto
+    above)."""
     from rs_embed_ray.errors import ModelError
 
     with pytest.raises(ModelError, match=needle):
