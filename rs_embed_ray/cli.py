@@ -110,11 +110,12 @@ def main(verbose: int) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["npz", "netcdf", "geoparquet"]),
+    type=click.Choice(["npz", "netcdf", "geoparquet", "zarr"]),
     default=default("format"),
     show_default=True,
     help="geoparquet: one row per place with its geometry and pooled vectors "
-    "(needs --layout combined --output pooled --no-save-inputs).",
+    "(needs --layout combined --output pooled --no-save-inputs); zarr: one Zarr v3 store "
+    "written in parallel by chunks of places (needs --layout combined).",
 )
 @click.option("--buffer-m", type=float, help="Buffer for points files without a buffer_m column.")
 @click.option(
@@ -143,6 +144,13 @@ def main(verbose: int) -> None:
     default=default("num_workers"),
     show_default=True,
     help="Fetch actors (concurrent fetches).",
+)
+@click.option(
+    "--writer-workers",
+    type=int,
+    default=default("writer_workers"),
+    show_default=True,
+    help="Writer tasks at a time (per-item files; regions of a Zarr store).",
 )
 @click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
 @click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")
@@ -242,6 +250,7 @@ def export(**o: Any) -> None:
             result.get("npz_path")
             or result.get("nc_path")
             or result.get("parquet_path")
+            or result.get("zarr_path")
             or result.get("resume_output_path")
         )
     click.echo(
@@ -266,6 +275,7 @@ _SAME_NAME = (
     "device",
     "chunk_size",
     "num_workers",
+    "writer_workers",
     "resume",
     "continue_on_error",
     "max_retries",

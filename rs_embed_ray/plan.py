@@ -328,16 +328,19 @@ def resolve_target(
     return resolved, path if remote else path.resolve()
 
 
-def check_writable(layout: Layout, path: Path) -> None:
-    """Fail before any work if the output location cannot be written."""
+def check_writable(layout: Layout, path: Path, directory_store: bool = False) -> None:
+    """Fail before any work if the output location cannot be written (``directory_store``:
+    the combined output is a directory, a Zarr store)."""
     if storage.is_remote(path):
         storage.check_bucket(path)  # exists, and these credentials may list it
         return
     folder = path if layout == "per_item" else path.parent
     if folder.exists() and not folder.is_dir():
         raise ModelError(f"Output location {folder} exists and is not a directory.")
-    if layout == "combined" and path.exists() and path.is_dir():
+    if layout == "combined" and path.exists() and path.is_dir() and not directory_store:
         raise ModelError(f"Output file {path} is a directory; choose a file name.")
+    if layout == "combined" and directory_store and path.exists() and not path.is_dir():
+        raise ModelError(f"Output store {path} exists and is a file; choose another name.")
     probe_root = folder
     while not probe_root.exists():
         probe_root = probe_root.parent
@@ -676,7 +679,7 @@ def build_plan(o: ExportOptions) -> ExportPlan:
     dev = str(o.device).strip().lower() if o.device else "auto"
     if not (dev in ("auto", "cpu", "cuda", "mps") or dev.startswith("cuda:")):
         raise ModelError(f"Unknown device {o.device!r}: use 'auto', 'cpu' or 'cuda'.")
-    check_writable(lay, path)
+    check_writable(lay, path, get_format(fmt).directory_store)
     check_output_location(lay, path)
     if b == "local":
         check_source(o.source)

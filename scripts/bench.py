@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -357,6 +358,18 @@ def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
     return ((b - a) / dt if dt > 0 else float("inf")), dt
 
 
+class WriteTime(logging.Handler):
+    """The runner's ``write: N items in S s`` record: how long the final write step took."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("write:"):
+            self.seconds = float(record.args[-1]) if record.args else None
+
+
 def main() -> None:
     from rs_embed_ray.options import default  # the package's defaults, stated once
 
@@ -364,7 +377,14 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--models", default="spectral_stats")
     ap.add_argument("--layout", choices=["per_item", "combined"], default="per_item")
-    ap.add_argument("--format", choices=["npz", "netcdf"], default="npz")
+    ap.add_argument("--format", choices=["npz", "netcdf", "zarr"], default="npz")
+    ap.add_argument("--output", choices=["pooled", "grid"], default="pooled")
+    ap.add_argument(
+        "--writer-workers",
+        type=int,
+        default=default("writer_workers"),
+        help="concurrent writer tasks (per-item files, Zarr regions)",
+    )
     ap.add_argument("--backend", choices=["emulator", "local"], default="emulator")
     ap.add_argument("--source", help="raster source for --backend local")
     ap.add_argument("--latency-ms", type=float, default=0.0)
@@ -414,13 +434,14 @@ def main() -> None:
 
     import ray
 
-    from rs_embed_ray import TemporalSpec, export_batch
+    from rs_embed_ray import OutputSpec, TemporalSpec, export_batch
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
-    weights = {m: "random" for m in models if m not in ("spectral_stats",)}
+    weights = {m: "random" for m in models if m not in ("spectral_stats", "gse")}
     work = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="rs_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    out = work / ("export" if a.layout == "per_item" else "export.npz")
+    ext = {"npz": ".npz", "netcdf": ".nc", "zarr": ".zarr"}[a.format]
+    out = work / ("export" if a.layout == "per_item" else f"export{ext}")
     pts = make_points(a.n, 15.0, 45.0, a.buffer_m, a.spread_deg)
     kw = dict(
         spatials=pts,
@@ -434,6 +455,8 @@ def main() -> None:
         fetch_threads=a.fetch_threads,
         chunk_size=a.chunk_size,
         save_inputs=not a.no_save_inputs,
+        output=OutputSpec.grid() if a.output == "grid" else OutputSpec.pooled(),
+        writer_workers=a.writer_workers,
         show_progress=False,
         ee_max_concurrent=a.ee_max_concurrent,
         ee_max_qps=a.ee_max_qps,
@@ -458,10 +481,10 @@ def main() -> None:
         pts = make_points(a.n, 14.95, 44.95, a.buffer_m, min(a.spread_deg, 0.1))
         kw["spatials"] = pts
 
-    import logging
-
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("rs_embed_ray").setLevel(logging.INFO)
+    write_s = WriteTime()
+    logging.getLogger("rs_embed_ray.pipeline.runner").addHandler(write_s)
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         with PeakRSS(exclude=(emu.proc.pid,) if emu is not None else ()) as mem:
@@ -512,6 +535,11 @@ def main() -> None:
             "fetch_threads": a.fetch_threads,
             "chunk_size": a.chunk_size,
             "wall_s": round(wall, 2),
+            "output": a.output,
+            "writer_workers": a.writer_workers,
+            # the final write step alone (the per-item files, or the combined file / store)
+            "write_s": write_s.seconds,
+            "write_items_per_s": round(a.n / write_s.seconds, 1) if write_s.seconds else None,
             "items_per_s_overall": round(a.n / wall, 2),
             "items_per_s_span": round(a.n / span, 2) if span == span and span > 0 else None,
             "items_per_s_last_model_steady": round(rate, 2),

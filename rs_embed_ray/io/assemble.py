@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,11 @@ def _model_columns(
                 errors[i] = (e or {}).get("error") or "embedding missing"
         ok = [(i, esrc[i]) for i in range(n) if i not in errors]
         embeddings = Stack(f"embeddings__{m['key']}", f"embedding__{m['key']}", ok, reader)
-    return ModelColumns(m, errors, inputs, embeddings)
+    chips = {
+        tuple(r["shape"][-2:]) for r in psrc.values() if r["status"] == "ok" and r.get("shape")
+    }
+    chip = next(iter(chips)) if len(chips) == 1 else None
+    return ModelColumns(m, errors, inputs, embeddings, chip)
 
 
 def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
@@ -260,6 +265,7 @@ def write_combined(
     embed_src: dict[str, dict[int, dict[str, Any]]],
     fingerprint: str,
     temporals: list[dict[str, Any] | None] | None = None,
+    parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] | None = None,
 ) -> dict[str, Any]:
     """Stream the combined file from shards in item order; return the final manifest.
 
@@ -273,6 +279,8 @@ def write_combined(
     places = Places(spatials, names, centers, ctx["temporal"], temporals)
     reader = ShardReader()
     sink = get_format(ctx["format"]).combined_sink(path, _file_attrs(ctx, n))
+    if parallel_map is not None:  # the pipeline's tasks (a sink with regions uses them)
+        sink.parallel_map = parallel_map
     try:
         models = [_model_columns(m, ctx, n, patch_src, embed_src, reader) for m in ctx["models"]]
         shared = _share_inputs(models)

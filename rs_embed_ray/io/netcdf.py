@@ -51,11 +51,24 @@ def dims_for(key: str, ndim: int) -> list[str]:
     return [f"d{i}" for i in range(ndim)]
 
 
+def unique_dim(name: str, size: int, key: str, sizes: Mapping[str, int]) -> str:
+    """rs-embed's rule: a name already used with another size becomes ``<dim>__<key>``,
+    then ``<dim>__<key>_2``, ... (``sizes``: the dims so far; the Zarr store shares it)."""
+    cand = name
+    if cand in sizes and sizes[cand] != size:
+        base = f"{name}__{re.sub(r'[^0-9A-Za-z]', '_', key)}"
+        cand, k = base, 1
+        while cand in sizes and sizes[cand] != size:
+            k += 1
+            cand = f"{base}_{k}"
+    return cand
+
+
 # what the d0..dN of an input with frames hold (a variable attribute, ours)
-_FRAME_DIMS = {4: "time band y x", 5: "point time band y x"}
+FRAME_DIMS = {4: "time band y x", 5: "point time band y x"}
 
 
-def _global_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+def global_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = dict(CF_ATTRS)
     for k, v in attrs.items():
         if v is None:
@@ -88,7 +101,7 @@ class NetcdfWriter:
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         self.ds = netCDF4.Dataset(self._tmp, "w", format="NETCDF4")
-        self.ds.setncatts(_global_attrs(attrs or {}))
+        self.ds.setncatts(global_attrs(attrs or {}))
         self._dim_sizes: dict[str, int] = {}
         self.variables: list[str] = []
         self.keys = self.variables  # as NpzStreamWriter names them
@@ -104,15 +117,7 @@ class NetcdfWriter:
                 self.ds.setncattr("coordinates", " ".join(coords))
 
     def _dim(self, name: str, size: int, key: str) -> str:
-        """rs-embed's rule: a name already used with another size becomes ``<dim>__<key>``,
-        then ``<dim>__<key>_2``, ..."""
-        cand = name
-        if cand in self._dim_sizes and self._dim_sizes[cand] != size:
-            base = f"{name}__{re.sub(r'[^0-9A-Za-z]', '_', key)}"
-            cand, k = base, 1
-            while cand in self._dim_sizes and self._dim_sizes[cand] != size:
-                k += 1
-                cand = f"{base}_{k}"
+        cand = unique_dim(name, size, key, self._dim_sizes)
         if cand not in self._dim_sizes:
             self.ds.createDimension(cand, size)
             self._dim_sizes[cand] = size
@@ -142,8 +147,8 @@ class NetcdfWriter:
         )
         if stacked and "lon" in self.ds.variables:
             var.coordinates = "lon lat name" if "name" in self.ds.variables else "lon lat"
-        if names[0] == "d0" and ("chw" in key) and len(shape) in _FRAME_DIMS:
-            var.dims_meaning = _FRAME_DIMS[len(shape)]
+        if names[0] == "d0" and ("chw" in key) and len(shape) in FRAME_DIMS:
+            var.dims_meaning = FRAME_DIMS[len(shape)]
         self.variables.append(key)
         return var
 

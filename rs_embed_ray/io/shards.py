@@ -55,6 +55,10 @@ class ShardReader:
         meta = json.loads(bytes(fh[f"m{index}"]).decode("utf-8"))
         return arr, meta
 
+    def read_meta(self, path: str | Path, index: int) -> dict[str, Any]:
+        """The item's meta only (its array is not read)."""
+        return json.loads(bytes(self._file(str(path))[f"m{index}"]).decode("utf-8"))
+
     def has(self, path: str | Path, index: int) -> bool:
         """True if the shard holds a readable copy of ``index`` (its CRC checked): a shard
         cut short or corrupted by a crash answers False, so resume redoes that step."""

@@ -56,6 +56,8 @@ IMPLEMENTATIONS: dict[str, str] = {
     "olmoearth": "rs_embed_ray.models.olmoearth:OlmoEarth",
     "galileo": "rs_embed_ray.models.galileo:Galileo",
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
+    "thor": "rs_embed_ray.models.thor:Thor",
+    "anysat": "rs_embed_ray.models.anysat:AnySat",
 }
 
 
@@ -242,7 +244,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "thor": ModelInfo(
         model_id="thor",
-        status="planned",
+        status="available",
         sensor=SensorSpec(collection=S2, bands=S2_10, scale_m=10, modality="s2"),
         image_size=288,
         dim_pooled=768,
@@ -250,7 +252,11 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(36, 36),
         weights_source="hf:FM4CS/THOR-1.0-base/thor_v1_vit_base.pt",
         variants=("tiny", "small", "base", "large"),
-        notes=f"FlexiViT patch 8 with GSD groups; modality s1 = VV,VH from {S1_FLOAT}.",
+        notes=(
+            "FlexiViT patch 8 with GSD groups (10/20 m), ALiBi; S2 DN/10000 then THOR z-score, "
+            "288 fixed (resize_mode=native_snap: rs-embed's snap); grid = group grids "
+            f"upsampled to the finest and averaged; S1 = VV,VH from {S1_FLOAT} (log1p/p99)."
+        ),
     ),
     "satvision": ModelInfo(
         model_id="satvision",
@@ -316,15 +322,20 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "anysat": ModelInfo(
         model_id="anysat",
-        status="planned",
+        status="available",
         sensor=_s2(S2_10),
         temporal_mode="multi",
         n_frames=8,
         image_size=24,
         dim_pooled=768,
-        dim_grid=None,
+        dim_grid=1536,
+        grid_hw=(24, 24),
         weights_source="hf:g-astruc/AnySat/models/AnySat.pth",
-        notes="T=8 equal bins; per-tile z-score; dense grid dimension not verified.",
+        notes="AnySat base, S2 path ported (strict load of AnySat.pth; the other modalities' "
+        "projectors checked and set aside); T=8 equal bins, s2_dates = day of year of the bin "
+        "midpoints; per-tile z-score over (T,H,W), resize to 24 px, patch = scale_m metres "
+        "(multiple of 10). pooled = mean of the patch grid (pooled_source='tile': the class "
+        "token); grid = dense 1536-D at 24x24 (grid_feature_mode='patch': 768-D patch tokens).",
     ),
     "agrifm": ModelInfo(
         model_id="agrifm",

@@ -174,3 +174,23 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
 def batches(ds: Any) -> Iterator[dict[str, Any]]:
     """The dataset's result rows as they stream in, one numpy batch at a time."""
     return ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def task_map(concurrency: int) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:
+    """``parallel_map`` for a combined sink: each job one Ray task, at most ``concurrency``
+    in flight (``writer_workers``), results in job order."""
+
+    def run(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+        task = ray.remote(num_cpus=0.5, max_retries=0)(fn)
+        results: dict[int, Any] = {}
+        pending: dict[Any, int] = {}
+        for pos, job in enumerate(jobs):
+            if len(pending) >= max(1, concurrency):
+                done, _ = ray.wait(list(pending), num_returns=1)
+                results[pending.pop(done[0])] = ray.get(done[0])
+            pending[task.remote(job)] = pos
+        for ref, pos in pending.items():
+            results[pos] = ray.get(ref)
+        return [results[i] for i in range(len(jobs))]
+
+    return run

@@ -315,6 +315,7 @@ class Runner:
                 temporals=[jsonable(p.temporal_of(i)) for i in range(p.n_items)]
                 if p.temporals is not None
                 else None,
+                parallel_map=flow.task_map(p.run.write.writers),
             ),
             retry.max_retries,
             retry.backoff_s,

@@ -107,14 +107,15 @@ def _write(ctx: dict[str, Any], path: Path, patch_src: dict, embed_src: dict) ->
 
 
 def test_registry_finds_formats_by_name_and_path():
-    assert format_names() == ("npz", "netcdf", "geoparquet")
-    assert all_extensions() == [".npz", ".nc", ".netcdf", ".parquet"]
+    assert format_names() == ("npz", "netcdf", "geoparquet", "zarr")
+    assert all_extensions() == [".npz", ".nc", ".netcdf", ".parquet", ".zarr"]
     assert guess_format("out/A.NC").name == "netcdf"
     assert guess_format("x.parquet").name == "geoparquet"
+    assert guess_format("x.zarr").directory_store and not get_format("zarr").per_item
     assert guess_format("x.json") is None and guess_format("dir") is None
     assert not get_format("geoparquet").per_item and get_format("npz").per_item
-    with pytest.raises(ValueError, match="'npz', 'netcdf' or 'geoparquet'"):
-        get_format("zarr")
+    with pytest.raises(ValueError, match="'npz', 'netcdf', 'geoparquet' or 'zarr'"):
+        get_format("tiff")
 
 
 def test_registry_refuses_ambiguous_plugins():

@@ -27,11 +27,13 @@ from rs_embed_ray.io.formats.registry import (
     register,
     unregister,
 )
+from rs_embed_ray.io.formats.zarr import ZarrFormat
 
 # registration order is the order messages list the formats in
 register(NpzFormat())
 register(NetcdfFormat())
 register(GeoParquetFormat())
+register(ZarrFormat())
 
 __all__ = [
     "ArrayReader",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,6 +97,7 @@ class ModelColumns:
     errors: dict[int, str]  # places without an embedding, with the reason
     inputs: Stack | None  # None: not saved here (not requested, or another model's)
     embeddings: Stack | None  # None: embeddings not saved
+    chip_size: tuple[int, int] | None = None  # the fetched patch (y, x) when all are alike
 
 
 @dataclass
@@ -113,8 +114,20 @@ class Places:
         return len(self.spatials)
 
 
+def serial_map(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
+    """``[fn(j) for j in jobs]``: how a sink runs independent jobs when no pipeline is given."""
+    return [fn(j) for j in jobs]
+
+
 class CombinedSink(ABC):
-    """Writes one combined file; the file appears at its path only on completion."""
+    """Writes one combined file; the file appears at its path only on completion.
+
+    ``parallel_map(fn, jobs)`` runs independent, picklable jobs and returns their results in
+    order: the pipeline sets it to Ray tasks, so a sink whose file takes disjoint regions
+    (Zarr) is written by many tasks; a single-stream file (npz, netCDF) ignores it.
+    """
+
+    parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] = staticmethod(serial_map)
 
     @abstractmethod
     def on_write_start(self, places: Places, models: list[ModelColumns]) -> None:
