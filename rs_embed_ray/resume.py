@@ -18,7 +18,7 @@ from rs_embed_ray.io.formats import get_format
 from rs_embed_ray.io.manifest import array_sha1, jsonable, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
-from rs_embed_ray.io.storage import local_copy
+from rs_embed_ray.io.storage import is_remote, local_copy
 from rs_embed_ray.plan import ExportPlan
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,10 @@ class EarlierRun:
 
 def _checked(check: Any, path: Any, expected: dict[str, Any]) -> bool:
     """A format's integrity check of ``path``; a file on an object store is read from a
-    local copy (the format readers open local files)."""
+    local copy (the format readers open local files); a directory store (Zarr) opens the
+    URL itself."""
+    if not is_remote(path) or getattr(check.__self__, "directory_store", False):
+        return bool(check(path, expected))
     with local_copy(path) as local:
         return bool(check(Path(local), expected))
 

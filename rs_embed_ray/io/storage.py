@@ -229,7 +229,7 @@ def materialize(target: str, skip: tuple[str, ...] = ()) -> str:
         keys, dests = [], []
         for url in list_files(path):
             rel = _key(url)[len(base) :]
-            if rel.split("/", 1)[0] in skip:
+            if not path.suffix and rel.split("/", 1)[0] in skip:  # a per-item folder's state
                 continue
             dest = local / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -238,8 +238,9 @@ def materialize(target: str, skip: tuple[str, ...] = ()) -> str:
         if keys:
             fs.get(keys, dests)  # concurrent GETs (s3fs / gcsfs are async inside)
         local.mkdir(exist_ok=True)
-        return str(local)
-    if not fs.exists(_key(path)):
+        if not path.suffix:
+            return str(local)
+    elif not fs.exists(_key(path)):
         raise FileNotFoundError(f"Export path does not exist: {target!r}")
     # the file and its siblings (sidecar, or the array file of a manifest given)
     pattern = f"{_key(path.parent)}/{glob.escape(path.stem)}.*"

@@ -174,6 +174,7 @@ CASES = [  # per_item npz is the killed-and-resumed export below
     ("per_item", "netcdf", "pi_nc"),
     ("combined", "npz", "cn.npz"),
     ("combined", "geoparquet", "cg.parquet"),
+    ("combined", "zarr", "cz.zarr"),  # a directory store: regions written by Ray tasks
 ]
 
 
@@ -209,6 +210,9 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path):
     _fs().get_file(f"{BUCKET}/exports/pi_nc/p00001.nc", str(tmp_path / "p.nc"))
     with xr.open_dataset(tmp_path / "p.nc") as ds:
         assert any(v.startswith("embedding") for v in ds.data_vars), list(ds.data_vars)
+    with xr.open_zarr(f"s3://{BUCKET}/exports/cz.zarr") as zds:  # zarr + s3fs, not our reader
+        emb = [v for v in zds.data_vars if v.startswith("embedding")]
+        np.testing.assert_array_equal(np.asarray(zds[emb[0]].values), embeddings["pi_nc"])
     gdf = geopandas.read_parquet(f"s3://{BUCKET}/exports/cg.parquet")
     assert len(gdf) == 3 and gdf.geometry.notna().all()
     run = json.loads(_fs().cat_file(f"{BUCKET}/exports/pi_nc/_rs_embed_ray/run.json"))
