@@ -223,3 +223,18 @@ def test_local_cluster_script_is_wired_to_these_files() -> None:
     assert "ray job submit" in text and "--working-dir" in text
     assert "RAY_AUTH_MODE=disabled" in text
     assert "ray stop" not in text.replace("`ray stop`", "")  # it must never stop others' Ray
+
+
+def test_local_cluster_script_has_a_bucket_run() -> None:
+    """--bucket starts the S3 server and exports its endpoint BEFORE the first `ray start`
+    (nodes inherit the environment they start in), and writes to an s3:// output. The run
+    itself (minutes) is recorded in docs/benchmarks.md, not repeated here."""
+    import subprocess
+
+    script = REPO / "scripts" / "local_cluster.sh"
+    text = script.read_text(encoding="utf-8")
+    usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--bucket" in usage.stdout
+    assert text.index("setsid moto_server") < text.index("export AWS_ENDPOINT_URL")
+    assert text.index("export AWS_ENDPOINT_URL") < text.index("setsid ray start --head")
+    assert 'ROOT="s3://$S3_BUCKET"' in text
