@@ -10,10 +10,10 @@ hands it to the plan, where every error a user can cause is raised before Ray is
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.errors import ModelError
+from rs_embed_ray.io import storage
 from rs_embed_ray.options import DEFAULTS as D
 from rs_embed_ray.options import (
     PUBLIC_OPTIONS,
@@ -216,7 +216,7 @@ def export_npz(
     kw = {n: v for n, v in locals().items() if n in PUBLIC_OPTIONS}
     if config is not None and str(getattr(config, "format", "npz")).strip().lower() != "npz":
         raise ModelError("export_npz always writes npz; use export_batch(format=...) instead.")
-    path = Path(out_path)
+    path = storage.as_path(out_path)  # a Path, or a UPath for s3:// / gs://
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
     # no mkdir here: a refused call creates nothing; the run's state and atomic writes make

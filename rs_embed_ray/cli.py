@@ -16,6 +16,7 @@ import click
 
 from rs_embed_ray.errors import RSEmbedRayError
 from rs_embed_ray.io.quantize import DTYPES
+from rs_embed_ray.io.storage import STORE_CLIENT_LOGGERS, is_remote
 from rs_embed_ray.options import ExportOptions, default
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
@@ -78,6 +79,9 @@ def main(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     # Ray's loggers follow this level (rs_embed_ray.pipeline.quiet), set when Ray starts
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # the object-store clients log request headers (the access key id) at DEBUG
+    for name in STORE_CLIENT_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 @main.command()
@@ -94,7 +98,13 @@ def main(verbose: int) -> None:
 @click.option("--start", help="Window start (YYYY-MM-DD), with --end.")
 @click.option("--end", help="Window end, exclusive (YYYY-MM-DD).")
 @click.option("--year", type=int, help="A calendar year instead of --start/--end.")
-@click.option("--out", required=True, help="Output folder (per_item) or file (combined).")
+@click.option(
+    "--out",
+    required=True,
+    help="Output folder (per_item) or file (combined); also s3://bucket/prefix or "
+    "gs://bucket/prefix (credentials from the environment, AWS_ENDPOINT_URL for an "
+    "S3-compatible server).",
+)
 @click.option(
     "--layout", type=click.Choice(["per_item", "combined"]), default="per_item", show_default=True
 )
@@ -243,7 +253,7 @@ def export(**o: Any) -> None:
     statuses = item_statuses(result)
     n_ok = statuses.count("ok")
     if isinstance(result, list):
-        out = str(Path(o["out"]).resolve())
+        out = o["out"] if is_remote(o["out"]) else str(Path(o["out"]).resolve())
     else:
         out = (
             result.get("npz_path")
@@ -389,8 +399,17 @@ def models(as_json: bool) -> None:
         click.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
 
 
+class _ExportPath(click.Path):
+    """A local path that must exist, or an ``s3://`` / ``gs://`` URL (checked on reading)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, str) and is_remote(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
 @main.command()
-@click.argument("path", type=click.Path(exists=True))
+@click.argument("path", type=_ExportPath(exists=True))
 @click.option(
     "--plot",
     "plot_path",

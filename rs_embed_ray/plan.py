@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rs_embed_ray.errors import ModelError, SpecError
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.manifest import fingerprint, jsonable
@@ -104,7 +105,7 @@ class ExportPlan:
 
     layout: Layout
     format: str
-    out_path: Path  # combined file, or the per-item directory
+    out_path: Path  # combined file, or the per-item directory (a UPath on a bucket)
     names: list[str]
     spatials: list[SpatialSpec]
     temporal: TemporalSpec | None
@@ -323,12 +324,9 @@ def resolve_target(
         target = str(out_dir if out_dir is not None else out_path)
     if not target.strip():
         raise ModelError("The output path is empty.")
-    if "://" in target:
-        raise ModelError(
-            f"Output {target!r} is a URI; the writer needs a file-system path every node can "
-            "see (a local disk, NFS, or a bucket mounted with gcsfuse / s3fs)."
-        )
-    path = Path(target).expanduser()
+    storage.check_url(target)  # s3:// and gs:// (io.storage); any other scheme is refused
+    remote = storage.is_remote(target)
+    path = storage.as_path(target.rstrip("/")) if remote else Path(target).expanduser()
     if resolved == "combined":
         ext = get_format(fmt).ext
         known = {e for f in all_formats() for e in (*f.extensions, *f.aliases)}
@@ -337,12 +335,15 @@ def resolve_target(
             path = path.with_suffix(ext)
         elif path.suffix.lower() != ext:
             path = path.with_name(path.name + ext)
-    return resolved, path.resolve()
+    return resolved, path if remote else path.resolve()
 
 
 def check_writable(layout: Layout, path: Path, directory_store: bool = False) -> None:
     """Fail before any work if the output location cannot be written (``directory_store``:
     the combined output is a directory, a Zarr store)."""
+    if storage.is_remote(path):
+        storage.check_bucket(path)  # exists, and these credentials may list it
+        return
     folder = path if layout == "per_item" else path.parent
     if folder.exists() and not folder.is_dir():
         raise ModelError(f"Output location {folder} exists and is not a directory.")

@@ -18,6 +18,7 @@ from rs_embed_ray.io.formats import get_format
 from rs_embed_ray.io.manifest import array_sha1, jsonable, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
+from rs_embed_ray.io.storage import is_remote, local_copy
 from rs_embed_ray.plan import ExportPlan
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class EarlierRun:
             return None
         if man.get("request_fingerprint") != p.item_fingerprint(index):
             return None
-        if not get_format(p.format).intact(path, man):
+        if not _checked(get_format(p.format).intact, path, man):
             return None
         return {**man, "resume_skipped": True, "resume_output_path": str(path)}
 
@@ -124,7 +125,7 @@ class EarlierRun:
             or rec.get("status") != "ok"
             or rec.get("fp") != p.item_fingerprint(index)
             or not isinstance(rec.get("arrays"), dict)
-            or not get_format(p.format).matches(path, rec["arrays"])
+            or not _checked(get_format(p.format).matches, path, rec["arrays"])
         ):
             return None
         # contract §2.17.3 (no sidecar), with the status the log recorded for the file
@@ -158,10 +159,20 @@ class EarlierRun:
                 and not man.get("resume_incomplete", True)
                 and man.get("status") == "ok"
                 and man.get("request_fingerprint") == p.run_fingerprint()
-                and get_format(p.format).intact(p.out_path, man)
+                and _checked(get_format(p.format).intact, p.out_path, man)
             ):
                 return {**man, "resume_skipped": True, "resume_output_path": str(p.out_path)}
         return None
+
+
+def _checked(check: Any, path: Any, expected: dict[str, Any]) -> bool:
+    """A format's integrity check of ``path``; a file on an object store is read from a
+    local copy (the format readers open local files); a directory store (Zarr) opens the
+    URL itself."""
+    if not is_remote(path) or getattr(check.__self__, "directory_store", False):
+        return bool(check(path, expected))
+    with local_copy(path) as local:
+        return bool(check(Path(local), expected))
 
 
 def place_record(plan: ExportPlan, index: int, device: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from rs_embed_ray.errors import InputTypeError, ModelError
 from rs_embed_ray.io.quantize import check_dtype
+from rs_embed_ray.io.storage import is_remote
 
 # one patch must fit in memory (one actor holds a batch of them) and in one request plan
 MAX_PATCH_SIDE_PX = 32768
@@ -271,8 +272,8 @@ def check_patch_sizes(plan: Any) -> None:
 def check_name_lengths(plan: Any) -> None:
     """Every per-item file (array, sidecar, their temp files) must fit the file system's
     name limit; found here rather than when the first file is written, after the work."""
-    if plan.layout != "per_item":
-        return
+    if plan.layout != "per_item" or is_remote(plan.out_path):
+        return  # object keys are up to 1024 bytes: no per-name limit worth checking
     folder = plan.out_path
     probe = folder
     while not probe.exists() and probe != probe.parent:
@@ -318,6 +319,8 @@ def _mount_of(path: Path) -> tuple[str, str] | None:
 def check_output_location(layout: str, path: Path) -> None:
     """Beyond permissions (which root ignores): not a file-system root, not on a virtual or
     read-only file system."""
+    if is_remote(path):
+        return  # io.storage.check_bucket checks a bucket
     folder = path if layout == "per_item" else path.parent
     if folder == folder.parent:
         raise ModelError(
@@ -344,6 +347,8 @@ def check_output_location(layout: str, path: Path) -> None:
 
 
 def _same(a: Path, b: Path) -> bool:
+    if is_remote(a) or is_remote(b):
+        return str(a) == str(b)
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:

@@ -29,6 +29,10 @@
 #   --api cli|python     entrypoint: the CLI (default), or a Python driver that calls
 #                        rs_embed_ray.export_batch(..., ray_address="auto")
 #   --keep-ray-logs      keep the Ray temp dirs (they are kept anyway when something fails)
+#   --bucket             write to an S3-compatible server instead of $WORK: moto_server on a
+#                        loopback port, started before the nodes so they inherit its
+#                        AWS_ENDPOINT_URL and (throwaway) credentials; --out is
+#                        s3://rs-embed-ray-local/out[.npz], and nothing may land in $WORK
 #
 # Token auth is off for this throwaway cluster (RAY_AUTH_MODE=disabled); see cluster/README.md
 # for real clusters. The last line of stdout is `RESULT {json}` (read by
@@ -38,9 +42,9 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK="" NODES=2 CPUS=1 PLACES=8 MODELS="spectral_stats,remoteclip" LATENCY_MS=300
-NUM_WORKERS=8 CHUNK=1 LAYOUT=per_item JOB_TIMEOUT=300 KEEP_RAY_LOGS=0 API=cli
+NUM_WORKERS=8 CHUNK=1 LAYOUT=per_item JOB_TIMEOUT=300 KEEP_RAY_LOGS=0 API=cli BUCKET=0
 
-usage() { sed -n '17,32p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '17,36p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --work) WORK=$2; shift 2 ;;
@@ -55,6 +59,7 @@ while [ $# -gt 0 ]; do
     --timeout) JOB_TIMEOUT=$2; shift 2 ;;
     --keep-ray-logs) KEEP_RAY_LOGS=1; shift ;;
     --api) API=$2; shift 2 ;;
+    --bucket) BUCKET=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -84,7 +89,7 @@ WORK=$(cd "$WORK" && pwd)
 RAY_TMP=$(mktemp -d /tmp/rsrc.XXXXXX)
 PIDFILE="$WORK/cluster.pids"  # "kind pid" per line: lets a caller clean up after a SIGKILL
 : >"$PIDFILE"
-HEAD_PID="" WORKER_PID="" EMU_PID="" SUBMIT_PID="" OK=0
+HEAD_PID="" WORKER_PID="" EMU_PID="" S3_PID="" SUBMIT_PID="" OK=0
 
 log() { echo "[local_cluster] $*" >&2; }
 
@@ -120,6 +125,10 @@ cleanup() {
   if [ -n "$EMU_PID" ]; then
     kill -TERM "$EMU_PID" 2>/dev/null
     wait "$EMU_PID" 2>/dev/null
+  fi
+  if [ -n "$S3_PID" ]; then
+    kill -TERM "$S3_PID" 2>/dev/null
+    wait "$S3_PID" 2>/dev/null
   fi
   if [ "$OK" = 1 ] && [ "$KEEP_RAY_LOGS" = 0 ]; then
     rm -rf "$RAY_TMP"
@@ -172,6 +181,24 @@ PY
 }
 nodes_up() { [ "$(n_alive_nodes 2>/dev/null)" -ge "$1" ]; }
 head_up() { nodes_up 1 && curl -sf --max-time 5 "http://127.0.0.1:$DASH/api/version"; }
+
+# --- 0. the bucket: before the nodes, which inherit its endpoint and credentials ----------
+S3_BUCKET=rs-embed-ray-local
+if [ "$BUCKET" = 1 ]; then
+  command -v moto_server >/dev/null 2>&1 || { echo "missing: moto_server (pip install 'moto[server]')" >&2; exit 2; }
+  read -r S3_PORT <<<"$(free_ports 1)"
+  setsid moto_server -H 127.0.0.1 -p "$S3_PORT" >"$WORK/s3_server.log" 2>&1 &
+  S3_PID=$!
+  echo "s3_server $S3_PID" >>"$PIDFILE"
+  wait_for 60 "the S3 server" "$S3_PID" curl -sf --max-time 2 "http://127.0.0.1:$S3_PORT/" || exit 2
+  # throwaway credentials of this loopback server only; a real cluster gets them from its
+  # provider chain (instance role, IRSA / workload identity, a mounted secret)
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$S3_PORT" AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=local-cluster AWS_SECRET_ACCESS_KEY=local-cluster-secret \
+    AWS_EC2_METADATA_DISABLED=true AWS_SHARED_CREDENTIALS_FILE=/dev/null AWS_CONFIG_FILE=/dev/null
+  python -c "import boto3; boto3.client('s3').create_bucket(Bucket='$S3_BUCKET')"
+  log "S3 server at $AWS_ENDPOINT_URL, bucket s3://$S3_BUCKET"
+fi
 
 OBJ_STORE=${RS_EMBED_RAY_OBJECT_STORE_BYTES:-536870912}  # 512 MiB per node: a shared machine
 T0=$(date +%s.%N)
@@ -242,8 +269,9 @@ with open(path, "w", encoding="utf-8") as fh:
 PY
 
 # --- 4. the job -----------------------------------------------------------------------------
-if [ "$LAYOUT" = per_item ]; then OUT="$WORK/out"; else OUT="$WORK/out.npz"; fi
-rm -rf "$OUT" "$WORK/out.rs_embed_ray"
+if [ "$BUCKET" = 1 ]; then ROOT="s3://$S3_BUCKET"; else ROOT="$WORK"; fi
+if [ "$LAYOUT" = per_item ]; then OUT="$ROOT/out"; else OUT="$ROOT/out.npz"; fi
+[ "$BUCKET" = 1 ] || rm -rf "$OUT" "$WORK/out.rs_embed_ray"
 SUBMISSION_ID="rs_embed_ray_local_$(date +%s)_$$"
 WEIGHTS=()
 case ",$MODELS," in *,remoteclip,*) WEIGHTS=(--weights remoteclip=random) ;; esac
@@ -305,7 +333,11 @@ from pathlib import Path
 
 (work, out, layout, places, models, gcs, nodes, dash, submit_rc,
  t0, t_cluster, t_submit, t_done, sub_id) = sys.argv[1:]
-places, out, models = int(places), Path(out), models.split(",")
+from rs_embed_ray.io import storage
+from rs_embed_ray.io.state import RunState
+
+remote = storage.is_remote(out)
+places, out, models = int(places), storage.as_path(out), models.split(",")
 problems = []
 job_status, job_runtime_s = "UNKNOWN", None
 try:
@@ -318,12 +350,9 @@ try:
 except Exception as exc:
     problems.append(f"cannot read the job's status: {exc}")
 state = out / "_rs_embed_ray" if layout == "per_item" else out.with_name(out.stem + ".rs_embed_ray")
-log_path = state / "log.jsonl"
-recs = []
-if log_path.exists():
-    recs = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
-else:
-    problems.append(f"no log at {log_path}")
+recs = list(RunState(state).read_log())  # log.jsonl, or the log objects on a bucket
+if not recs:
+    problems.append(f"no log in {state}")
 by_kind = {}
 for r in recs:
     by_kind.setdefault(f"{r['kind']}:{r['key']}", Counter())[r.get("node") or "?"] += 1
@@ -373,10 +402,20 @@ if summary:
             problems.append(f"model {m}: {got} ok, expected {places}")
     if summary.get("missing_items"):
         problems.append(f"missing items: {summary['missing_items'][:5]}")
-if layout == "per_item" and out.is_dir():
-    n_npz, n_json = len(list(out.glob("*.npz"))), len(list(out.glob("*.json")))
+if layout == "per_item" and out.exists():
+    if remote:
+        names = [u[len(str(out)) + 1 :] for u in storage.list_files(out)]
+        names = [n for n in names if "/" not in n]
+    else:
+        names = [p.name for p in out.iterdir()]
+    n_npz = sum(n.endswith(".npz") for n in names)
+    n_json = sum(n.endswith(".json") for n in names)
     if (n_npz, n_json) != (places, places):
         problems.append(f"{n_npz} .npz / {n_json} .json files, expected {places} each")
+if remote:  # the nodes wrote only to the server: no export file in the work folder
+    local = [str(p) for p in Path(work).rglob("*") if p.suffix in (".npz", ".nc", ".parquet")]
+    if local or Path(work, "out").exists():
+        problems.append(f"files written locally with --bucket: {local[:3]}")
 if job_status != "SUCCEEDED" or submit_rc != "0":
     problems.insert(0, f"job {job_status} (ray job submit exit {submit_rc})")
 print(f"job {sub_id}: {job_status}", file=sys.stderr)
@@ -396,6 +435,7 @@ result = {
     "job_status": job_status,
     "submission_id": sub_id,
     "out": str(out),
+    "bucket": remote,
     "layout": layout,
     "places": places,
     "models": models,

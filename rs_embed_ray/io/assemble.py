@@ -20,6 +20,7 @@ import numpy as np
 
 from rs_embed_ray.inspection import INSPECTION_META
 from rs_embed_ray.io import quantize as q
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import write_text
 from rs_embed_ray.io.formats import ModelColumns, Places, Stack, get_format
 from rs_embed_ray.io.formats.base import select_channels
@@ -167,7 +168,7 @@ def write_item(
         },
         "request_fingerprint": row["fingerprint"],
     }
-    path = Path(ctx["out_dir"]) / f"{row['name']}{ctx['ext']}"
+    path = storage.as_path(ctx["out_dir"]) / f"{row['name']}{ctx['ext']}"
     attrs = {**_file_attrs(ctx), "temporal": temporal}
     get_format(ctx["format"]).write_item(path, arrays, manifest, attrs)
     _write_sidecar(manifest, path, ctx["save_manifest"])

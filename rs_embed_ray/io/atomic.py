@@ -12,11 +12,14 @@ import contextlib
 import errno
 import logging
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rs_embed_ray.errors import RSEmbedRayError
+from rs_embed_ray.io import storage
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,11 @@ def output_write_error(exc: OSError, path: str | os.PathLike[str]) -> OutputWrit
     name = errno.errorcode.get(code, str(code))
     hint = _HINTS.get(code, "check the output location")
     msg = (
-        f"Cannot write {os.fspath(path)}: {reason} [{name}]. The run stopped; files already "
+        f"Cannot write {path}: {reason} [{name}]. The run stopped; files already "
         f"written are complete and kept. {hint[0].upper()}{hint[1:]}, then rerun with "
         "resume=True (CLI --resume) to continue where it stopped."
     )
-    return OutputWriteError(code, msg, os.fspath(path))
+    return OutputWriteError(code, msg, str(path))
 
 
 @contextlib.contextmanager
@@ -93,7 +96,15 @@ def storage_errors(path: str | os.PathLike[str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temp path beside ``path``; on success it replaces ``path`` atomically.
+
+    For an object-store ``path`` (``io.storage``) the temp file is local and is uploaded
+    whole, in one put, once the block succeeds: the object appears complete or not at all.
+    """
+    if storage.is_remote(path):
+        with _remote_atomic_path(path) as tmp:
+            yield tmp
+        return
     final = Path(path)
     with storage_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +128,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
                 tmp.unlink()
 
 
+@contextlib.contextmanager
+def _remote_atomic_path(path: Any) -> Iterator[Path]:
+    final = storage.as_path(str(path))
+    fd, name = tempfile.mkstemp(prefix="rs_embed_ray_put-", suffix=final.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with storage_errors(tmp):
+            yield tmp
+        storage.put_file(tmp, final)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -134,6 +160,8 @@ def clean_stale_temps(
     ``prefix`` narrows the match to temps of files whose name starts with it (e.g. "*.npz"
     or "g.json"), for folders this run shares with other files.
     """
+    if storage.is_remote(folder):
+        return 0  # objects are put whole: an object store holds no temp files of ours
     root = Path(folder)
     if not root.is_dir():
         return 0

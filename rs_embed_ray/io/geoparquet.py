@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.io import quantize
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -137,9 +138,10 @@ def vector_column(key: str, single: bool) -> str:
     return "embedding" if single else embedding_column(key)
 
 
-def model_view_path(path: str | Path, key: str) -> Path:
-    """The one-model view of a multi-model file: ``out.parquet`` -> ``out.<key>.parquet``."""
-    p = Path(path)
+def model_view_path(path: str | Path, key: str) -> Any:
+    """The one-model view of a multi-model file: ``out.parquet`` -> ``out.<key>.parquet``
+    (a ``Path``, or a ``UPath`` beside a bucket file)."""
+    p = storage.as_path(path)
     return p.with_name(f"{p.stem}.{key}{p.suffix}")
 
 
@@ -266,7 +268,7 @@ class GeoParquetWriter:
         import pyarrow.parquet as pq
 
         self.pa = pa
-        self.path = Path(path)
+        self.path = storage.as_path(path)
         self.dims = dict(models)
         self.dtype = dtype
         self.single = len(self.dims) == 1  # TorchGeo's shape: ``embedding``, ``datetime``

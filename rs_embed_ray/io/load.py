@@ -53,6 +53,7 @@ from rs_embed_ray.io.keys import (
     parse_array_key,
     sanitize_key,
 )
+from rs_embed_ray.io.state import STATE_DIR_PER_ITEM
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -181,12 +182,14 @@ def load_export(
     Vectors stored as int8 or float16 (``dtype=``) come back as float32, decoded with their
     per-vector scale and offset; ``dequantize=False`` returns the stored codes instead.
 
+    An ``s3://`` / ``gs://`` export is copied to a local temp folder first (io.storage).
+
     Raises FileNotFoundError (missing path, missing manifest or paired array file) and
     ValueError (unknown extension, no point files, two files claiming one point index).
     """
     token = _DEQUANTIZE.set(bool(dequantize))
     try:
-        return _load_export(os.fspath(path), as_xarray)
+        return _load_export(_local(path), as_xarray)
     finally:
         _DEQUANTIZE.reset(token)
 
@@ -213,7 +216,7 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
     file. Exports without a manifest are summarised from their array keys (status
     ``"unknown"``).
     """
-    path = os.fspath(path)
+    path = _local(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"Export path does not exist: {path!r}")
     if _is_per_item_dir(path):
@@ -224,6 +227,14 @@ def summarize_export(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Array files
 # --------------------------------------------------------------------------------------------
+
+
+def _local(path: str | os.PathLike[str]) -> str:
+    """A local path of the export: ``path``, or a copy of an object-store export without
+    its run state."""
+    if storage.is_remote(path):
+        return storage.materialize(str(path), skip=(STATE_DIR_PER_ITEM,))
+    return os.fspath(path)
 
 
 def _import_xarray() -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import atomic_path
 
 POINT_DIM = "point"
@@ -100,7 +101,7 @@ class NetcdfWriter:
     ) -> None:
         import netCDF4
 
-        self.path = Path(path)
+        self.path = storage.as_path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         self.ds = netCDF4.Dataset(self._tmp, "w", format="NETCDF4")

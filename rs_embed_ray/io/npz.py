@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import atomic_path
 
 
@@ -48,7 +49,7 @@ class NpzStreamWriter:
     """Build an npz member by member; commit() makes it appear atomically."""
 
     def __init__(self, path: str | Path, compress: bool = True) -> None:
-        self.path = Path(path)
+        self.path = storage.as_path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED

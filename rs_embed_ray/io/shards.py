@@ -6,6 +6,7 @@ Keys are ``d<index>`` (array) and ``m<index>`` (meta, UTF-8 JSON as uint8).
 
 from __future__ import annotations
 
+import io
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.npz import write_npz
 
 
@@ -37,7 +39,10 @@ class ShardReader:
     def _file(self, path: str) -> Any:
         fh = self._open.pop(path, None)
         if fh is None:
-            fh = np.load(path, allow_pickle=False)
+            if storage.is_remote(path):  # one GET of the whole shard (a few MB at most)
+                fh = np.load(io.BytesIO(storage.read_bytes(storage.as_path(path))))
+            else:
+                fh = np.load(path, allow_pickle=False)
             while len(self._open) >= self.max_open:
                 _, old = self._open.popitem(last=False)
                 old.close()

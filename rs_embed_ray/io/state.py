@@ -19,12 +19,14 @@ import shutil
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.errors import OutputLockedError
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import clean_stale_temps, storage_errors, write_text
 from rs_embed_ray.io.manifest import utc_ts
 
@@ -95,8 +97,14 @@ class Record:
 class RunState:
     """Owns the state folder of one output location for the duration of a run."""
 
+    def __new__(cls, folder: Any) -> RunState:
+        # a bucket prefix gets the object-store state (io.storage); the callers need not ask
+        if cls is RunState and storage.is_remote(folder):
+            return super().__new__(RemoteRunState)
+        return super().__new__(cls)
+
     def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
+        self.folder = storage.as_path(folder)
         self._log_fd: int | None = None
         self._lock_fd: int | None = None
         self._lock_key: str | None = None
@@ -318,3 +326,131 @@ class RunState:
         """Remove the bulky shards once every item is ok; the log and run.json stay."""
         for sub in ("patches", "embeds"):
             shutil.rmtree(self.folder / sub, ignore_errors=True)
+
+
+LOG_PARTS = "log.d"  # on an object store: one object per append, read back in name order
+LOCK_LEASE_S = 120.0  # a remote lock not renewed for this long belongs to a dead run
+
+
+class RemoteRunState(RunState):
+    """The run state on an object store (``s3://`` / ``gs://``), where nothing is appended
+    or locked in place: the lock is an object created only if absent (S3 ``If-None-Match``,
+    GCS ``ifGenerationMatch=0``) and renewed by a heartbeat; each ``append`` puts a new log
+    object. A run on another machine resumes from these objects alone.
+    """
+
+    def __init__(self, folder: Any) -> None:
+        super().__init__(folder)
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._since = utc_ts()
+
+    def _me(self) -> bytes:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": self._since}
+        return json.dumps({**me, "beat": time.time()}).encode()
+
+    def _stale(self, other: dict[str, Any]) -> bool:
+        """The holder is dead: a process of this host that is gone, or no heartbeat lately."""
+        pid = int(other.get("pid", 0) or 0)
+        if other.get("host") == socket.gethostname() and pid and pid != os.getpid():
+            if not _pid_alive(pid):
+                return True
+        beat = other.get("beat")
+        return not isinstance(beat, (int, float)) or time.time() - beat > LOCK_LEASE_S
+
+    def acquire(self) -> None:
+        """Create the lock object only if absent; take over a dead run's lock."""
+        lock = self.folder / LOCK_NAME
+        key = str(lock)
+        with _HELD_GUARD:
+            if key in _HELD:
+                raise OutputLockedError(self._busy_message({}, same_process=True))
+            with storage_errors(lock):
+                self._create_lock(lock)
+            _HELD.add(key)
+        self._lock_key = key
+        self._locked = True
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _create_lock(self, lock: Any) -> None:
+        for _ in range(2):
+            try:
+                storage.put_bytes(lock, self._me(), create=True)
+                return
+            except FileExistsError:
+                try:
+                    other = json.loads(storage.read_bytes(lock).decode("utf-8") or "{}")
+                except FileNotFoundError:
+                    continue  # released meanwhile: try again
+                except ValueError:
+                    other = {}
+                other = other if isinstance(other, dict) else {}
+                if not self._stale(other):
+                    raise OutputLockedError(
+                        self._busy_message(other)
+                        + f" A lock not renewed for {LOCK_LEASE_S:.0f} s is taken over."
+                    ) from None
+                log.info("taking over the lock of a dead run (pid %s)", other.get("pid"))
+                storage.delete(lock)
+        raise OutputLockedError(f"Could not lock {lock}: another run took it first.")
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(LOCK_LEASE_S / 4):
+            try:
+                storage.put_bytes(self.folder / LOCK_NAME, self._me())
+            except Exception as exc:  # a missed beat is retried; the lease allows three
+                log.warning("could not renew the lock: %s", storage.redact(str(exc)))
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+            self._beat = None
+        if self._locked:
+            with contextlib.suppress(Exception):
+                storage.delete(self.folder / LOCK_NAME)
+            with _HELD_GUARD:
+                _HELD.discard(self._lock_key or "")
+            self._locked = False
+
+    def read_log(self) -> Iterator[dict[str, Any]]:
+        urls = storage.list_files(self.folder / LOG_PARTS)
+        if not urls:
+            return
+        fs = self.folder.fs
+        keys = [u.split("://", 1)[1] for u in urls]
+        blobs = fs.cat(keys)  # concurrent GETs
+        for k in keys:
+            for line in bytes(blobs[k]).decode("utf-8").splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    log.warning("skipping a torn line in %s", k)
+                    continue
+                if isinstance(rec, dict) and {"kind", "key", "index", "status"} <= rec.keys():
+                    yield rec
+
+    def append(self, records: Iterable[Record]) -> None:
+        data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
+        if not data:
+            return
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+        write_text(self.folder / LOG_PARTS / name, data)
+
+    def shard_dir(self, kind: str, key: str) -> Any:
+        return self.folder / kind / key  # no folders on an object store
+
+    def reset(self) -> None:
+        for name in (RUN_NAME, "final.json"):
+            storage.delete(self.folder / name)
+        storage.delete_tree(self.folder / LOG_PARTS)
+        self.drop_cache()
+
+    def drop_cache(self) -> None:
+        for sub in ("patches", "embeds"):
+            storage.delete_tree(self.folder / sub)

@@ -12,14 +12,13 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rs_embed_ray.errors import ModelError, NoImageryError
 from rs_embed_ray.inspection import INSPECTION_META, inspect_input, inspection_record
-from rs_embed_ray.io import shards
+from rs_embed_ray.io import shards, storage
 from rs_embed_ray.io.atomic import storage_errors
 from rs_embed_ray.io.manifest import array_sha1, error_text
 from rs_embed_ray.options import FetchOptions, RetryOptions
@@ -95,7 +94,7 @@ class FetchWorker:
         self.sensor = SensorSpec(**sensor)
         self.n_frames = n_frames
         self.temporal = temporal_from_dict(temporal)
-        self.shard_dir = Path(shard_dir)
+        self.shard_dir = storage.as_path(shard_dir)
         self.retries = retry.max_retries
         self.backoff = retry.backoff_s
         self.fail_on_bad_input = options.fail_on_bad_input

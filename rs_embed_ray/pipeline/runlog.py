@@ -45,7 +45,7 @@ class RunLog:
         cols = [rows[c] for c in (col.INDEX, *col.RESULT)]
         for idx, status, error, shard, shape, sha, node in zip(*cols, nodes, strict=True):
             i = int(idx)
-            rel = os.path.relpath(str(shard), self.state.folder) if shard else None
+            rel = os.path.relpath(str(shard), str(self.state.folder)) if shard else None
             rec = Record(
                 kind=kind,
                 key=key,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.assemble import sidecar_path, write_item
 from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
 from rs_embed_ray.io.manifest import array_sha1
@@ -40,7 +40,7 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
             sha.append("")
     shard = ""
     if ok:
-        path = Path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
+        path = storage.as_path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
         write_shard(path, ok)
         shard = str(path)
     return {
@@ -59,7 +59,7 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
 
 def _discard_item(ctx: dict[str, Any], name: str) -> None:
     """Remove a place's half-written pair (its array file landed, its sidecar did not)."""
-    path = Path(ctx["out_dir"]) / f"{name}{ctx['ext']}"
+    path = storage.as_path(ctx["out_dir"]) / f"{name}{ctx['ext']}"
     for p in (path, sidecar_path(path)):
         with contextlib.suppress(OSError):
             p.unlink()

@@ -1,6 +1,7 @@
 """The deployment files under cluster/ parse and carry what users rely on: images, GPU
 resources, the entrypoint (parsed by the real CLI), the Earth Engine key Secret mounted as a
-file, the shared volume, and a Dockerfile that installs what README/setup_env.sh install."""
+file, the bucket as the default output (no shared volume), and a Dockerfile that installs
+what README/setup_env.sh install."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ K8S = CLUSTER / "k8s"
 LAUNCHER = CLUSTER / "launcher"
 SHARED = "/mnt/cluster_storage"
 KEY_DIR = "/var/secrets/ee"
+BUCKET_SCHEME = {"aws": "s3", "gcp": "gs"}
 
 
 def load_all(path: Path) -> list[Any]:
@@ -129,15 +131,18 @@ def test_launcher_configs_are_valid_gpu_clusters() -> None:
         assert gpu and cpu, workers
         assert all(v["min_workers"] == 0 and v["max_workers"] > 0 for v in workers.values())
         run_opts = " ".join(raw["docker"]["run_options"])
-        assert f"-v {SHARED}:{SHARED}" in run_opts
+        # the bucket is the default: no shared volume is mounted (the outputs and the run's
+        # state go to --out s3:// / gs://, see the header's command)
+        assert SHARED not in run_opts
+        assert f"--out {BUCKET_SCHEME[provider]}://" in (LAUNCHER / name).read_text()
         assert "GOOGLE_APPLICATION_CREDENTIALS=" in run_opts and "EE_PROJECT=" in run_opts
         key_path = run_opts.split("GOOGLE_APPLICATION_CREDENTIALS=")[1].split()[0]
         assert key_path in raw["file_mounts"]
-        assert any(SHARED in c for c in raw["initialization_commands"])
+        assert not any(SHARED in c for c in raw["initialization_commands"] or [])
         assert local_extras(pip_specs(" ".join(raw["setup_commands"]))) == {"all"}
 
 
-def test_kuberay_specs_gpu_group_secret_and_shared_volume() -> None:
+def test_kuberay_specs_gpu_group_secret_and_bucket_identity() -> None:
     (secret,) = load_all(K8S / "secret-ee.yaml.example")
     assert secret["kind"] == "Secret"
     key_name = next(iter(secret["stringData"]))
@@ -160,8 +165,11 @@ def test_kuberay_specs_gpu_group_secret_and_shared_volume() -> None:
             for c in pod["containers"]:
                 assert c["image"].endswith("/rs-embed-ray:0.1.0"), (doc["kind"], group)
                 mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-                shared = volumes[mounts[SHARED]]
-                assert shared["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+                # the bucket is the default: no shared volume; the pod's identity (service
+                # account mapped to a cloud role) reaches the bucket, no key in the pod
+                assert SHARED not in mounts
+                assert not any("persistentVolumeClaim" in v for v in volumes.values())
+                assert pod["serviceAccountName"] == "rs-embed-ray"
                 key_vol = volumes[mounts[KEY_DIR]]["secret"]
                 assert key_vol["secretName"] == secret["metadata"]["name"]
                 (item,) = key_vol["items"]
@@ -179,7 +187,7 @@ def test_kuberay_specs_gpu_group_secret_and_shared_volume() -> None:
         assert gpu_groups == 1, doc["kind"]
 
 
-def test_rayjob_entrypoint_parses_with_the_cli_and_writes_to_shared_storage() -> None:
+def test_rayjob_entrypoint_parses_with_the_cli_and_writes_to_a_bucket() -> None:
     from rs_embed_ray.cli import export
 
     (job,) = load_all(K8S / "rayjob.yaml")
@@ -188,8 +196,16 @@ def test_rayjob_entrypoint_parses_with_the_cli_and_writes_to_shared_storage() ->
     args = shlex.split(job["spec"]["entrypoint"])
     assert args[:2] == ["rs-embed-ray", "export"]
     ctx = export.make_context("export", args[2:])  # parses every option, runs nothing
-    assert ctx.params["out"].startswith(SHARED + "/")
-    assert ctx.params["points"].startswith(SHARED + "/")
+    assert ctx.params["out"].startswith("gs://")
+    from rs_embed_ray.io.storage import check_url
+
+    check_url(ctx.params["out"].replace("YOUR_BUCKET", "your-bucket"))  # a valid bucket URL
+    # the points file: a ConfigMap mounted on the head, where the driver reads it
+    head = pod_templates(job)["head"]
+    mounts = {m["mountPath"]: m["name"] for m in head["containers"][0]["volumeMounts"]}
+    folder, _, _ = ctx.params["points"].rpartition("/")
+    volume = next(v for v in head["volumes"] if v["name"] == mounts[folder])
+    assert volume["configMap"]["name"] == "rs-embed-ray-points"
     assert ctx.params["backend"] == "gee" and ctx.params["resume"] is True
     assert yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
 
@@ -207,3 +223,18 @@ def test_local_cluster_script_is_wired_to_these_files() -> None:
     assert "ray job submit" in text and "--working-dir" in text
     assert "RAY_AUTH_MODE=disabled" in text
     assert "ray stop" not in text.replace("`ray stop`", "")  # it must never stop others' Ray
+
+
+def test_local_cluster_script_has_a_bucket_run() -> None:
+    """--bucket starts the S3 server and exports its endpoint BEFORE the first `ray start`
+    (nodes inherit the environment they start in), and writes to an s3:// output. The run
+    itself (minutes) is recorded in docs/benchmarks.md, not repeated here."""
+    import subprocess
+
+    script = REPO / "scripts" / "local_cluster.sh"
+    text = script.read_text(encoding="utf-8")
+    usage = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True)
+    assert usage.returncode == 0 and "--bucket" in usage.stdout
+    assert text.index("setsid moto_server") < text.index("export AWS_ENDPOINT_URL")
+    assert text.index("export AWS_ENDPOINT_URL") < text.index("setsid ray start --head")
+    assert 'ROOT="s3://$S3_BUCKET"' in text
