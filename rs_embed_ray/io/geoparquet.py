@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.io import quantize
-from rs_embed_ray.io import storage
+from rs_embed_ray.io import quantize, storage
 from rs_embed_ray.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)

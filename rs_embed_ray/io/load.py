@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
-from rs_embed_ray.io import quantize
+from rs_embed_ray.io import quantize, storage
 from rs_embed_ray.io.formats import (
     ArrayReader,
     Format,
