@@ -292,6 +292,7 @@ def test_int8_store_holds_what_int8_netcdf_holds(tmp_path, monkeypatch, emb_shap
     _same_dataset(tmp_path / "c.nc", tmp_path / "c.zarr")  # codes, scales, offsets, attrs
     emb_nc, emb_z = man_nc["models"][0]["embeddings"], man_z["models"][0]["embeddings"]
     assert emb_z == emb_nc and emb_z["dtype"] == "int8"  # the netCDF writer's references
+    assert man_z["zarr_variables"] == sorted(man_nc["nc_variables"])  # scales, offsets too
     root = zarr.open_group(tmp_path / "c.zarr", mode="r")
     key = emb_z.get("npz_key") or emb_z["npz_keys"][0]
     assert root[key].dtype == np.int8 and root[q.scale_key(key)].dtype == np.float32

@@ -99,6 +99,7 @@ class _ZarrSink(CombinedSink):
         self.jobs: list[zs.RegionJob] = []
         self.refs: dict[str, dict[str, Any]] = {}
         self.geoemb: dict[str, Any] = {}
+        self.variables: list[str] = []  # every array of the layout (int8: scales, offsets)
 
     def _plan_stack(self, layout: zs.StoreLayout, stack: Stack | None) -> None:
         if stack is None or not stack.items:
@@ -148,6 +149,7 @@ class _ZarrSink(CombinedSink):
             self._plan_stack(layout, m.inputs)
             self._plan_stack(layout, m.embeddings)
         self.geoemb = self._geoemb(models)
+        self.variables = sorted(a.key for a in layout.arrays)
         attrs = zs.root_attributes(self.attrs)
         attrs["coordinates"] = " ".join(coords)
         kept = zs.create_store(self.location, layout, coords, attrs)
@@ -188,9 +190,7 @@ class _ZarrSink(CombinedSink):
 
     def on_write_complete(self, manifest: dict[str, Any]) -> None:
         manifest["zarr_path"] = self.location
-        manifest["zarr_variables"] = sorted(
-            k for r in self.refs.values() for k in (r.get("npz_keys") or [r["npz_key"]])
-        )
+        manifest["zarr_variables"] = list(self.variables)  # as nc_variables lists them
         root = zs.open_root(self.location, "r+")
         attrs = dict(self.geoemb)
         attrs[zs.MANIFEST_ATTR] = json.dumps(jsonable(manifest), ensure_ascii=False)
