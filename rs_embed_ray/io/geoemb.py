@@ -5,14 +5,17 @@ A catalog or xarray user reads what the store holds without our manifest: the em
 (``chip``: one vector per place, ``pixel``: a grid of vectors), its dimensionality, the model,
 the source data, the stored dtype and, for chips, their size in pixels. A field we cannot know
 is left out, never guessed (``geoemb:gsd``: the grid of a ViT's tokens is not the source's
-pixel size; ``geoemb:quantization``: absent for float32, as the schema has no null). A store
-holding several models' embeddings describes the first model that has any (the convention
-describes one embedding product per group). Pure Python.
+pixel size). ``geoemb:quantization`` is ``io.quantize.describe`` for int8 / float16 and absent
+for float32, as the schema has no null. A store holding several models' embeddings describes
+the first model that has any (the convention describes one embedding product per group). Pure
+Python.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from rs_embed_ray.io.quantize import describe
 
 GEOEMB_CONVENTION = {
     "schema_url": "https://raw.githubusercontent.com/geo-embeddings/"
@@ -74,6 +77,9 @@ def geoemb_attrs(
         "geoemb:data_type": data_type,
         "geoemb:build_version": build_version,
     }
+    quant = describe(data_type)
+    if quant is not None:  # int8 / float16: how the stored codes came from float32
+        attrs["geoemb:quantization"] = quant
     if chip_size is not None:
         attrs["geoemb:chip_layout"] = {
             "layout_type": "irregular",  # one chip per place, wherever the place is

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io.netcdf import FRAME_DIMS, POINT_DIM, dims_for, global_attrs, unique_dim
 from rs_embed_ray.io.shards import ShardReader
 
@@ -83,15 +84,19 @@ class ArraySpec:
     chunks: tuple[int, ...]
     shards: tuple[int, ...] | None
     attrs: dict[str, Any]
+    dtype: str = q.FLOAT32  # int8 / float16 codes of embeddings (io.quantize)
 
     def doc(self) -> dict[str, Any]:
-        return {
+        doc = {
             "key": self.key,
             "shape": list(self.shape),
             "dims": self.dims,
             "chunks": list(self.chunks),
             "shards": list(self.shards) if self.shards else None,
         }
+        if self.dtype != q.FLOAT32:  # float32 stores keep the layout they were created with
+            doc["dtype"] = self.dtype
+        return doc
 
 
 class StoreLayout:
@@ -122,23 +127,41 @@ class StoreLayout:
             attrs["dims_meaning"] = FRAME_DIMS[len(shape)]
         return attrs
 
-    def add_stacked(self, key: str, n_rows: int, row_shape: tuple[int, ...]) -> int:
-        """A ``(n_rows, *row_shape)`` array chunked along places; returns rows per region."""
-        shape = (n_rows, *row_shape)
-        dims = self._dims(key, shape)
+    def add_stacked(
+        self, key: str, n_rows: int, row_shape: tuple[int, ...], dtype: str = q.FLOAT32
+    ) -> int:
+        """A ``(n_rows, *row_shape)`` array chunked along places (with int8's scales and
+        offsets, chunked alike, so a region's task writes all three); returns rows per region."""
         rows = region_rows(row_shape, n_rows)
-        image = len(row_shape) >= 3  # grids and inputs: shard, one place per inner chunk
-        chunks = (1, *row_shape) if image else (rows, *row_shape)
-        shards = (rows, *row_shape) if image else None
-        self.arrays.append(
-            ArraySpec(key, shape, dims, chunks, shards, self._attrs(key, shape, dims))
-        )
+        self._add_stacked(key, n_rows, row_shape, rows, dtype)
+        if q.is_quantized(dtype):
+            side = side_shape(row_shape)
+            self._add_stacked(q.scale_key(key), n_rows, side, rows, q.FLOAT32)
+            self._add_stacked(q.offset_key(key), n_rows, side, rows, q.FLOAT32)
         self.regions[key] = max(1, math.ceil(n_rows / rows))
         return rows
 
-    def add_place(self, key: str, shape: tuple[int, ...]) -> None:
+    def _add_stacked(
+        self, key: str, n_rows: int, row_shape: tuple[int, ...], rows: int, dtype: str
+    ) -> None:
+        shape = (n_rows, *row_shape)
         dims = self._dims(key, shape)
-        self.arrays.append(ArraySpec(key, shape, dims, tuple(max(1, s) for s in shape), None, {}))
+        image = len(row_shape) >= 3  # grids and inputs: shard, one place per inner chunk
+        chunks = (1, *row_shape) if image else (rows, *row_shape)
+        shards = (rows, *row_shape) if image else None
+        attrs = self._attrs(key, shape, dims)
+        self.arrays.append(ArraySpec(key, shape, dims, chunks, shards, attrs, dtype))
+
+    def add_place(self, key: str, shape: tuple[int, ...], dtype: str = q.FLOAT32) -> None:
+        """One place's array (and int8's scale and offset arrays beside it)."""
+        whole = [(key, shape, dtype)]
+        if q.is_quantized(dtype):
+            side = side_shape(shape)
+            whole += [(q.scale_key(key), side, q.FLOAT32), (q.offset_key(key), side, q.FLOAT32)]
+        for name, shp, dt in whole:
+            dims = self._dims(name, shp)
+            chunks = tuple(max(1, s) for s in shp)
+            self.arrays.append(ArraySpec(name, shp, dims, chunks, None, {}, dt))
 
     def add_marks(self, name: str, n_regions: int) -> None:
         self.regions[name] = max(1, n_regions)
@@ -149,6 +172,12 @@ class StoreLayout:
             "arrays": [a.doc() for a in self.arrays],
             "regions": self.regions,
         }
+
+
+def side_shape(row_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one row's int8 scales (and offsets): the row without its vector axis."""
+    axis = len(row_shape) + q.vector_axis(len(row_shape)) if row_shape else 0
+    return tuple(s for k, s in enumerate(row_shape) if k != axis)
 
 
 def _json_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,11 +211,11 @@ def create_store(
         root.create_array(
             a.key,
             shape=a.shape,
-            dtype="float32",
+            dtype=a.dtype,
             chunks=a.chunks,
             shards=a.shards,
             compressors=compressor(),
-            fill_value=np.nan,
+            fill_value=-128 if a.dtype == q.INT8 else np.nan,  # netCDF's fills (-128 unused)
             dimension_names=a.dims,
             attributes=a.attrs,
         )
@@ -265,6 +294,7 @@ def source_digest(records: Iterable[Any]) -> bytes:
 
 
 def data_digest(blocks: Iterable[np.ndarray]) -> bytes:
+    """sha1 of the blocks as float32 (lossless for int8 / float16 codes too)."""
     h = hashlib.sha1()
     for b in blocks:
         h.update(np.ascontiguousarray(b, dtype=np.float32).tobytes())
@@ -287,18 +317,29 @@ class RegionJob:
     rows: tuple[tuple[int, str], ...]
     channels: tuple[int, ...] | None = None
     point_key: str | None = None
+    dtype: str = q.FLOAT32  # the rows are stored as these codes (io.quantize)
 
     def _source(self) -> bytes:
-        return source_digest([self.marks, self.start, self.rows, self.channels, self.point_key])
+        parts: list[Any] = [self.marks, self.start, self.rows, self.channels, self.point_key]
+        if self.dtype != q.FLOAT32:  # float32 regions keep the digests they were marked with
+            parts.append(self.dtype)
+        return source_digest(parts)
 
     def _keys(self) -> list[str]:
         return [f"{self.point_key}__{i:05d}" for i, _ in self.rows] if self.point_key else []
 
+    def _arrays(self, key: str) -> list[str]:
+        """``key`` and, for int8 codes, its scales and offsets: what a region fills."""
+        if not q.is_quantized(self.dtype):
+            return [key]
+        return [key, q.scale_key(key), q.offset_key(key)]
+
     def stored(self, root: Any) -> list[np.ndarray]:
-        """The region as the store holds it now."""
+        """The region as the store holds it now (codes, then int8's scales and offsets)."""
         if self.point_key:
-            return [np.asarray(root[k][...]) for k in self._keys()]
-        return [np.asarray(root[self.marks][self.start : self.start + len(self.rows)])]
+            return [np.asarray(root[a][...]) for k in self._keys() for a in self._arrays(k)]
+        end = self.start + len(self.rows)
+        return [np.asarray(root[a][self.start : end]) for a in self._arrays(self.marks)]
 
     def adoptable(self, root: Any) -> bool:
         """The marker says this region was written from these sources, and the bytes the
@@ -329,21 +370,33 @@ class RegionJob:
         root = open_root(self.location, "r+")
         if self.adoptable(root):
             return {"marks": self.marks, "region": self.region, "adopted": True}
-        rows = self._read()
+        coded = [_coded(row, self.dtype) for row in self._read()]
+        blocks: list[np.ndarray] = []
         if self.point_key:
-            for key, row in zip(self._keys(), rows, strict=True):
-                _drop_chunk(root[key], 0)
-                root[key][...] = row
-            blocks = rows
+            for key, parts in zip(self._keys(), coded, strict=True):
+                for name, part in zip(self._arrays(key), parts, strict=True):
+                    _drop_chunk(root[name], 0)
+                    root[name][...] = part
+                    blocks.append(part)
         else:
-            block = np.stack(rows) if rows else np.zeros((0,), np.float32)
-            arr = root[self.marks]
-            _drop_chunk(arr, self.region)  # a region is one chunk (or shard) along places
-            arr[self.start : self.start + len(rows)] = block
-            blocks = [block]
+            for k, name in enumerate(self._arrays(self.marks)):
+                block = np.stack([parts[k] for parts in coded]) if coded else np.zeros((0,))
+                arr = root[name]
+                _drop_chunk(arr, self.region)  # a region is one chunk (or shard) along places
+                arr[self.start : self.start + len(coded)] = block
+                blocks.append(block)
         mark = np.frombuffer(self._source() + data_digest(blocks), dtype=np.uint8)
         root[MARKS][self.marks][self.region] = mark
         return {"marks": self.marks, "region": self.region, "adopted": False}
+
+
+def _coded(row: np.ndarray, dtype: str) -> list[np.ndarray]:
+    """A float32 row as stored: ``[row]``, ``[float16 row]`` or int8's ``[codes, scale,
+    offset]`` (encoded row by row, as the netCDF writer does)."""
+    codes, scale, offset = q.encode(row, dtype)
+    if scale is None or offset is None:
+        return [codes]
+    return [codes, np.asarray(scale, np.float32), np.asarray(offset, np.float32)]
 
 
 def _drop_chunk(arr: Any, index: int) -> None:
@@ -351,7 +404,8 @@ def _drop_chunk(arr: Any, index: int) -> None:
     an existing shard to update it, and a damaged one would make the rewrite fail."""
     from zarr.core.sync import sync
 
-    key = arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))
+    coords = (index,) + (0,) * (arr.ndim - 1) if arr.ndim else ()  # a 0-d array: one chunk
+    key = arr.metadata.encode_chunk_key(coords)
     sync((arr.store_path / key).delete())
 
 

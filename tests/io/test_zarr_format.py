@@ -31,9 +31,12 @@ PATH_FIELDS = {"nc_path", "nc_variables", "zarr_path", "zarr_variables", "create
 PATH_FIELDS |= {"completed_at", "manifest_path"}
 
 
-def _ctx(fmt: str, models: list[dict[str, Any]], save_inputs: bool = True) -> dict[str, Any]:
+def _ctx(
+    fmt: str, models: list[dict[str, Any]], save_inputs: bool = True, dtype: str = "float32"
+) -> dict[str, Any]:
     return {
         "format": fmt,
+        "dtype": dtype,
         "save_inputs": save_inputs,
         "save_embeddings": True,
         "save_manifest": True,
@@ -62,7 +65,8 @@ def _model(name: str) -> dict[str, Any]:
 class Shards:
     """Patches and embeddings of ``n`` places in real shard files (several per step)."""
 
-    def __init__(self, folder: Path, n: int, emb_shape, failed=(), ragged=False) -> None:
+    def __init__(self, folder: Path, n: int, emb_shape, failed=(), ragged=False, dtype="float32"):
+        self.dtype = dtype
         rng = np.random.default_rng(0)
         self.patch: dict[int, dict[str, Any]] = {}
         self.embed: dict[int, dict[str, Any]] = {}
@@ -88,7 +92,7 @@ class Shards:
     def write(self, fmt: str, path: Path, parallel_map=None) -> dict[str, Any]:
         n = len(self.patch)
         return write_combined(
-            _ctx(fmt, [_model("m")]),
+            _ctx(fmt, [_model("m")], dtype=self.dtype),
             path,
             spatials=[{"lon": 10.0 + i, "lat": 45.0, "buffer_m": 100.0} for i in range(n)],
             names=[f"p{i:05d}" for i in range(n)],
@@ -109,7 +113,10 @@ def _same_dataset(nc: Path, store: Path) -> None:
         for k in a.variables:
             assert a[k].dims == b[k].dims, k
             va, vb = np.asarray(a[k].values), np.asarray(b[k].values)
-            if va.dtype.kind == "f":
+            if vb.dtype == np.int8:  # int8 codes: xarray masks netCDF's -128 fill to float
+                assert a[k].encoding["dtype"] == vb.dtype, k
+                assert np.array_equal(va, vb.astype(va.dtype), equal_nan=True), k
+            elif va.dtype.kind == "f":
                 assert va.dtype == vb.dtype and np.array_equal(va, vb, equal_nan=True), k
             else:
                 assert [str(x) for x in va.tolist()] == [str(x) for x in vb.tolist()], k
@@ -260,6 +267,96 @@ def test_geoemb_root_attributes_validate_against_the_convention_schema(tmp_path)
     # the schema is not vacuous: a chip without its layout is refused
     del doc["attributes"]["geoemb:chip_layout"]
     assert not validator.is_valid(doc)
+
+
+# -- compact vectors (issue 23 item 3): int8 codes with scales and offsets, float16 ------------
+
+
+def _rows(sh: Shards, idx) -> np.ndarray:
+    return np.stack([np.load(sh.embed[i]["shard"])[f"d{i}"] for i in idx])
+
+
+@pytest.mark.parametrize(
+    ("emb_shape", "failed", "ragged"),
+    [((6,), (), False), ((4, 3, 3), (2, 7), False), ((4,), (1,), True)],
+    ids=["pooled", "grid-missing-rows", "per-place-arrays"],
+)
+def test_int8_store_holds_what_int8_netcdf_holds(tmp_path, monkeypatch, emb_shape, failed, ragged):
+    from rs_embed_ray.io import quantize as q
+    from rs_embed_ray.io.load import load_export
+
+    monkeypatch.setattr(zs, "REGION_BYTES", 4 * 3 * 8 * 8 * 3)  # several regions per stack
+    sh = Shards(tmp_path / "shards", 10, emb_shape, failed, ragged, dtype="int8")
+    man_nc = sh.write("netcdf", tmp_path / "c.nc")
+    man_z = sh.write("zarr", tmp_path / "c.zarr")
+    _same_dataset(tmp_path / "c.nc", tmp_path / "c.zarr")  # codes, scales, offsets, attrs
+    emb_nc, emb_z = man_nc["models"][0]["embeddings"], man_z["models"][0]["embeddings"]
+    assert emb_z == emb_nc and emb_z["dtype"] == "int8"  # the netCDF writer's references
+    assert man_z["zarr_variables"] == sorted(man_nc["nc_variables"])  # scales, offsets too
+    root = zarr.open_group(tmp_path / "c.zarr", mode="r")
+    key = emb_z.get("npz_key") or emb_z["npz_keys"][0]
+    assert root[key].dtype == np.int8 and root[q.scale_key(key)].dtype == np.float32
+    attrs = root.attrs.asdict()
+    assert attrs["geoemb:data_type"] == "int8"
+    assert attrs["geoemb:quantization"] == q.describe("int8")
+    assert json.loads(attrs["quantization"])["scale_and_offset"]  # netCDF's global attribute
+    schema = json.loads(SCHEMA.read_text())
+    import jsonschema
+
+    jsonschema.Draft202012Validator(schema).validate(
+        json.loads((tmp_path / "c.zarr" / "zarr.json").read_text())
+    )
+    if ragged:
+        return
+    ok = [i for i in range(10) if i not in failed]
+    want = _rows(sh, ok)
+    got = load_export(tmp_path / "c.zarr").embedding("m")
+    got = np.stack([np.asarray(g) for g in got]) if isinstance(got, list) else np.asarray(got)
+    got = got[ok] if len(got) == 10 else got
+    assert got.dtype == np.float32 and 0 < np.abs(got - want).max() < 0.01  # decoded, lossy
+    raw = load_export(tmp_path / "c.zarr", dequantize=False).embedding("m")
+    if not failed:
+        assert np.asarray(raw).dtype == np.int8 and np.abs(np.asarray(raw)).max() == 127
+
+
+def test_float16_store_and_its_geoemb_quantization(tmp_path):
+    from rs_embed_ray.io import quantize as q
+    from rs_embed_ray.io.load import load_export
+
+    sh = Shards(tmp_path / "shards", 5, (6,), dtype="float16")
+    man = sh.write("zarr", tmp_path / "c.zarr")
+    assert man["models"][0]["embeddings"]["dtype"] == "float16"
+    with xr.open_zarr(tmp_path / "c.zarr") as ds:
+        assert ds["embeddings__m"].dtype == np.float16
+        assert "embeddings_scale__m" not in ds.variables
+        assert ds.attrs["geoemb:quantization"] == q.describe("float16")
+        assert ds.attrs["geoemb:data_type"] == "float16"
+    want = _rows(sh, range(5))
+    got = np.asarray(load_export(tmp_path / "c.zarr").embedding("m"))
+    assert got.dtype == np.float32 and np.array_equal(got, want.astype(np.float16))
+    raw = np.asarray(load_export(tmp_path / "c.zarr", dequantize=False).embedding("m"))
+    assert raw.dtype == np.float16
+
+
+def test_int8_resume_checks_scales_and_offsets_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(zs, "REGION_BYTES", 4 * 4 * 3 * 3 * 2)  # 2 places per grid region
+    sh = Shards(tmp_path / "shards", 8, (4, 3, 3), dtype="int8")
+    store = tmp_path / "c.zarr"
+    first: list[dict[str, Any]] = []
+    with pytest.raises(RuntimeError, match="writer killed"):
+        sh.write("zarr", store, parallel_map=_recording(first, stop_after=11))
+    marks = [(r["marks"], r["region"]) for r in first if r["marks"] == "embeddings__m"]
+    assert len(marks) == 3  # eight input regions, then three of the four grid regions
+    # damage the offsets of the grid's second region after its marker was written
+    root = zarr.open_group(store, mode="r+")
+    root["embeddings_offset__m"][2:4] = np.float32(0.5)
+    second: list[dict[str, Any]] = []
+    sh.write("zarr", store, parallel_map=_recording(second))
+    adopted = {(r["marks"], r["region"]) for r in second if r["adopted"]}
+    assert ("embeddings__m", 0) in adopted and ("embeddings__m", 2) in adopted
+    assert ("embeddings__m", 1) not in adopted and ("embeddings__m", 3) not in adopted
+    sh.write("netcdf", tmp_path / "c.nc")
+    _same_dataset(tmp_path / "c.nc", store)  # the damaged offsets were written again
 
 
 def test_per_item_zarr_is_refused_before_ray(tmp_path, raster_source):

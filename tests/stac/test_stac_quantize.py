@@ -33,7 +33,7 @@ N = 3
 @pytest.fixture(scope="module")
 def exports(ray_cluster, raster_source, remoteclip_ckpt, module_scratch) -> dict[str, Path]:
     """float32 GeoParquet (one model), int8 per-item npz (made float16 by the last test),
-    int8 combined netCDF (two models): the same places and model."""
+    int8 combined netCDF (two models), int8 Zarr store (one model): the same places and model."""
     root = module_scratch("q_stac")
     kw = dict(
         spatials=points(N),
@@ -51,6 +51,7 @@ def exports(ray_cluster, raster_source, remoteclip_ckpt, module_scratch) -> dict
         "pq": root / "one.parquet",
         "pi8": root / "pi8",
         "nc8": root / "two8.nc",
+        "z8": root / "one8.zarr",
     }
     export_batch(out=str(out["pq"]), layout="combined", format="geoparquet",
                  models=["remoteclip"], **kw)  # fmt: skip
@@ -58,6 +59,9 @@ def exports(ray_cluster, raster_source, remoteclip_ckpt, module_scratch) -> dict
                  models=["remoteclip"], **kw)  # fmt: skip
     export_batch(out=str(out["nc8"]), layout="combined", format="netcdf", dtype="int8",
                  models=both, **kw)  # fmt: skip
+    # float16 Zarr is covered in-process (tests/io/test_zarr_format.py): one Ray export here
+    export_batch(out=str(out["z8"]), layout="combined", format="zarr", dtype="int8",
+                 models=["remoteclip"], **kw)  # fmt: skip
     return out
 
 
@@ -91,7 +95,7 @@ def test_encode_decode_error_bound_and_edge_cases():
 @pytest.mark.usefixtures("ray_cluster")
 def test_int8_and_float16_decode_close_to_float32_in_every_format(exports):
     ref = _ref(exports)
-    for key, floor in (("pi8", 0.999), ("nc8", 0.999)):
+    for key, floor in (("pi8", 0.999), ("nc8", 0.999), ("z8", 0.999)):
         got = load_export(exports[key]).embedding("remoteclip")
         assert np.asarray(got).dtype == np.float32
         assert q.cosine_min(ref, got) >= floor, key
@@ -100,6 +104,14 @@ def test_int8_and_float16_decode_close_to_float32_in_every_format(exports):
     assert raw.dtype == np.int8 and np.abs(raw).max() == 127
     da = load_export(exports["nc8"], as_xarray=True).embedding("remoteclip")
     assert da.dtype == np.float32 and da.dims[0] == "item"
+    raw = np.asarray(load_export(exports["z8"], dequantize=False).embedding("remoteclip"))
+    assert raw.dtype == np.int8 and np.abs(raw).max() == 127  # the Zarr store's codes
+    with xr.open_zarr(exports["z8"]) as ds:  # opened without our code: decodable by hand
+        codes = ds["embeddings__remoteclip"].values.astype(np.float32)
+        scale, offset = (ds[f"embeddings_{s}__remoteclip"].values for s in ("scale", "offset"))
+        got = codes * scale[:, None] + offset[:, None]  # the file's formula, by hand
+        assert q.cosine_min(ref, got) >= 0.999
+        assert ds.attrs["geoemb:quantization"]["quantized_dtype"] == "int8"
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -135,8 +147,8 @@ def test_dtype_refused_at_plan_time(tmp_path):
     with pytest.raises(ModelError, match="Unknown dtype 'int4'"):
         plan_export(ExportOptions(**base, dtype="int4"))
     zarr = {**base, "out": str(tmp_path / "o.zarr"), "format": "zarr", "save_inputs": False}
-    with pytest.raises(ModelError, match="format='zarr' cannot store dtype='int8'"):
-        plan_export(ExportOptions(**zarr, dtype="int8"))
+    for dtype in ("int8", "float16"):  # the Zarr store holds both (issue 23 item 3)
+        assert plan_export(ExportOptions(**zarr, dtype=dtype)).run_fingerprint()
     cfg = ExportOptions(spatials=[], temporal=None, models=["m"], config=ExportConfig(dtype="int8"))
     assert cfg.flat().dtype == "int8"  # rs-embed 0.3's spelling carries it too
     p32 = plan_export(ExportOptions(**base))

@@ -57,7 +57,7 @@ def write_stack(writer: Any, stack: Stack | None, n: int) -> dict[str, Any] | No
     return {"npz_keys": keys, "indices": indices, "dtype": "float32"}
 
 
-def _quant_ref(key: str, dtype: str, keys: tuple[str, str] | None) -> dict[str, Any]:
+def quant_ref(key: str, dtype: str, keys: tuple[str, str] | None) -> dict[str, Any]:
     """What a reference says of stored codes: their dtype and, for int8, where the scales
     and offsets are."""
     desc = dict(q.file_attribute(dtype) or {})
@@ -91,7 +91,7 @@ def write_coded_stack(writer: Any, stack: Stack, n: int) -> dict[str, Any]:
             keys = (q.scale_key(stack.key), q.offset_key(stack.key))
             writer.add(keys[0], np.stack(scales).astype(np.float32))  # small: no vector axis
             writer.add(keys[1], np.stack(offsets).astype(np.float32))
-        return {**ref, **_quant_ref(stack.key, dtype, keys)}
+        return {**ref, **quant_ref(stack.key, dtype, keys)}
     names = []
     for i, arr in stack.rows():
         key = f"{stack.point_key}__{i:05d}"
@@ -102,7 +102,7 @@ def write_coded_stack(writer: Any, stack: Stack, n: int) -> dict[str, Any]:
             writer.add(q.offset_key(key), np.asarray(o))
         names.append(key)
     first = (q.scale_key(stack.point_key), q.offset_key(stack.point_key)) if quant else None
-    return {"npz_keys": names, "indices": indices, **_quant_ref(stack.point_key, dtype, first)}
+    return {"npz_keys": names, "indices": indices, **quant_ref(stack.point_key, dtype, first)}
 
 
 class ArraySink(CombinedSink):

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.errors import ModelError
+from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io import zarrstore as zs
+from rs_embed_ray.io.formats.arrays import quant_ref
 from rs_embed_ray.io.formats.base import (
     ArrayReader,
     Arrays,
@@ -62,8 +64,8 @@ class ZarrReader(ArrayReader):
 
     def read(self, key: str) -> np.ndarray:
         var = self._ds[key]
-        if var.dtype.kind != "f":
-            raise ValueError(f"{self.path!r}: variable {key!r} holds {var.dtype}, not floats.")
+        if var.dtype.kind not in "fi":
+            raise ValueError(f"{self.path!r}: variable {key!r} holds {var.dtype}, not numbers.")
         return np.asarray(var.values)
 
     def shape(self, key: str) -> tuple[int, ...] | None:
@@ -82,8 +84,10 @@ def _plain(arr: np.ndarray) -> np.ndarray:
 
 
 def _stacked(stack: Stack, n: int) -> bool:
-    """netCDF's rule (``arrays.write_stack``): one array when rows are alike and all there."""
-    return len(stack.row_shapes()) == 1 and (len(stack.indices) == n or stack.partial_stacked)
+    """netCDF's rule (``arrays.write_stack`` / ``write_coded_stack``): one array when rows
+    are alike and all there (float32 inputs: or stacked with ``indices``)."""
+    partial = stack.partial_stacked and stack.dtype == q.FLOAT32
+    return len(stack.row_shapes()) == 1 and (len(stack.indices) == n or partial)
 
 
 class _ZarrSink(CombinedSink):
@@ -95,39 +99,43 @@ class _ZarrSink(CombinedSink):
         self.jobs: list[zs.RegionJob] = []
         self.refs: dict[str, dict[str, Any]] = {}
         self.geoemb: dict[str, Any] = {}
+        self.variables: list[str] = []  # every array of the layout (int8: scales, offsets)
 
     def _plan_stack(self, layout: zs.StoreLayout, stack: Stack | None) -> None:
         if stack is None or not stack.items:
             return
         channels = tuple(stack.channels) if stack.channels is not None else None
         items = [(i, str(src["shard"])) for i, src in stack.items]
+        dtype, quant = stack.dtype, q.is_quantized(stack.dtype)
         if _stacked(stack, self.n):
             row_shape = next(iter(stack.row_shapes()))
-            rows = layout.add_stacked(stack.key, len(items), row_shape)
-            ref: dict[str, Any] = {
-                "npz_key": stack.key,
-                "shape": [len(items), *row_shape],
-                "dtype": "float32",
-            }
+            rows = layout.add_stacked(stack.key, len(items), row_shape, dtype)
+            ref: dict[str, Any] = {"npz_key": stack.key, "shape": [len(items), *row_shape]}
             if len(items) < self.n:
                 ref["indices"] = stack.indices
+            sides = (q.scale_key(stack.key), q.offset_key(stack.key)) if quant else None
             point_key = None
         else:
             for i, shape in ((i, tuple(s["shape"])) for i, s in stack.items):
                 if channels is not None:
                     shape = (*shape[:-3], len(channels), *shape[-2:])
-                layout.add_place(f"{stack.point_key}__{i:05d}", shape)
+                layout.add_place(f"{stack.point_key}__{i:05d}", shape, dtype)
             rows = zs.region_rows(max(stack.row_shapes()), len(items))
             layout.add_marks(stack.key, -(-len(items) // rows))
             keys = [f"{stack.point_key}__{i:05d}" for i, _ in items]
-            ref = {"npz_keys": keys, "indices": stack.indices, "dtype": "float32"}
+            ref = {"npz_keys": keys, "indices": stack.indices}
+            pk = stack.point_key
+            sides = (q.scale_key(pk), q.offset_key(pk)) if quant else None
             point_key = stack.point_key
+        # the references the netCDF writer makes (float32: just the dtype)
+        ref.update(quant_ref(ref.get("npz_key", stack.point_key), dtype, sides))
+        if dtype == q.FLOAT32:
+            ref = {k: v for k, v in ref.items() if k != "quantization"}
         self.refs[stack.key] = ref
         for r, start in enumerate(range(0, len(items), rows)):
             part = tuple(items[start : start + rows])
-            self.jobs.append(
-                zs.RegionJob(self.location, stack.key, r, start, part, channels, point_key)
-            )
+            job = zs.RegionJob(self.location, stack.key, r, start, part, channels, point_key, dtype)
+            self.jobs.append(job)
 
     def on_write_start(self, places: Places, models: list[ModelColumns]) -> None:
         self.n = len(places)
@@ -141,6 +149,7 @@ class _ZarrSink(CombinedSink):
             self._plan_stack(layout, m.inputs)
             self._plan_stack(layout, m.embeddings)
         self.geoemb = self._geoemb(models)
+        self.variables = sorted(a.key for a in layout.arrays)
         attrs = zs.root_attributes(self.attrs)
         attrs["coordinates"] = " ".join(coords)
         kept = zs.create_store(self.location, layout, coords, attrs)
@@ -153,7 +162,9 @@ class _ZarrSink(CombinedSink):
             if m.embeddings is not None and m.embeddings.items:
                 shape = max(m.embeddings.row_shapes())
                 backend = str(self.attrs.get("backend"))
-                return geoemb_attrs(m.spec, shape, backend, package_version(), m.chip_size)
+                return geoemb_attrs(
+                    m.spec, shape, backend, package_version(), m.chip_size, m.embeddings.dtype
+                )
         return {}
 
     def write(self, models: list[ModelColumns]) -> list[dict[str, Any]]:
@@ -179,9 +190,7 @@ class _ZarrSink(CombinedSink):
 
     def on_write_complete(self, manifest: dict[str, Any]) -> None:
         manifest["zarr_path"] = self.location
-        manifest["zarr_variables"] = sorted(
-            k for r in self.refs.values() for k in (r.get("npz_keys") or [r["npz_key"]])
-        )
+        manifest["zarr_variables"] = list(self.variables)  # as nc_variables lists them
         root = zs.open_root(self.location, "r+")
         attrs = dict(self.geoemb)
         attrs[zs.MANIFEST_ATTR] = json.dumps(jsonable(manifest), ensure_ascii=False)
@@ -199,7 +208,7 @@ class ZarrFormat(Format):
     per_item = False
     embeds_manifest = True
     directory_store = True
-    dtypes = ("float32",)  # quantized vectors (io.quantize) are not wired into the store yet
+    dtypes = ("float32", "float16", "int8")  # int8: scales and offsets beside the codes
 
     def check_request(self, layout: str, output_mode: str, save_inputs: bool) -> None:
         try:
