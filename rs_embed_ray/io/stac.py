@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import posixpath
 from pathlib import Path
 from typing import Any
 
 from rs_embed_ray.geo import bounds_3857, xy3857_to_lonlat
+from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import write_text
 from rs_embed_ray.io.manifest import utc_ts
 from rs_embed_ray.io.quantize import describe as quantization
@@ -94,8 +95,9 @@ def _times(temporal: dict[str, Any] | None, now: str) -> dict[str, Any]:
     return {"datetime": None, "start_datetime": w[0], "end_datetime": w[1]}
 
 
-def _rel(target: Path, start: Path) -> str:
-    return Path(os.path.relpath(target, start)).as_posix()
+def _rel(target: Any, start: Any) -> str:
+    """A relative href; ``str`` works alike for a ``Path`` and a bucket ``UPath``."""
+    return posixpath.relpath(Path(str(target)).as_posix(), Path(str(start)).as_posix())
 
 
 def _gsd(sensor: dict[str, Any] | None) -> float | None:
@@ -283,7 +285,7 @@ def write_stac(run: dict[str, Any]) -> Path:
     ``spatials``, ``temporals`` (one per place), ``models`` (name, key, describe, sensor,
     weights, energy), ``output``, ``input_prep``, ``dtype``, ``backend``, ``source``,
     ``runtime_parameters``, ``package_version``, ``created``, ``ext``)."""
-    out = Path(run["out_path"])
+    out = storage.as_path(run["out_path"])  # a bucket URL stays a URL (io.storage)
     root = stac_dir(out, run["layout"])
     for m in run["models"]:
         folder = root / m["key"]

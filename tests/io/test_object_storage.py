@@ -178,7 +178,7 @@ CASES = [  # per_item npz is the killed-and-resumed export below
 ]
 
 
-def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path):
+def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path, monkeypatch):
     """Each layout/format written to the bucket reads back with load_export from the
     bucket, all with the same embeddings, read by xarray / geopandas too, and leaves no temp
     or partial object and no shard behind; no secret reaches an object or a log line."""
@@ -186,6 +186,7 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path):
     import xarray as xr
 
     caplog.set_level("DEBUG")
+    monkeypatch.chdir(tmp_path)  # a URL mistaken for a relative path would land here
     pts = points(3)
     kw = local_kw(source, save_inputs=False, chunk_size=4)
     embeddings = {}
@@ -206,6 +207,11 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path):
         man = json.loads(_fs().cat_file(f"{BUCKET}/exports/pi_nc/{n}.json"))
         assert man["status"] == "ok" and man["nc_path"].startswith("s3://")
     assert {f"{BUCKET}/exports/cn.npz", f"{BUCKET}/exports/cn.json"} <= set(objs)
+    # the STAC files go to the bucket beside the outputs, with hrefs relative to them
+    item = json.loads(_fs().cat_file(f"{BUCKET}/exports/cz.stac/spectral_stats/item.json"))
+    assert item["assets"]["embeddings"]["href"] == "../../cz.zarr"
+    assert f"{BUCKET}/exports/pi_nc/stac/spectral_stats/items.json" in objs
+    assert not list(tmp_path.glob("s3*")), "something treated the bucket URL as a local path"
     # read by libraries we did not write, straight from the bucket
     _fs().get_file(f"{BUCKET}/exports/pi_nc/p00001.nc", str(tmp_path / "p.nc"))
     with xr.open_dataset(tmp_path / "p.nc") as ds:
