@@ -71,6 +71,21 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def log_records(lines: Iterable[str], where: object) -> Iterator[dict[str, Any]]:
+    """The log's records in ``lines``; a torn line (a crash mid-append) is skipped."""
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            log.warning("skipping a torn line in %s", where)
+            continue
+        if isinstance(rec, dict) and {"kind", "key", "index", "status"} <= rec.keys():
+            yield rec
+
+
 @dataclass
 class Record:
     kind: str  # "patch" | "embed"
@@ -264,17 +279,7 @@ class RunState:
         if not path.exists():
             return
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    log.warning("skipping a torn line in %s", path)
-                    continue
-                if isinstance(rec, dict) and {"kind", "key", "index", "status"} <= rec.keys():
-                    yield rec
+            yield from log_records(fh, path)
 
     def latest(self) -> dict[tuple[str, str, int], dict[str, Any]]:
         """Latest record per (kind, key, index)."""
@@ -423,17 +428,7 @@ class RemoteRunState(RunState):
         keys = [u.split("://", 1)[1] for u in urls]
         blobs = fs.cat(keys)  # concurrent GETs
         for k in keys:
-            for line in bytes(blobs[k]).decode("utf-8").splitlines():
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    log.warning("skipping a torn line in %s", k)
-                    continue
-                if isinstance(rec, dict) and {"kind", "key", "index", "status"} <= rec.keys():
-                    yield rec
+            yield from log_records(bytes(blobs[k]).decode("utf-8").splitlines(), k)
 
     def append(self, records: Iterable[Record]) -> None:
         data = "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
