@@ -214,7 +214,10 @@ def test_combined_windows_in_manifest_and_geoparquet(tmp_path, raster_source):
     gdf = gpd.read_parquet(tmp_path / "g.parquet")
     assert [str(d) for d in gdf["window_start"]] == ["2022-06-15", "2022-06-01", "2022-07-15"]
     assert [str(d) for d in gdf["window_end"]] == ["2022-07-15", "2022-09-01", "2022-08-15"]
-    means = [v[0] for v in gdf["embedding_spectral_stats"]]
+    # a one-model file names its vectors as TorchGeo reads them: ``embedding``, and its
+    # ``datetime`` is each place's own window start
+    assert [str(d)[:10] for d in gdf["datetime"]] == ["2022-06-15", "2022-06-01", "2022-07-15"]
+    means = [v[0] for v in gdf["embedding"]]
     assert means[1] - means[0] == pytest.approx(0.005, abs=1e-4)
     assert means[2] - means[0] == pytest.approx(0.01, abs=1e-4)
     res = load_export(tmp_path / "g.parquet", as_xarray=True)
