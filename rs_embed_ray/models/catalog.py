@@ -57,6 +57,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "galileo": "rs_embed_ray.models.galileo:Galileo",
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
     "thor": "rs_embed_ray.models.thor:Thor",
+    "fomo": "rs_embed_ray.models.fomo:FoMo",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
 }
 
@@ -233,14 +234,18 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "fomo": ModelInfo(
         model_id="fomo",
-        status="planned",
+        status="available",
         sensor=_s2(S2_12),
         image_size=64,
         dim_pooled=768,
         dim_grid=768,
         grid_hw=(4, 4),
         weights_source="dropbox:fomo_single_embedding_layer_weights.pt",
-        notes="MultiSpectralViT (patch 16), DN/10000; grid averaged over modalities.",
+        notes=(
+            "FoMo-Net_1 MultiSpectralViT (patch 16, one embedding layer, S2 spectral keys "
+            "6-15,17,18), DN/10000, 64 px; pooled = mean of all band tokens, grid = tokens "
+            "averaged over bands."
+        ),
     ),
     "thor": ModelInfo(
         model_id="thor",
