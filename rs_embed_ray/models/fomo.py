@@ -47,7 +47,8 @@ the same mean before its classifier), or the mean (max) of the ROI-cropped grid 
 input carries a fetch-square window; grid = the tokens averaged over the 12 bands, 768 x 4 x
 4, cropped to the ROI. A padded (non-square) input's grid and pool are cut back to its real
 area, as every padded model of this package does (rs-embed keeps the padded border; the
-pipeline itself always fetches squares, so exports are not affected).
+pipeline fetches squares of ground, at most a pixel off square, whose 4 x 4 grid the cut
+leaves whole).
 """
 
 from __future__ import annotations
