@@ -111,6 +111,10 @@ def test_weights_resolution(ckpt: Path, tmp_path, monkeypatch) -> None:
     with pytest.raises(WeightsError, match=r"fomo_single_embedding_layer_weights\.pt") as info:
         FoMo(device="cpu")
     assert "no Hugging Face repo" in str(info.value)
+    # the plan-time check (no tensors read) knows the published file name too
+    with pytest.raises(WeightsError, match=r"has no fomo_single_embedding_layer_weights\.pt"):
+        FoMo.check_weights(str(tmp_path), None)
+    FoMo.check_weights(str(ckpt.parent), None)
     wd = tmp_path / "wd" / "fomo"
     wd.mkdir(parents=True)
     (wd / "fomo_single_embedding_layer_weights.pt").symlink_to(ckpt)
