@@ -117,7 +117,7 @@ def test_weights_needed_unless_random(monkeypatch, tmp_path) -> None:
 def test_upstream_recipe_matches_torchvision() -> None:
     """Upstream's MapNormalize + MapResize are torchvision's F.normalize and F.resize
     (bilinear, antialiased on tensors); no clip, NaN -> 0 first."""
-    import torchvision.transforms.functional as TF
+    TF = pytest.importorskip("torchvision.transforms.functional")  # via open_clip_torch
 
     from rs_embed_ray.models.agrifm import MEAN, STD, preprocess
 
@@ -235,3 +235,28 @@ def test_catalog_entry() -> None:
     assert info.fetch_semantics == "multi:8" and info.n_frames == 8
     assert info.sensor.bands == ("B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B11", "B12")
     assert (info.dim_pooled, info.dim_grid, info.grid_hw) == (1024, 1024, (14, 14))
+
+
+def test_bad_model_config_fails_at_plan_time(tmp_path) -> None:
+    """A bad option stops the export before any cluster work, naming the choices."""
+    from rs_embed_ray.api import plan_export
+    from rs_embed_ray.specs import PointBuffer
+    from tests.conftest import tiny_raster_source
+
+    source = tiny_raster_source(tmp_path)
+
+    def plan(cfg):
+        return plan_export(
+            spatials=[PointBuffer(15.0, 45.0, 160.0)],
+            temporal=WIN,
+            models=["agrifm"],
+            out=str(tmp_path / "o"),
+            layout="per_item",
+            backend="local",
+            source=str(source),
+            model_configs={"agrifm": cfg},
+        )
+
+    with pytest.raises(ModelError, match=r"recipe 'rsembed'.*upstream.*rs_embed"):
+        plan({"recipe": "rsembed"})
+    assert plan({"recipe": "rs-embed", "image_size": 32}).models[0].model_id == "agrifm"
