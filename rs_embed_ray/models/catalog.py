@@ -59,6 +59,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "thor": "rs_embed_ray.models.thor:Thor",
     "fomo": "rs_embed_ray.models.fomo:FoMo",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
+    "agrifm": "rs_embed_ray.models.agrifm:AgriFM",
 }
 
 
@@ -344,7 +345,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "agrifm": ModelInfo(
         model_id="agrifm",
-        status="planned",
+        status="available",
         sensor=_s2(S2_10),
         temporal_mode="multi",
         n_frames=8,
@@ -353,7 +354,12 @@ CATALOG: dict[str, ModelInfo] = {
         dim_grid=1024,
         grid_hw=(14, 14),
         weights_source="url:https://glass.hku.hk/casual/AgriFM/AgriFM.pth",
-        notes="Video-Swin encoder, T=8 equal bins; grid size inferred, not verified.",
+        notes="AgriFM Video-Swin encoder (ported; strict load of AgriFM.pth, S2_patch_emd "
+        "renamed, other sensors' stems set aside); T=8 equal bins (a single composite "
+        "repeated to 8); AgriFM S2 z-score, reflect pad to square, bilinear 224. recipe "
+        "upstream (default): no clip, antialiased resize; recipe rs_embed: clip 0..10000, "
+        "no antialias. pooled = mean of the grid; grid = encoder features (cat fusion, one "
+        "frame left at the last stage): 1024x14x14 at 224, cropped to the ROI.",
     ),
     "olmoearth": ModelInfo(
         model_id="olmoearth",
