@@ -416,10 +416,18 @@ class TileFolder:
         return Tile(lon, lat, q, s, crs.to_string(), tuple(inv)[:6])  # type: ignore[arg-type]
 
 
+_TLS = threading.local()
+
+
 def _transformer(crs: str) -> Any:
+    """EPSG:3857 -> ``crs``, built once per thread and CRS (building one costs ~10 ms; a
+    pyproj Transformer must not be shared across threads)."""
     from pyproj import Transformer
 
-    return Transformer.from_crs("EPSG:3857", crs, always_xy=True)
+    cache = _TLS.__dict__.setdefault("transformers", {})
+    if crs not in cache:
+        cache[crs] = Transformer.from_crs("EPSG:3857", crs, always_xy=True)
+    return cache[crs]
 
 
 def resample_tiles(
