@@ -175,3 +175,16 @@ def test_request_checks_at_plan_time(tmp_path, root):
         plan_export(
             models=["tessera"], temporal=None, model_configs={"tessera": {"grid": "utm"}}, **kw
         )
+
+
+def test_roi_across_utm_zones(tmp_path, caplog):
+    """Tiles of zones 33 and 34 (the 18 deg E meridian) each placed through their own CRS;
+    the seam is logged, the grid is fully covered."""
+    root = write_tessera_tiles(tmp_path / "z", [(17.95, 45.05), (18.05, 45.05)], seed=2)
+    m = tm.Tessera(weights=str(root))
+    with caplog.at_level("WARNING", logger="rs_embed_ray.models.tessera"):
+        e = m.embed_one(PointBuffer(18.0, 45.05, 300.0), OutputSpec.grid(), 2021)
+    assert e.meta["tile_crs"] == ["EPSG:32633", "EPSG:32634"] and e.meta["coverage"] == 1.0
+    assert "spans UTM zones" in caplog.text
+    west, east = e.data[:, :, :25], e.data[:, :, -25:]
+    assert not np.array_equal(west[:, :, :1], east[:, :, -1:])
