@@ -16,8 +16,11 @@ and no network runs forward; the place's spatial selects the tiles (spec §1.10)
   with the ``geotessera download`` command that gets it;
 * which tiles exist comes from the folder's registry when it has one (``registry.parquet``
   of geotessera 0.7.x, ``manifest.parquet`` of 0.11, also under a geotessera cache layout
-  ``<dataset>/manifest.parquet``): a tile the registry does not list for the year is not
-  part of the product (open water) and leaves its pixels uncovered; a listed tile missing
+  ``[registry/]<dataset>/manifest.parquet``; the registry cache folder itself is accepted
+  as the folder too, which is how rs-embed 0.3.1 is pointed at tiles: run in the tile folder
+  with ``RS_EMBED_TESSERA_CACHE=<tiles>/registry``): a tile the registry does not list for
+  the year is not part of the product (open water) and leaves its pixels uncovered; a listed
+  tile missing
   on disk is refused. Without a registry every intersecting 0.1 degree tile must be on disk;
 * values: ``int8 * scales`` in float32 (geotessera's ``dequantize_embedding``), gathered
   only at the pixels the output needs (the npy files are memory-mapped, never read whole);
@@ -103,13 +106,31 @@ def _download_hint(root: str | Path, year: int | None = None) -> str:
     )
 
 
+def find_registry(folder: str | os.PathLike[str]) -> Path | None:
+    """geotessera's registry in ``folder``: ``manifest.parquet`` (0.11) or ``registry.parquet``
+    (0.7.x) there, or 0.11's cache layout one or two levels down (``v1.1-cam/manifest.parquet``,
+    ``registry/v1.1-cam/manifest.parquet``); None when there is none."""
+    p = Path(folder).expanduser()
+    for name in REGISTRY_FILES:
+        if (p / name).is_file():
+            return p / name
+    for pattern in (f"*/{REGISTRY_FILES[0]}", f"*/*/{REGISTRY_FILES[0]}"):
+        nested = sorted(q for q in p.glob(pattern) if q.is_file())
+        if nested:
+            return nested[0]
+    return None
+
+
 def find_tile_root(path: str | os.PathLike[str]) -> Path | None:
-    """The tile folder at ``path`` (holding ``global_0.1_degree_representation``), or the
-    parent when ``path`` is that folder itself; None when neither."""
+    """The tile folder at ``path`` (holding ``global_0.1_degree_representation``); the parent
+    when ``path`` is that folder itself, or a registry cache inside the tile folder (rs-embed
+    0.3.1's ``RS_EMBED_TESSERA_CACHE=<tiles>/registry`` run in ``<tiles>``); else None."""
     p = Path(path).expanduser()
     if (p / EMB_DIR).is_dir():
         return p
     if p.name == EMB_DIR and p.is_dir():
+        return p.parent
+    if p.is_dir() and (p.parent / EMB_DIR).is_dir() and find_registry(p) is not None:
         return p.parent
     return None
 
@@ -316,11 +337,7 @@ class TileFolder:
             self._listed = self._load_registry(self.registry_path)
 
     def _find_registry(self) -> Path | None:
-        for name in REGISTRY_FILES:
-            if (self.root / name).is_file():
-                return self.root / name
-        nested = sorted(self.root.glob(f"*/{REGISTRY_FILES[0]}"))  # geotessera 0.11 cache
-        return nested[0] if nested else None
+        return find_registry(self.root)
 
     @staticmethod
     def _load_registry(path: Path) -> dict[int, set[tuple[int, int]]]:
@@ -563,6 +580,7 @@ __all__ = [
     "Tessera",
     "TileFolder",
     "check_request",
+    "find_registry",
     "find_tile_root",
     "output_grid",
     "parse_config",

@@ -188,3 +188,19 @@ def test_roi_across_utm_zones(tmp_path, caplog):
     assert "spans UTM zones" in caplog.text
     west, east = e.data[:, :, :25], e.data[:, :, -25:]
     assert not np.array_equal(west[:, :, :1], east[:, :, -1:])
+
+
+def test_rs_embed_registry_cache_layout(tmp_path):
+    """rs-embed 0.3.1 runs in the tile folder with RS_EMBED_TESSERA_CACHE=<tiles>/registry
+    (geotessera 0.11's cache: registry/v1.1-cam/manifest.parquet): that folder is accepted and
+    its manifest decides what is open water."""
+    root = write_tessera_tiles(tmp_path / "t", TILES, seed=1, registries=("manifest",))
+    cache = root / "registry" / "v1.1-cam"
+    cache.mkdir(parents=True)
+    (root / "manifest.parquet").rename(cache / "manifest.parquet")
+    r = tm.resolve_tile_root(None, {"cache_dir": str(root / "registry")})
+    assert r.path == root.resolve()
+    m = tm.Tessera(model_config={"cache_dir": str(root / "registry")})
+    assert m.weights_record["registry"] == str(cache.resolve() / "manifest.parquet")
+    e = m.embed_one(CORNER, OutputSpec.grid(), 2021)
+    assert len(e.meta["tiles"]) == 3 and e.meta["coverage"] < 1.0
