@@ -12,8 +12,9 @@ and no network runs forward; the place's spatial selects the tiles (spec §1.10)
   (H, W, 128)) + ``.._scales.npy`` (float32 (H, W) or (H, W, 128)), and
   ``global_0.1_degree_tiff_all/grid_{lon}_{lat}.tiff`` (the landmask GeoTIFF giving the
   tile's UTM CRS and affine). Verified against geotessera 0.7.5 and 0.11.0, which read the
-  same layout. Nothing is ever downloaded: a needed tile that is not on disk is refused
-  with the ``geotessera download`` command that gets it;
+  same layout. Nothing is ever downloaded: a needed tile that is not on disk is refused at
+  plan time, before Ray starts (:func:`check_places`, each tile stat'ed once), with the
+  ``geotessera download`` command that gets it (and again at read time, should it vanish);
 * which tiles exist comes from the folder's registry when it has one (``registry.parquet``
   of geotessera 0.7.x, ``manifest.parquet`` of 0.11, also under a geotessera cache layout
   ``[registry/]<dataset>/manifest.parquet``; the registry cache folder itself is accepted
@@ -364,31 +365,48 @@ class TileFolder:
             self.root / LANDMASK_DIR / f"{name}.tiff",
         )
 
+    def candidates(
+        self, year: int, bounds: tuple[float, float, float, float]
+    ) -> list[tuple[float, float]]:
+        """The product's tiles for ``bounds`` in ``year``: those the registry lists (every
+        intersecting cell when there is no registry), on disk or not."""
+        cands = tiles_for_bounds(bounds)
+        if self._listed is not None:
+            listed = self._listed.get(int(year), set())
+            cands = [c for c in cands if (round(c[0] * 100), round(c[1] * 100)) in listed]
+        return cands
+
+    def on_disk(self, year: int, lon: float, lat: float) -> bool:
+        return all(p.is_file() for p in self.paths(year, lon, lat))
+
+    def refuse_missing(
+        self, year: int, missing: list[tuple[float, float]], bounds: tuple[float, ...]
+    ) -> ModelError:
+        """The error for needed tiles that are not on disk, with the download command."""
+        names = ", ".join(grid_name(*c) for c in missing[:6])
+        more = f" (+{len(missing) - 6} more)" if len(missing) > 6 else ""
+        why = (
+            f"listed in the registry {self.registry_path.name} but"
+            if self.registry_path is not None
+            else "needed (the folder has no registry to say they are open water) but"
+        )
+        return ModelError(
+            f"tessera: tile(s) {names}{more} for {year} are {why} not in {self.root} "
+            f"(npy, scales and landmask). No download at run time.\n"
+            + _download_hint(self.root, year).replace(
+                "MINLON,MINLAT,MAXLON,MAXLAT", ",".join(f"{v:.4f}" for v in bounds)
+            )
+        )
+
     def needed(
         self, year: int, bounds: tuple[float, float, float, float]
     ) -> list[tuple[float, float]]:
         """The product's tiles for ``bounds`` in ``year``; a needed tile that is not on disk
         raises (with the command that downloads it)."""
-        cands = tiles_for_bounds(bounds)
-        if self._listed is not None:
-            listed = self._listed.get(int(year), set())
-            cands = [c for c in cands if (round(c[0] * 100), round(c[1] * 100)) in listed]
-        missing = [c for c in cands if not all(p.is_file() for p in self.paths(year, *c))]
+        cands = self.candidates(year, bounds)
+        missing = [c for c in cands if not self.on_disk(year, *c)]
         if missing:
-            names = ", ".join(grid_name(*c) for c in missing[:6])
-            more = f" (+{len(missing) - 6} more)" if len(missing) > 6 else ""
-            why = (
-                f"listed in the registry {self.registry_path.name} but"
-                if self.registry_path is not None
-                else "needed (the folder has no registry to say they are open water) but"
-            )
-            raise ModelError(
-                f"tessera: tile(s) {names}{more} for {year} are {why} not in {self.root} "
-                f"(npy, scales and landmask). No download at run time.\n"
-                + _download_hint(self.root, year).replace(
-                    "MINLON,MINLAT,MAXLON,MAXLAT", ",".join(f"{v:.4f}" for v in bounds)
-                )
-            )
+            raise self.refuse_missing(year, missing, bounds)
         return cands
 
     def tile(self, year: int, lon: float, lat: float) -> Tile:
@@ -481,6 +499,42 @@ def resample_tiles(
     return np.moveaxis(canvas, -1, 0), filled, sorted(by_crs)
 
 
+def check_places(
+    *,
+    weights: str | None,
+    model_config: dict[str, Any] | None,
+    spatials: list[SpatialSpec],
+    temporals: list[TemporalSpec | None],
+) -> None:
+    """Plan time: every tile the places need is on disk (each tile stat'ed once), so a missing
+    tile is refused before any cluster work, with one download command covering them all.
+    ``temporals``: one window per place, or one for the run."""
+    cfg = parse_config(model_config)
+    folder = TileFolder(resolve_tile_root(weights, model_config).path)
+    seen: dict[tuple[int, float, float], bool] = {}
+    missing: dict[int, list[tuple[float, float]]] = {}
+    box = [math.inf, math.inf, -math.inf, -math.inf]
+    for i, sp in enumerate(spatials):
+        t = temporals[i] if len(temporals) == len(spatials) else temporals[0]
+        year = tessera_year(t)
+        bounds = output_grid(sp, cfg["grid"]).bounds_4326()
+        for c in folder.candidates(year, bounds):
+            key = (year, *c)
+            if key not in seen:
+                seen[key] = folder.on_disk(year, *c)
+                if not seen[key]:
+                    missing.setdefault(year, []).append(c)
+                    lo, la = c
+                    box = [
+                        min(box[0], lo - 0.05),
+                        min(box[1], la - 0.05),
+                        max(box[2], lo + 0.05),
+                        max(box[3], la + 0.05),
+                    ]
+    for year, tiles in sorted(missing.items()):
+        raise folder.refuse_missing(year, tiles, tuple(box))
+
+
 # ---------------------------------------------------------------------------------------
 # the embedder
 # ---------------------------------------------------------------------------------------
@@ -502,6 +556,19 @@ class Tessera(BatchEmbedder):
         temporals: list[TemporalSpec | None],
     ) -> None:
         check_request(weights=weights, model_config=model_config, temporals=temporals)
+
+    @classmethod
+    def check_places(
+        cls,
+        *,
+        weights: str | None,
+        model_config: dict[str, Any] | None,
+        spatials: list[SpatialSpec],
+        temporals: list[TemporalSpec | None],
+    ) -> None:
+        check_places(
+            weights=weights, model_config=model_config, spatials=spatials, temporals=temporals
+        )
 
     info: ClassVar[ModelInfo] = CATALOG["tessera"]
     CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(CONFIG_KEYS)
@@ -579,6 +646,7 @@ __all__ = [
     "OutGrid",
     "Tessera",
     "TileFolder",
+    "check_places",
     "check_request",
     "find_registry",
     "find_tile_root",

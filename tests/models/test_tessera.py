@@ -204,3 +204,24 @@ def test_rs_embed_registry_cache_layout(tmp_path):
     assert m.weights_record["registry"] == str(cache.resolve() / "manifest.parquet")
     e = m.embed_one(CORNER, OutputSpec.grid(), 2021)
     assert len(e.meta["tiles"]) == 3 and e.meta["coverage"] < 1.0
+
+
+def test_missing_tile_refused_at_plan_time(tmp_path):
+    """A needed tile missing from the folder stops the plan (before Ray), naming the tile
+    and the download command; open water (not in the registry) does not."""
+    from rs_embed_ray.api import plan_export
+
+    root = write_tessera_tiles(tmp_path / "t", TILES, seed=1)
+    kw = dict(out_dir=str(tmp_path / "o"), weights={"tessera": str(root)}, models=["tessera"])
+    plan_export(spatials=[INSIDE, CORNER], temporal=None, **kw)  # open water is fine
+    (root / tm.LANDMASK_DIR / "grid_15.15_45.05.tiff").unlink()
+    with pytest.raises(ModelError, match=r"(?s)grid_15\.15_45\.05 for 2021.*geotessera download"):
+        plan_export(spatials=[INSIDE, CORNER], temporal=None, **kw)
+    plan_export(spatials=[INSIDE], temporal=None, **kw)  # a place that does not need it
+    with pytest.raises(ModelError, match=r"grid_15\.15_45\.05"):
+        plan_export(
+            spatials=[INSIDE, CORNER],
+            temporal=None,
+            temporals=[TemporalSpec.year(2021)] * 2,
+            **kw,
+        )
