@@ -333,7 +333,7 @@ class TileFolder:
         self._lock = threading.Lock()
         self._open: OrderedDict[tuple[int, float, float], Tile] = OrderedDict()
         self.registry_path = self._find_registry()
-        self._listed: dict[int, set[tuple[int, int]]] | None = None
+        self._listed: dict[int, np.ndarray] | None = None
         if self.registry_path is not None:
             self._listed = self._load_registry(self.registry_path)
 
@@ -341,20 +341,23 @@ class TileFolder:
         return find_registry(self.root)
 
     @staticmethod
-    def _load_registry(path: Path) -> dict[int, set[tuple[int, int]]]:
+    def _load_registry(path: Path) -> dict[int, np.ndarray]:
+        """Per year, the sorted int64 keys ``lon_i * 100_000 + lat_i`` (hundredths of a
+        degree) of the listed tiles: compact for a global registry of millions of rows."""
         import pyarrow.parquet as pq
 
         try:
-            t = pq.read_table(path, columns=["year", "lon", "lat"]).to_pydict()
+            t = pq.read_table(path, columns=["year", "lon", "lat"])
+            year = np.asarray(t.column("year").to_numpy(), dtype=np.int64)
+            lon = np.rint(np.asarray(t.column("lon").to_numpy(), dtype=np.float64) * 100)
+            lat = np.rint(np.asarray(t.column("lat").to_numpy(), dtype=np.float64) * 100)
         except Exception as exc:
             raise WeightsError(
                 f"tessera: cannot read the registry {path} ({exc}); it must be geotessera's "
                 "registry.parquet / manifest.parquet (columns year, lon, lat)."
             ) from exc
-        out: dict[int, set[tuple[int, int]]] = {}
-        for y, lo, la in zip(t["year"], t["lon"], t["lat"], strict=True):
-            out.setdefault(int(y), set()).add((round(float(lo) * 100), round(float(la) * 100)))
-        return out
+        keys = lon.astype(np.int64) * 100_000 + lat.astype(np.int64)
+        return {int(y): np.unique(keys[year == y]) for y in np.unique(year)}
 
     def paths(self, year: int, lon: float, lat: float) -> tuple[Path, Path, Path]:
         name = grid_name(lon, lat)
@@ -371,9 +374,11 @@ class TileFolder:
         """The product's tiles for ``bounds`` in ``year``: those the registry lists (every
         intersecting cell when there is no registry), on disk or not."""
         cands = tiles_for_bounds(bounds)
-        if self._listed is not None:
-            listed = self._listed.get(int(year), set())
-            cands = [c for c in cands if (round(c[0] * 100), round(c[1] * 100)) in listed]
+        if self._listed is not None and cands:
+            listed = self._listed.get(int(year), np.zeros(0, dtype=np.int64))
+            keys = np.array([round(lo * 100) * 100_000 + round(la * 100) for lo, la in cands])
+            hit = np.isin(keys, listed)
+            cands = [c for c, h in zip(cands, hit, strict=True) if h]
         return cands
 
     def on_disk(self, year: int, lon: float, lat: float) -> bool:

@@ -225,3 +225,12 @@ def test_missing_tile_refused_at_plan_time(tmp_path):
             temporals=[TemporalSpec.year(2021)] * 2,
             **kw,
         )
+
+
+def test_south_west_tile(tmp_path):
+    """Negative lon/lat: names, registry keys and a southern UTM zone (EPSG:327zz)."""
+    root = write_tessera_tiles(tmp_path / "sw", [(-47.95, -15.75)], seed=4)
+    m = tm.Tessera(weights=str(root))
+    e = m.embed_one(PointBuffer(-47.93, -15.77, 200.0), OutputSpec.grid(), 2021)
+    assert e.meta["tiles"] == ["grid_-47.95_-15.75"] and e.meta["tile_crs"] == ["EPSG:32723"]
+    assert e.meta["coverage"] == 1.0 and np.isfinite(e.data).all()
