@@ -60,6 +60,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "fomo": "rs_embed_ray.models.fomo:FoMo",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
     "agrifm": "rs_embed_ray.models.agrifm:AgriFM",
+    "tessera": "rs_embed_ray.models.tessera:Tessera",
 }
 
 
@@ -90,14 +91,17 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "tessera": ModelInfo(
         model_id="tessera",
-        status="planned",
+        status="available",
         kind="precomputed",
         sensor=None,
         dim_pooled=128,
         dim_grid=128,
-        weights_source="geotessera tiles (RS_EMBED_TESSERA_CACHE)",
-        notes="128-D at 10 m, resampled (nearest) onto the EPSG:3857 common grid; "
-        "year temporal, default 2021.",
+        weights_source="geotessera tile folder (weights / model_config cache_dir / "
+        "RS_EMBED_TESSERA_CACHE)",
+        notes="128-D at 10 m from a local geotessera tile folder (int8 npy * scales, UTM "
+        "landmask GeoTIFFs; no download), resampled (nearest) onto the EPSG:3857 10 m grid "
+        "(model_config grid provider|common_grid); year temporal, default 2021; mean/max "
+        "pooling; grid = 128 x H x W pixels with transform.",
     ),
     "copernicus": ModelInfo(
         model_id="copernicus",
