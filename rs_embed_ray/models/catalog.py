@@ -58,6 +58,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
     "thor": "rs_embed_ray.models.thor:Thor",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
+    "wildsat": "rs_embed_ray.models.wildsat:WildSAT",
 }
 
 
@@ -166,7 +167,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "wildsat": ModelInfo(
         model_id="wildsat",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=256,
@@ -174,7 +175,11 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="gdrive:1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE (vitb16-imagenet-bnfc.pth)",
         variants=("vitb16", "resnet50", "swint"),
-        notes="torchvision backbones + image-head MLP; per-tile min-max normalisation.",
+        notes="vitb16 (resnet50/swint not ported): torchvision vit_b_16 (1000-way head kept) + "
+        "the image head decoder.backbone3 (1000->256) rebuilt from the file, strict load; "
+        "clip/10000, one min-max over the tile, uint8, Pillow bicubic 224, /255 (no mean/std); "
+        "pooled = image head (ROI-token mean, 768-D, for a squared rectangle), grid = ViT "
+        "patch tokens.",
     ),
     # ---- multispectral single-frame ---------------------------------------------------------
     "dofa": ModelInfo(
