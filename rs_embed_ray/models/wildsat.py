@@ -326,7 +326,13 @@ class WildSAT(TorchEmbedder):
         self.cfg = parse_config(self.model_config)
         self._init_runtime()
         filename = str(self.model_config.get("filename") or VARIANTS[self.cfg.variant]["file"])
-        resolved = resolve_weights("wildsat", weights, filename=filename, hf_repo=None)
+        try:
+            resolved = resolve_weights("wildsat", weights, filename=filename, hf_repo=None)
+        except WeightsError as exc:
+            raise WeightsError(
+                f"{exc}\nThe published {filename} is on Google Drive (id {GDRIVE_ID}, "
+                "github.com/cvl-umass/wildsat); download it by hand (no download at run time)."
+            ) from None
         self.weights_record = resolved.record()
         if resolved.path is None:
             model, opt = build_seeded(build_wildsat), {}
