@@ -17,10 +17,12 @@ and loaded through rs-embed's own loader (``RS_EMBED_WILDSAT_CKPT``). What it st
   and grid on raw inputs the test rebuilds from seeds: ``a`` (40 px), ``nan`` (24 x 30, NaN,
   negative and > 10000 values), ``full`` (224 px: no resize), ``unit`` (``RS_EMBED_WILDSAT_
   NORM=unit_scale``), ``backbone`` (``RS_EMBED_WILDSAT_FEATURE=backbone``, 1000-D), ``roi``
-  (``fetch_meta`` ROI window: the ROI-token mean and the cropped grid);
+  (``fetch_meta`` ROI window: the ROI-token mean and the cropped grid); ``resnet50`` (the
+  published resnet50 file, with the ROI window) and ``swint`` (the swint file): rs-embed's
+  ``model_config={"variant": ...}``, seed-7 48 px input, their 1 x 1 grids;
 * ``<case>_u8``: rs-embed's preprocessed uint8 224 x 224 RGB (``_raw_chw_to_rgb_u8``) of
   ``a``, ``nan``, ``full`` and ``unit``.
-Grids of ``a`` and ``roi`` only (float16-rounded copies would not do: they are float32).
+Grids of ``a``, ``roi``, ``resnet50`` and ``swint`` only.
 """
 
 from __future__ import annotations
@@ -56,21 +58,25 @@ def raw_input(case: str) -> np.ndarray:
     return np.random.RandomState(seed).randint(0, 6000, size=(3, side, side)).astype(np.float32)
 
 
-def write_ckpt(path: Path) -> None:
+BUILD = {"vitb16": "vit_b_16", "resnet50": "resnet50", "swint": "swin_t"}
+
+
+def write_ckpt(path: Path, variant: str = "vitb16") -> None:
     import torchvision
 
-    sd = {
-        f"backbone.{k}": v
-        for k, v in torchvision.models.vit_b_16(weights=None).state_dict().items()
-    }
+    net = getattr(torchvision.models, BUILD[variant])(weights=None)
+    sd = {f"backbone.{k}": v for k, v in net.state_dict().items()}
     for i in (1, 2, 3):
         sd[f"decoder.backbone{i}.0.weight"] = torch.nn.Linear(1000, 256, bias=False).weight
     vals = wildsat_values({k: tuple(v.shape) for k, v in sd.items()}, SEED)
-    state = {f"module.{k}": torch.from_numpy(vals[k]) for k in sd}
-    torch.save({"epoch": 0, "satellite_state_dict": state, "opt": argparse.Namespace(**OPT)}, path)
+    state = {f"module.{k}": torch.from_numpy(vals[k]) if k in vals else v for k, v in sd.items()}
+    opt = argparse.Namespace(**{**OPT, "satellite_encoder": variant})
+    torch.save({"epoch": 0, "satellite_state_dict": state, "opt": opt}, path)
 
 
-def adapter_case(case: str, out: dict, *, env: dict[str, str] | None = None) -> None:
+def adapter_case(
+    case: str, out: dict, *, env: dict[str, str] | None = None, variant: str | None = None
+) -> None:
     from rs_embed.core.specs import OutputSpec, PointBuffer, TemporalSpec
     from rs_embed.embedders.onthefly_wildsat import WildSATEmbedder, _raw_chw_to_rgb_u8
 
@@ -86,7 +92,8 @@ def adapter_case(case: str, out: dict, *, env: dict[str, str] | None = None) -> 
         device="cpu",
         input_chw=raw,
         sensor=None,
-        fetch_meta={"roi_window_geo": ROI} if case == "roi" else None,
+        fetch_meta={"roi_window_geo": ROI} if case in ("roi", "resnet50") else None,
+        model_config={"variant": variant} if variant else None,
     )
     pooled = emb.get_embedding(output=OutputSpec.pooled(), **kw)
     out[f"{case}_vec"] = np.asarray(pooled.data, np.float32)
@@ -97,7 +104,7 @@ def adapter_case(case: str, out: dict, *, env: dict[str, str] | None = None) -> 
             image_size=224,
             norm_mode=norm,
         )
-    if case in ("a", "roi"):
+    if case in ("a", "roi", "resnet50", "swint"):
         grid = emb.get_embedding(output=OutputSpec.grid(), **kw)
         out[f"{case}_grid"] = np.asarray(getattr(grid.data, "values", grid.data), np.float32)
     print(
@@ -122,6 +129,11 @@ def main(dest: str) -> None:
         adapter_case("unit", out, env={"RS_EMBED_WILDSAT_NORM": "unit_scale"})
         adapter_case("backbone", out, env={"RS_EMBED_WILDSAT_FEATURE": "backbone"})
         adapter_case("roi", out)
+        for variant in ("resnet50", "swint"):
+            path = Path(tmp) / f"{variant}-imagenet-bnfc.pth"
+            write_ckpt(path, variant)
+            os.environ["RS_EMBED_WILDSAT_CKPT"] = str(path)
+            adapter_case(variant, out, variant=variant)
     tmp_dest = dest + ".tmp.npz"
     np.savez_compressed(tmp_dest, **out)
     os.replace(tmp_dest, dest)

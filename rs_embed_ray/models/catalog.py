@@ -175,7 +175,8 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="gdrive:1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE (vitb16-imagenet-bnfc.pth)",
         variants=("vitb16", "resnet50", "swint"),
-        notes="vitb16 (resnet50/swint not ported): torchvision vit_b_16 (1000-way head kept) + "
+        notes="vitb16 (default; resnet50 / swint: torchvision resnet50 / swin_t, grid = the "
+        "pooled vector as 1x1): torchvision vit_b_16 (1000-way head kept) + "
         "the image head decoder.backbone3 (1000->256) rebuilt from the file, strict load; "
         "clip/10000, one min-max over the tile, uint8, Pillow bicubic 224, /255 (no mean/std); "
         "pooled = image head (ROI-token mean, 768-D, for a squared rectangle), grid = ViT "

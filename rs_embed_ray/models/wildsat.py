@@ -37,7 +37,10 @@ Outputs from one forward: the tokens of the encoder (final LayerNorm applied, as
 1000-way output (``feature="backbone"``: that 1000-D output itself; a file without a decoder
 falls back to it), or, when the input is a fetch-square of a rectangular ROI, the mean (max) of
 the ROI's patch tokens (768-D, as rs-embed); grid = the 14 x 14 patch tokens (CLS dropped),
-cropped to the ROI. Variant ``vitb16`` only (the published resnet50/swint files are refused).
+cropped to the ROI. Variants (``model_config["variant"]``): ``vitb16`` (default), and the
+published ``resnet50`` / ``swint`` files (torchvision ``resnet50`` / ``swin_t`` with their
+1000-way heads, the same decoder); these have no token grid, so their grid is the pooled
+vector as 1 x 1 (rs-embed's ``vector_as_1x1``) and a ROI crop leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -73,8 +76,22 @@ from rs_embed_ray.models.weights import resolve_weights
 log = logging.getLogger(__name__)
 
 GDRIVE_ID = "1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE"
-VARIANTS: dict[str, dict[str, str]] = {"vitb16": {"file": "vitb16-imagenet-bnfc.pth"}}
-UNPORTED = ("resnet50", "swint")  # published too; not ported here
+# variant -> the published file and its Google Drive id (rs-embed 0.3.1's table)
+VARIANTS: dict[str, dict[str, str]] = {
+    "vitb16": {"file": "vitb16-imagenet-bnfc.pth", "gdrive": GDRIVE_ID},
+    "resnet50": {
+        "file": "resnet50-imagenet-bnfc.pth",
+        "gdrive": "1LwCjzT1p0yFOtv1m0YD-rl7tP0eYXTb2",
+    },
+    "swint": {"file": "swint-imagenet-bnfc.pth", "gdrive": "12rfb3ES9-RuIAk_RjzYrMQJG_5J1Iq5H"},
+}
+_ALIASES = {"vit": "vitb16", "vitbase16": "vitb16", "resnet": "resnet50", "swin": "swint"}
+# a key only each torchvision backbone has (to tell a file's architecture)
+_ARCH_KEY = {
+    "vitb16": "backbone.conv_proj.weight",
+    "resnet50": "backbone.layer1.0.conv1.weight",
+    "swint": "backbone.features.0.0.weight",
+}
 IMAGE_SIZE = 224
 PATCH = 16
 EMBED_DIM = 768
@@ -93,14 +110,11 @@ PUBLISHED_HEADS: HeadSpec = {f"backbone{i}": [(0, N_CLASSES, COMMON_DIM, False)]
 
 
 def normalize_variant(raw: Any) -> str:
-    """The variant name (default vitb16); the unported ones and unknown names raise."""
+    """The variant name (default vitb16, rs-embed's aliases accepted); unknown names raise."""
     v = str(raw or "vitb16").strip().lower().replace("-", "").replace("_", "")
+    v = _ALIASES.get(v, v)
     if v in VARIANTS:
         return v
-    if v in UNPORTED:
-        raise ModelError(
-            f"wildsat: variant {raw!r} is published but not ported here; use 'vitb16'."
-        )
     raise ModelError(f"wildsat: unknown variant {raw!r}; choose one of {sorted(VARIANTS)}.")
 
 
@@ -144,9 +158,10 @@ def parse_config(model_config: dict[str, Any] | None) -> WildSATConfig:
 # ---------------------------------------------------------------------------------------
 
 
-def build_wildsat(heads: HeadSpec | None = None) -> Any:
-    """torchvision ``vit_b_16(weights=None)`` (1000-way head kept) + the decoder ``heads``
-    (default: the published three 1000 -> 256 linear branches), random init."""
+def build_wildsat(heads: HeadSpec | None = None, variant: str = "vitb16") -> Any:
+    """torchvision ``vit_b_16`` / ``resnet50`` / ``swin_t`` (``weights=None``, 1000-way head
+    kept) + the decoder ``heads`` (default: the published three 1000 -> 256 linear
+    branches), random init."""
     import torch
     import torchvision
     from torch import nn
@@ -154,7 +169,9 @@ def build_wildsat(heads: HeadSpec | None = None) -> Any:
     class WildSATNet(nn.Module):
         def __init__(self, spec: HeadSpec) -> None:
             super().__init__()
-            self.backbone = torchvision.models.vit_b_16(weights=None)
+            self.arch = variant
+            build = {"vitb16": "vit_b_16", "resnet50": "resnet50", "swint": "swin_t"}[variant]
+            self.backbone = getattr(torchvision.models, build)(weights=None)
             self.decoder = nn.Module()
             for name, layers in spec.items():
                 by_idx = {i: (fi, fo, b) for i, fi, fo, b in layers}
@@ -174,12 +191,17 @@ def build_wildsat(heads: HeadSpec | None = None) -> Any:
             return bb.encoder(torch.cat([cls, t], dim=1))
 
         def forward(self, x: Any, branch: str | None) -> tuple[Any, Any, Any]:
-            """(tokens, backbone 1000-way output, image-head output or None)."""
+            """(tokens or None, backbone 1000-way output, image-head output or None)."""
+            if self.arch != "vitb16":
+                logits = self.backbone(x)
+                return None, logits, getattr(self.decoder, branch)(logits) if branch else None
             tok = self.tokens(x)
             logits = self.backbone.heads(tok[:, 0])
             img = getattr(self.decoder, branch)(logits) if branch else None
             return tok, logits, img
 
+    if variant not in VARIANTS:
+        raise ModelError(f"Unknown WildSAT variant {variant!r}; choose one of {sorted(VARIANTS)}.")
     return WildSATNet(PUBLISHED_HEADS if heads is None else heads)
 
 
@@ -261,16 +283,19 @@ def image_branch(spec: HeadSpec, prefer: int = IMAGE_BRANCH) -> str | None:
     return numbered[-1][1] if numbered else None
 
 
-def load_wildsat(path: str, *, trusted_pickle: bool = False) -> tuple[Any, dict[str, Any]]:
-    """Build the network the file describes and load it strictly; (model, ``opt``)."""
+def load_wildsat(
+    path: str, *, variant: str = "vitb16", trusted_pickle: bool = False
+) -> tuple[Any, dict[str, Any]]:
+    """Build the ``variant`` network with the decoder the file describes and load it
+    strictly; (model, ``opt``). A file of another backbone is refused by name."""
     sd, opt = read_checkpoint(path, trusted_pickle=trusted_pickle)
-    enc = str(opt.get("satellite_encoder") or "vitb16")
-    if enc != "vitb16" or "backbone.conv_proj.weight" not in sd:
+    enc = str(opt.get("satellite_encoder") or variant)
+    if enc != variant or _ARCH_KEY[variant] not in sd:
         raise WeightsError(
-            f"WildSAT checkpoint {path} is not the vitb16 model (satellite_encoder={enc!r}); "
-            "only vitb16 is ported."
+            f"WildSAT checkpoint {path} is not the {variant} model (satellite_encoder={enc!r}); "
+            f"pass model_config variant for its backbone ({sorted(VARIANTS)})."
         )
-    model = build_seeded(build_wildsat, head_spec(sd, path=path))
+    model = build_seeded(build_wildsat, head_spec(sd, path=path), variant)
     check_state_dict(model, sd, path=path, what="WildSAT")
     model.load_state_dict(sd, strict=True)
     return model, opt
@@ -308,11 +333,11 @@ def preprocess(inputs: list[np.ndarray], *, norm: str = "minmax", device: Any = 
 
 
 class WildSAT(TorchEmbedder):
-    """WildSAT ViT-B/16 on S2 B4,B3,B2; see the module docstring.
+    """WildSAT (ViT-B/16 by default) on S2 B4,B3,B2; see the module docstring.
 
-    ``model_config``: ``variant`` (``vitb16``), ``feature`` (``image_head`` default |
-    ``backbone``), ``norm`` (``minmax`` default | ``unit_scale``), ``image_branch`` (3),
-    ``filename``, ``trusted_pickle`` (false).
+    ``model_config``: ``variant`` (``vitb16`` | ``resnet50`` | ``swint``), ``feature``
+    (``image_head`` default | ``backbone``), ``norm`` (``minmax`` default | ``unit_scale``),
+    ``image_branch`` (3), ``filename``, ``trusted_pickle`` (false).
     """
 
     info: ClassVar[ModelInfo] = CATALOG["wildsat"]
@@ -329,15 +354,20 @@ class WildSAT(TorchEmbedder):
         try:
             resolved = resolve_weights("wildsat", weights, filename=filename, hf_repo=None)
         except WeightsError as exc:
+            gid = VARIANTS[self.cfg.variant]["gdrive"]
             raise WeightsError(
-                f"{exc}\nThe published {filename} is on Google Drive (id {GDRIVE_ID}, "
+                f"{exc}\nThe published {filename} is on Google Drive (id {gid}, "
                 "github.com/cvl-umass/wildsat); download it by hand (no download at run time)."
             ) from None
         self.weights_record = resolved.record()
         if resolved.path is None:
-            model, opt = build_seeded(build_wildsat), {}
+            model, opt = build_seeded(build_wildsat, None, self.cfg.variant), {}
         else:
-            model, opt = load_wildsat(str(resolved.path), trusted_pickle=self.cfg.trusted_pickle)
+            model, opt = load_wildsat(
+                str(resolved.path),
+                variant=self.cfg.variant,
+                trusted_pickle=self.cfg.trusted_pickle,
+            )
         stored: HeadSpec = {n: [] for n, _ in model.decoder.named_children()}
         self.branch = (
             image_branch(stored, self.cfg.image_branch)
@@ -353,12 +383,15 @@ class WildSAT(TorchEmbedder):
         self.model = model.to(self.device).eval()
 
     def forward(self, x: Any) -> tuple[np.ndarray, np.ndarray]:
-        """One forward: ((B, 768, 14, 14) patch tokens, (B, D) pooled feature)."""
+        """One forward: ((B, 768, 14, 14) patch tokens, or the pooled vector as 1 x 1 for
+        the CNN/Swin variants; (B, D) pooled feature)."""
         with self.inference():
             tok, logits, img = self.model(x, self.branch)
-            vec = img if img is not None else logits
+            vec = to_numpy(img if img is not None else logits)
+            if tok is None:
+                return vec[:, :, None, None].copy(), vec
             grid = tokens_to_grid(tok[:, 1:, :], IMAGE_SIZE // PATCH)
-        return grid, to_numpy(vec)
+        return grid, vec
 
     def _embed(self, batch: Batch) -> list[Embedding]:
         x = preprocess(batch.inputs, norm=self.cfg.norm, device=self.device)
@@ -381,7 +414,8 @@ class WildSAT(TorchEmbedder):
             win = roi_window_from_meta(batch.metas[i])
             g = crop_to_roi(grids[i], win, meta)
             if batch.output.mode != "pooled":
-                out.append(grid_embedding(g, meta, "vit_patch_tokens"))
+                kind = "vit_patch_tokens" if self.cfg.variant == "vitb16" else "vector_as_1x1"
+                out.append(grid_embedding(g, meta, kind))
             elif win is None:
                 meta["pooling"] = self.feature_source
                 out.append(pooled_embedding(vecs[i], meta))

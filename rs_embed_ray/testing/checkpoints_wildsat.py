@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 FILENAME = "vitb16-imagenet-bnfc.pth"
+FILENAMES = {v: f"{v}-imagenet-bnfc.pth" for v in ("vitb16", "resnet50", "swint")}
 # train.py's options of the published vitb16 file (the ones a loader reads)
 OPT = {
     "satellite_encoder": "vitb16",
@@ -27,14 +28,20 @@ OPT = {
 
 
 def wildsat_values(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-    """Seeded float32 values for every key, in sorted key order: LayerNorm weights
-    ``1 + 0.02 N``, everything else ``0.02 N`` (numpy ``RandomState``)."""
+    """Seeded float32 values for every key but the integer buffers (``num_batches_tracked``,
+    Swin's ``relative_position_index``: kept as built), in sorted key order: LayerNorm and
+    BatchNorm weights and BatchNorm running variances ``1 + 0.02 N``, everything else
+    ``0.02 N`` (numpy ``RandomState``)."""
     rs = np.random.RandomState(int(seed))
     out: dict[str, np.ndarray] = {}
     for k in sorted(shapes):
+        if k.endswith(("num_batches_tracked", "relative_position_index")):
+            continue
         v = (0.02 * rs.standard_normal(shapes[k])).astype(np.float32)
         parent = k.rsplit(".", 2)[-2] if k.count(".") else ""
-        if parent.startswith("ln") and k.endswith(".weight"):
+        stem = k.rsplit(".", 1)[0]
+        norm = parent.startswith(("ln", "norm")) or f"{stem}.running_var" in shapes
+        if (norm and k.endswith(".weight")) or k.endswith("running_var"):
             v += np.float32(1.0)
         out[k] = v
     return out
@@ -45,7 +52,7 @@ def satellite_state(sd: dict[str, object], seed: int) -> dict[str, object]:
     import torch
 
     vals = wildsat_values({k: tuple(v.shape) for k, v in sd.items()}, seed)  # type: ignore[attr-defined]
-    return {f"module.{k}": torch.from_numpy(vals[k]) for k in sd}
+    return {f"module.{k}": torch.from_numpy(vals[k]) if k in vals else v for k, v in sd.items()}
 
 
 def write_wildsat_checkpoint(
@@ -53,24 +60,32 @@ def write_wildsat_checkpoint(
     *,
     seed: int = 0,
     extra: dict[str, object] | None = None,
-    filename: str = FILENAME,
+    variant: str = "vitb16",
 ) -> Path:
-    """Write ``vitb16-imagenet-bnfc.pth`` (the published format) into ``directory`` and return
-    its path; ``extra`` adds ``satellite_state_dict`` entries as given."""
+    """Write ``<variant>-imagenet-bnfc.pth`` (the published format) into ``directory`` and
+    return its path; ``extra`` adds ``satellite_state_dict`` entries as given."""
     import torch
 
     from rs_embed_ray.models.wildsat import build_wildsat
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    state = satellite_state(build_wildsat().state_dict(), seed)
+    state = satellite_state(build_wildsat(None, variant).state_dict(), seed)
     state.update(extra or {})
-    obj = {"epoch": 0, "satellite_state_dict": state, "opt": argparse.Namespace(**OPT)}
-    path = out / filename
+    opt = argparse.Namespace(**{**OPT, "satellite_encoder": variant})
+    obj = {"epoch": 0, "satellite_state_dict": state, "opt": opt}
+    path = out / FILENAMES[variant]
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     tmp.replace(path)
     return path
 
 
-__all__ = ["FILENAME", "OPT", "satellite_state", "wildsat_values", "write_wildsat_checkpoint"]
+__all__ = [
+    "FILENAME",
+    "FILENAMES",
+    "OPT",
+    "satellite_state",
+    "wildsat_values",
+    "write_wildsat_checkpoint",
+]

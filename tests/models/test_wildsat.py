@@ -241,8 +241,11 @@ def test_backbone_feature_and_bad_options(ckpt: Path) -> None:
     assert e.data.shape == (1000,) and e.meta["feature_source"] == "backbone"
     with pytest.raises(ModelError, match="norm must be one of"):
         parse_config({"norm": "zscore"})
-    with pytest.raises(ModelError, match="'resnet50' is published but not ported"):
-        parse_config({"variant": "resnet50"})
+    with pytest.raises(ModelError, match=r"unknown variant 'vitl16'; choose one of \['resnet50'"):
+        parse_config({"variant": "vitl16"})
+    assert parse_config({"variant": "ResNet-50"}).variant == "resnet50"
+    with pytest.raises(WeightsError, match=r"not the swint model \(satellite_encoder='vitb16'\)"):
+        WildSAT(device="cpu", weights=str(ckpt), model_config={"variant": "swint"})
     with pytest.raises(ModelError, match="unknown model_config key"):
         WildSAT.check_model_config({"image_sizee": 224})
     with pytest.raises(ModelError, match="wildsat expects CHW input with 3 bands"):

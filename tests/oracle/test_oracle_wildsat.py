@@ -8,7 +8,8 @@
   (run in the rs-embed venv) wrote the published file format with ``wildsat_values(seed=0)``
   and ran rs-embed's ``WildSATEmbedder.get_embedding`` on raw inputs rebuilt here from the
   same seeds. Here our writer writes the same values, our loader reads them strictly, and
-  the preprocessed uint8 image must be identical and the embeddings within 1e-4.
+  the preprocessed uint8 image must be identical and the embeddings within 1e-4. The
+  published resnet50 and swint files (torchvision ``resnet50`` / ``swin_t``) likewise.
 """
 
 from __future__ import annotations
@@ -43,10 +44,24 @@ def golden() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def ckpt(module_scratch) -> Path:
+def ckpts(module_scratch):
+    """variant -> its published-format file (seed 0), each written on first use."""
     from rs_embed_ray.testing.checkpoints_wildsat import write_wildsat_checkpoint
 
-    return write_wildsat_checkpoint(module_scratch("wildsat"), seed=0)
+    done: dict[str, Path] = {}
+
+    def get(variant: str = "vitb16") -> Path:
+        if variant not in done:
+            folder = module_scratch(f"wildsat_{variant}")
+            done[variant] = write_wildsat_checkpoint(folder, seed=0, variant=variant)
+        return done[variant]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def ckpt(ckpts) -> Path:
+    return ckpts("vitb16")
 
 
 _models: dict[tuple, object] = {}
@@ -111,9 +126,11 @@ def test_backbone_matches_torchvision_forward(ckpt: Path) -> None:
         ("unit", {"norm": "unit_scale"}),
         ("backbone", {"feature": "backbone"}),
         ("roi", {}),
+        ("resnet50", {"variant": "resnet50"}),
+        ("swint", {"variant": "swint"}),
     ],
 )
-def test_embedder_matches_rs_embed_adapter(case: str, cfg: dict, golden: dict, ckpt) -> None:
+def test_embedder_matches_rs_embed_adapter(case: str, cfg: dict, golden: dict, ckpts) -> None:
     from rs_embed_ray.models.wildsat import preprocess
     from rs_embed_ray.specs import OutputSpec
 
@@ -122,8 +139,8 @@ def test_embedder_matches_rs_embed_adapter(case: str, cfg: dict, golden: dict, c
         x = preprocess([raw], norm=cfg.get("norm", "minmax"))[0].numpy()
         u8 = np.rint(x * 255.0).transpose(1, 2, 0)
         np.testing.assert_array_equal(u8, golden[f"{case}_u8"].astype(np.float32))
-    model = _model(ckpt, cfg)
-    metas = [{"roi_window_geo": list(ROI)}] if case == "roi" else [{}]
+    model = _model(ckpts(cfg.get("variant", "vitb16")), cfg)
+    metas = [{"roi_window_geo": list(ROI)}] if case in ("roi", "resnet50") else [{}]
     kw = dict(spatials=[None], temporal=None, fetch_metas=metas)
     (e,) = model.embed_batch([raw], output=OutputSpec.pooled(), **kw)
     assert e.data.shape == golden[f"{case}_vec"].shape
