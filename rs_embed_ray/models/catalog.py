@@ -61,6 +61,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "anysat": "rs_embed_ray.models.anysat:AnySat",
     "agrifm": "rs_embed_ray.models.agrifm:AgriFM",
     "tessera": "rs_embed_ray.models.tessera:Tessera",
+    "wildsat": "rs_embed_ray.models.wildsat:WildSAT",
 }
 
 
@@ -172,7 +173,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "wildsat": ModelInfo(
         model_id="wildsat",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=256,
@@ -180,7 +181,12 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="gdrive:1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE (vitb16-imagenet-bnfc.pth)",
         variants=("vitb16", "resnet50", "swint"),
-        notes="torchvision backbones + image-head MLP; per-tile min-max normalisation.",
+        notes="vitb16 (default; resnet50 / swint: torchvision resnet50 / swin_t, grid = the "
+        "pooled vector as 1x1): torchvision vit_b_16 (1000-way head kept) + "
+        "the image head decoder.backbone3 (1000->256) rebuilt from the file, strict load; "
+        "clip/10000, one min-max over the tile, uint8, Pillow bicubic 224, /255 (no mean/std); "
+        "pooled = image head (ROI-token mean, 768-D, for a squared rectangle), grid = ViT "
+        "patch tokens.",
     ),
     # ---- multispectral single-frame ---------------------------------------------------------
     "dofa": ModelInfo(
