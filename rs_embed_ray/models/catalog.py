@@ -58,6 +58,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
     "thor": "rs_embed_ray.models.thor:Thor",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
+    "satvision": "rs_embed_ray.models.satvision:SatVision",
 }
 
 
@@ -260,7 +261,8 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "satvision": ModelInfo(
         model_id="satvision",
-        status="planned",
+        status="available",
+        # LST_1KM comes from a second collection, MOD21A1D (sensors.COMPANION_BANDS)
         sensor=SensorSpec(
             collection=MODIS_SR,
             bands=(
@@ -270,6 +272,7 @@ CATALOG: dict[str, ModelInfo] = {
                 "sur_refl_b04",
                 "sur_refl_b06",
                 "sur_refl_b07",
+                "LST_1KM",
             ),
             scale_m=1000,
             cloudy_pct=None,
