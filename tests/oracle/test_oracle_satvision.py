@@ -127,3 +127,46 @@ def test_adapter_matches_official(case: str, golden: dict, model) -> None:
     assert out["grid"].shape == golden[f"ad_{case}_grid"].shape
     assert np.abs(out["pooled"] - golden[f"ad_{case}_pooled"]).max() <= TOL
     assert np.abs(out["grid"] - golden[f"ad_{case}_grid"]).max() <= TOL
+
+
+def test_plain_swinv2_matches_pytorch_caney_package(monkeypatch) -> None:
+    """The installed official package, pytorch-caney 0.1.0: its SwinV2 predates the periodic
+    extra norms of SatVision-TOA, so it is compared on ``test_tiny_plain`` (no extra norm;
+    otherwise the same code paths) filled with the same values, pooled and last stage.
+
+    Its attention moves a constant with ``.to(logit_scale.get_device())``, which is -1 on
+    CPU (a CUDA-only bug of the package); ``get_device`` is shimmed to return the device."""
+    pytest.importorskip("pytorch_caney")
+    import torch
+
+    monkeypatch.setattr(torch.Tensor, "get_device", lambda t: t.device)
+    from pytorch_caney.models.swinv2_model import SwinTransformerV2
+
+    from rs_embed_ray.models.satvision import ARCHS, build_satvision
+    from rs_embed_ray.testing.checkpoints_satvision import satvision_values
+
+    a = ARCHS["test_tiny_plain"]
+    ref = SwinTransformerV2(
+        img_size=128,
+        patch_size=4,
+        in_chans=14,
+        num_classes=0,
+        embed_dim=a["embed_dim"],
+        depths=list(a["depths"]),
+        num_heads=list(a["heads"]),
+        window_size=a["window"],
+    ).eval()
+    ours = build_satvision("test_tiny_plain").eval()
+    sd = ours.state_dict()
+    vals = satvision_values({k: tuple(v.shape) for k, v in sd.items()}, 5)
+    state = {k: torch.from_numpy(vals[k]) if k in vals else v for k, v in sd.items()}
+    ours.load_state_dict(state, strict=True)
+    ref.load_state_dict({k: v for k, v in state.items() if k != "mask_token"}, strict=True)
+    x = torch.from_numpy(np.random.RandomState(6).rand(1, 14, 128, 128).astype(np.float32))
+    with torch.inference_mode():
+        pooled, grid = ours(x)
+        want_pooled = ref.forward_features(x)
+        want_grid = ref.extra_features(x)[-1]
+    assert grid.shape == want_grid.shape == (1, 128, 4, 4)
+    assert (pooled - want_pooled).abs().max().item() <= TOL
+    assert (grid - want_grid).abs().max().item() <= TOL
