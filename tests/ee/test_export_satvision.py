@@ -130,12 +130,18 @@ def test_satvision_combined_grid_with_roi_crop(tmp_path, ckpt):
 
 @pytest.fixture(scope="module")
 def modis_source(module_scratch) -> Path:
-    """Local rasters of one day: the 6 MOD09GA bands and, in its own file, MOD21A1D LST."""
+    """Local rasters of one day, as two products: six MOD09GA reflectance files and a
+    MOD21A1D LST file, named into one scene by a ``source.json``."""
     from tests.conftest import write_scene
 
     folder = module_scratch("modis")
-    write_scene(folder, "2022-06-01", bands=PROXY_BANDS[:6])
-    write_scene(folder, "2022-06-01", bands=PROXY_BANDS[6:], offset=14000.0)
+    short = ("b01", "b02", "b03", "b04", "b06", "b07")
+    write_scene(folder, "2022-06-01", bands=short)
+    write_scene(folder, "2022-06-01", bands=("lst",), offset=14000.0)
+    bands = {b: f"2022-06-01_{s}.tif" for b, s in zip(PROXY_BANDS[:6], short, strict=True)}
+    bands["LST_1KM"] = "2022-06-01_lst.tif"
+    scene = {"id": "MOD09GA+MOD21A1D 2022-06-01", "date": "2022-06-01", "bands": bands}
+    (folder / "source.json").write_text(json.dumps({"scenes": [scene]}))
     return folder
 
 
