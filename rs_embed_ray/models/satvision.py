@@ -87,7 +87,7 @@ LN_EPS = 1e-5  # nn.LayerNorm's default, as upstream
 # name -> SwinV2 hyper-parameters. "giant" is the published SatVision-TOA; the others are
 # TEST-ONLY reduced configs (same code paths, a few MB) for the oracle/golden tests and the
 # emulator export, never for real embeddings: the giant has 2.6e9 parameters (10 GB float32).
-ARCHS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "giant": {
         "embed_dim": 512,
         "depths": (2, 2, 42, 2),
@@ -141,7 +141,7 @@ PROXY_BANDS = (
 # slot -> index of its proxy band among the 6 reflectance bands (slot 26 takes band 4)
 _REF_SOURCE = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 6: 5}
 NORM_MODES = ("auto", "raw", "unit")
-CONFIG_KEYS = ("norm", "arch", "hf_repo", "hf_revision", "filename")
+CONFIG_KEYS = ("norm", "variant", "hf_repo", "hf_revision", "filename")
 _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(.*)$")
 
 
@@ -207,8 +207,8 @@ def from_windows(x: Any, w: int, h: int, wd: int) -> Any:
     return x.reshape(b, h, wd, c)
 
 
-def build_satvision(arch: str = "giant", in_chans: int = IN_CHANS) -> Any:
-    """The SatVision-TOA SwinV2 encoder of ``arch`` (random init; nothing downloaded).
+def build_satvision(variant: str = "giant", in_chans: int = IN_CHANS) -> Any:
+    """The SatVision-TOA SwinV2 encoder of ``variant`` (random init; nothing downloaded).
 
     Build the giant on ``torch.device("meta")`` to inspect its keys and shapes without
     allocating its 10 GB."""
@@ -216,9 +216,7 @@ def build_satvision(arch: str = "giant", in_chans: int = IN_CHANS) -> Any:
     import torch.nn.functional as F
     from torch import nn
 
-    if arch not in ARCHS:
-        raise ModelError(f"satvision: unknown arch {arch!r}; choose one of {sorted(ARCHS)}.")
-    spec = ARCHS[arch]
+    spec = VARIANTS[normalize_variant(variant)]
     dim0, depths, heads = spec["embed_dim"], spec["depths"], spec["heads"]
     window, period = spec["window"], spec["norm_period"]
     max_logit = math.log(1.0 / 0.01)
@@ -400,7 +398,7 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
 @dataclass(frozen=True)
 class SatVisionConfig:
     norm: str = "auto"
-    arch: str = "giant"
+    variant: str = "giant"
 
 
 def parse_config(model_config: dict[str, Any] | None) -> SatVisionConfig:
@@ -411,12 +409,17 @@ def parse_config(model_config: dict[str, Any] | None) -> SatVisionConfig:
         raise ModelError(
             f"satvision model_config norm must be one of {list(NORM_MODES)}, got {norm!r}."
         )
-    arch = str(cfg.get("arch") or "giant").strip().lower()
-    if arch not in ARCHS:
+    return SatVisionConfig(norm, normalize_variant(cfg.get("variant")))
+
+
+def normalize_variant(value: Any) -> str:
+    """``model_config["variant"]`` -> a key of :data:`VARIANTS` (default giant)."""
+    key = str(value or "giant").strip().lower()
+    if key not in VARIANTS:
         raise ModelError(
-            f"satvision model_config arch must be one of {sorted(ARCHS)}, got {arch!r}."
+            f"satvision model_config variant must be one of {sorted(VARIANTS)}, got {value!r}."
         )
-    return SatVisionConfig(norm, arch)
+    return key
 
 
 def lst_kelvin(lst: np.ndarray) -> np.ndarray:
@@ -500,7 +503,7 @@ def prepare(x: np.ndarray, mode: str = "auto") -> tuple[np.ndarray, dict[str, An
 class SatVision(TorchEmbedder):
     """SatVision-TOA giant on the MODIS proxy (or a 14-channel TOA stack); see the module
     docstring. ``model_config``: ``norm`` (``auto|raw|unit``, for 14-channel inputs),
-    ``arch`` (``giant``; the ``test_*`` archs are for tests only), ``hf_repo``,
+    ``variant`` (``giant``; the ``test_*`` variants are for tests only), ``hf_repo``,
     ``hf_revision``, ``filename``."""
 
     info: ClassVar[ModelInfo] = CATALOG["satvision"]
@@ -513,10 +516,10 @@ class SatVision(TorchEmbedder):
     def _load(self, weights: str | None) -> None:
         self.cfg = parse_config(self.model_config)
         self._init_runtime()
-        if self.cfg.arch != "giant":
-            log.warning("satvision: TEST-ONLY reduced arch %r", self.cfg.arch)
+        if self.cfg.variant != "giant":
+            log.warning("satvision: TEST-ONLY reduced variant %r", self.cfg.variant)
         resolved = self._resolve_weights(weights, filename=HF_FILENAME, hf_repo=HF_REPO)
-        model = build_seeded(build_satvision, self.cfg.arch)
+        model = build_seeded(build_satvision, self.cfg.variant)
         model = load_prepared(model, resolved.path, prepare_state_dict)
         self.model = model.to(self.device).eval()
 
@@ -537,7 +540,7 @@ class SatVision(TorchEmbedder):
             meta: dict[str, Any] = {
                 "model": "satvision",
                 "weights": dict(self.weights_record),
-                "arch": self.cfg.arch,
+                "variant": self.cfg.variant,
                 "input_hw": hw_list(batch.inputs[i]),
                 "image_size": IMAGE_SIZE,
                 "in_chans": IN_CHANS,
@@ -557,7 +560,7 @@ class SatVision(TorchEmbedder):
 
 
 __all__ = [
-    "ARCHS",
+    "VARIANTS",
     "EMISSIVE_MAXS",
     "EMISSIVE_MINS",
     "EMISSIVE_SLOTS",
@@ -573,5 +576,6 @@ __all__ = [
     "normalize",
     "parse_config",
     "prepare",
+    "normalize_variant",
     "prepare_state_dict",
 ]

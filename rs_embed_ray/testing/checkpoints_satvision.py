@@ -8,7 +8,7 @@ only numpy and the key names and shapes, so that ``scripts/satvision_golden.py``
 official classes (rs-embed's vendored pytorch-caney SwinV2) with the very same numbers.
 
 The giant (2.6e9 parameters) is never written by tests: they use the TEST-ONLY reduced
-archs of ``rs_embed_ray.models.satvision.ARCHS`` (``model_config={"arch": "test_tiny"}``),
+archs of ``rs_embed_ray.models.satvision.VARIANTS`` (``model_config={"variant": "test_tiny"}``),
 which keep every code path of the giant (window clamping, shifted masks, periodic extra
 norms, three merges to 4 x 4) at under 1 M parameters.
 """
@@ -46,12 +46,12 @@ def write_satvision_checkpoint(
     directory: str | Path,
     *,
     seed: int = 0,
-    arch: str = "test_tiny",
+    variant: str = "test_tiny",
     mim: bool = False,
     extra: dict[str, object] | None = None,
 ) -> Path:
     """Write ``mp_rank_00_model_states.pt`` (``{"module": ...}``) into ``directory`` and
-    return its path. Built with this package's encoder of ``arch``, values from
+    return its path. Built with this package's encoder of ``variant``, values from
     :func:`satvision_values`, buffers as built. ``mim=True`` writes the training
     ``MiMModel`` layout (``encoder.*`` plus the SimMIM ``decoder.0.*`` pixel head);
     ``extra`` adds entries as given."""
@@ -61,7 +61,7 @@ def write_satvision_checkpoint(
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    model = build_satvision(arch)
+    model = build_satvision(variant)
     sd = model.state_dict()
     vals = satvision_values({k: tuple(v.shape) for k, v in sd.items()}, seed)
     state = {k: (torch.from_numpy(vals[k]) if k in vals else v.clone()) for k, v in sd.items()}

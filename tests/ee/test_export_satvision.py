@@ -5,8 +5,8 @@ and the same bands from the local raster backend (a scene whose LST file sits be
 reflectance files).
 
 The checkpoint is the published format (``mp_rank_00_model_states.pt``, ``{"module": ...}``)
-of the TEST-ONLY reduced arch ``test_tiny`` (``model_config={"arch": "test_tiny"}``): the
-giant has 2.6e9 parameters (10 GB in float32), too big for tests; the reduced arch runs the
+of the TEST-ONLY reduced variant ``test_tiny`` (``model_config={"variant": "test_tiny"}``): the
+giant has 2.6e9 parameters (10 GB in float32), too big for tests; the reduced variant runs the
 same code (oracle: tests/oracle/test_oracle_satvision.py). Manifests must name the file and
 its sha256."""
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 DAY = TemporalSpec.range("2022-06-01", "2022-06-02")
 PLACES = [PointBuffer(15.0 + 0.2 * i, 45.0 - 0.1 * i, 12000.0) for i in range(3)]  # 24 px
-CFG = {"arch": "test_tiny"}
+CFG = {"variant": "test_tiny"}
 
 
 @pytest.fixture(scope="module")

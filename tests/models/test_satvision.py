@@ -3,7 +3,7 @@
 formulas), batching, outputs and ROI crops, config and input errors, the registry.
 
 The checkpoint is random-valued in the published format (rs_embed_ray.testing.
-checkpoints_satvision) for the TEST-ONLY reduced arch ``test_tiny``: the giant has 2.6e9
+checkpoints_satvision) for the TEST-ONLY reduced variant ``test_tiny``: the giant has 2.6e9
 parameters (10 GB float32), never built in tests except on the meta device. The network
 itself is checked against the official code in tests/oracle/test_oracle_satvision.py.
 """
@@ -20,7 +20,7 @@ from rs_embed_ray.specs import OutputSpec
 
 torch = pytest.importorskip("torch")
 
-CFG = {"arch": "test_tiny"}
+CFG = {"variant": "test_tiny"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -204,8 +204,8 @@ def test_bad_inputs_and_config_are_refused() -> None:
         prepare(np.zeros((6, 8, 8), np.float32))
     with pytest.raises(ModelError, match="norm must be one of"):
         parse_config({"norm": "zscore"})
-    with pytest.raises(ModelError, match="arch must be one of"):
-        parse_config({"arch": "huge"})
+    with pytest.raises(ModelError, match="variant must be one of"):
+        parse_config({"variant": "huge"})
 
 
 # ---- outputs, batching, ROI -----------------------------------------------------------------

@@ -53,7 +53,7 @@ def golden() -> dict[str, np.ndarray]:
 def ckpt(module_scratch) -> Path:
     from rs_embed_ray.testing.checkpoints_satvision import write_satvision_checkpoint
 
-    return write_satvision_checkpoint(module_scratch("satvision"), seed=0, arch="test_tiny")
+    return write_satvision_checkpoint(module_scratch("satvision"), seed=0, variant="test_tiny")
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def model(ckpt: Path):
     from rs_embed_ray.models.satvision import SatVision
 
     return SatVision(
-        device="cpu", weights=str(ckpt), model_config={"arch": "test_tiny"}, precision="float32"
+        device="cpu", weights=str(ckpt), model_config={"variant": "test_tiny"}, precision="float32"
     )
 
 
@@ -142,10 +142,10 @@ def test_plain_swinv2_matches_pytorch_caney_package(monkeypatch) -> None:
     monkeypatch.setattr(torch.Tensor, "get_device", lambda t: t.device)
     from pytorch_caney.models.swinv2_model import SwinTransformerV2
 
-    from rs_embed_ray.models.satvision import ARCHS, build_satvision
+    from rs_embed_ray.models.satvision import VARIANTS, build_satvision
     from rs_embed_ray.testing.checkpoints_satvision import satvision_values
 
-    a = ARCHS["test_tiny_plain"]
+    a = VARIANTS["test_tiny_plain"]
     ref = SwinTransformerV2(
         img_size=128,
         patch_size=4,
