@@ -171,3 +171,36 @@ def test_satvision_from_the_local_backend(tmp_path, modis_source, ckpt):
     assert 14000 < x[6].min() and x[6].max() < 16500 and x[:6].max() < 4000  # LST vs SR DN
     ref = _reference(ckpt, x, OutputSpec.pooled())
     np.testing.assert_allclose(e, ref.data, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_frames", [None, 2])
+def test_modis_proxy_requests_with_and_without_templates(n_frames):
+    """The two-collection request as the real client serialises it (templates off) and as
+    templates splice each place into it (on): the same bytes, both collections filtered to
+    each place and window (also per bin of a time series), the bands in sensor order."""
+    from rs_embed_ray.models.catalog import CATALOG
+    from rs_embed_ray.providers.gee import GEEProvider
+
+    sensor = CATALOG["satvision"].sensor
+    windows = [DAY, TemporalSpec.range("2021-03-01", "2021-03-09")]
+    runs = []
+    with EEEmulator(retry_after_s=0) as emu:
+        emu.record_bodies = True
+        for templates in (False, True):
+            emu.reset_stats()
+            prov = GEEProvider(url=emu.url, project="p", request_templates=templates)
+            patches = [
+                prov.fetch(sp, t, sensor, n_frames=n_frames) for t in windows for sp in PLACES[:2]
+            ]
+            runs.append(([r["body"] for r in emu.requests_of("computePixels")], patches))
+    (off, p_off), (on, p_on) = runs
+    assert off == on and len(on) == 4
+    for a, b in zip(p_off, p_on, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    body = on[3]
+    assert body.count("MODIS/061/MOD21A1D") >= 1 and "2021-03-01" in body and "2022" not in body
+    x = p_on[0].data if n_frames is None else p_on[0].data[-1]
+    assert x.shape[0] == len(PROXY_BANDS)
+    for c, band in enumerate(PROXY_BANDS):  # each channel decodes as its own band
+        _rows, cols = decode_position(x[c], band)
+        assert np.all(np.diff(cols, axis=1) == 1), band
