@@ -62,6 +62,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "agrifm": "rs_embed_ray.models.agrifm:AgriFM",
     "tessera": "rs_embed_ray.models.tessera:Tessera",
     "wildsat": "rs_embed_ray.models.wildsat:WildSAT",
+    "satvision": "rs_embed_ray.models.satvision:SatVision",
 }
 
 
@@ -276,7 +277,8 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "satvision": ModelInfo(
         model_id="satvision",
-        status="planned",
+        status="available",
+        # LST_1KM comes from a second collection, MOD21A1D (sensors.COMPANION_BANDS)
         sensor=SensorSpec(
             collection=MODIS_SR,
             bands=(
@@ -286,6 +288,7 @@ CATALOG: dict[str, ModelInfo] = {
                 "sur_refl_b04",
                 "sur_refl_b06",
                 "sur_refl_b07",
+                "LST_1KM",
             ),
             scale_m=1000,
             cloudy_pct=None,
