@@ -101,6 +101,9 @@ class Record:
     # kind="item": the final file's arrays {key: {"shape", "sha1"}}, so resume can verify
     # the file without its JSON sidecar (save_manifest=False)
     arrays: dict[str, Any] | None = None
+    # when the step's result was final, on the worker's clock (epoch s): an embedding's shard
+    # written, a region of the combined file written (kind="region")
+    done_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
