@@ -96,3 +96,62 @@ def test_streamed_store_holds_what_netcdf_holds(streamed):
             assert np.array_equal(z[k].values, n[k].values, equal_nan=True), k
     root = zs.open_root(man["zarr_path"], "r")
     assert zs.MANIFEST_ATTR in root.attrs and zs.regions_intact(man["zarr_path"])
+
+
+# -- the stream without Ray: the same shards as test_zarr_format's netCDF comparisons ---------
+
+
+def _stream_then_finish(tmp_path: Path, failed: tuple[int, ...]) -> tuple[list[Any], Any]:
+    """Feed the records to a CombinedStream place by place (as batches would come), run its
+    jobs in order, then the final step with the jobs done; returns (jobs run, stream)."""
+    from rs_embed_ray.io.assemble import write_combined
+    from rs_embed_ray.io.formats import Places
+    from rs_embed_ray.io.stream import CombinedStream
+    from tests.io.test_zarr_format import Shards, _ctx, _model
+
+    sh = Shards(tmp_path / "shards", 10, (4, 3, 3), failed=failed)
+    n, ctx = 10, _ctx("zarr", [_model("m")], save_inputs=True)
+    spatials = [{"lon": 10.0 + i, "lat": 45.0, "buffer_m": 100.0} for i in range(n)]
+    names, centers = [f"p{i:05d}" for i in range(n)], [(10.0 + i, 45.0) for i in range(n)]
+    places = Places(spatials, names, centers, ctx["temporal"], None)
+    store = tmp_path / "c.zarr"
+    stream = CombinedStream(ctx, store, places)
+    patch: dict[str, dict[int, Any]] = {"g": {}}
+    embed: dict[str, dict[int, Any]] = {"m": {}}
+    ran = []
+    for i in range(n):  # one place per batch: its patch, then its embedding
+        patch["g"][i] = sh.patch[i]
+        for job in stream.update(patch, embed, "patch", "g", [i]):
+            job.run()
+            ran.append(job)
+        embed["m"][i] = sh.embed[i]
+        for job in stream.update(patch, embed, "embed", "m", [i]):
+            job.run()
+            ran.append(job)
+    write_combined(
+        ctx, store, spatials=spatials, names=names, centers=centers,
+        patch_src=patch, embed_src=embed, fingerprint="fp", done_jobs=frozenset(ran),
+    )  # fmt: skip
+    sh.write("netcdf", tmp_path / "c.nc")
+    return ran, stream
+
+
+def test_stream_hands_out_every_region_once_and_the_store_matches_netcdf(tmp_path, monkeypatch):
+    from tests.io.test_zarr_format import _same_dataset
+
+    monkeypatch.setattr(zs, "REGION_BYTES", 4 * 3 * 8 * 8 * 3)  # 3 places per input region
+    ran, stream = _stream_then_finish(tmp_path, failed=())
+    assert stream.enabled and len(ran) == len(stream.regions) == len(set(ran))
+    assert all(not p for p in stream.pending)  # every region was handed out while streaming
+    _same_dataset(tmp_path / "c.nc", tmp_path / "c.zarr")
+
+
+def test_a_failed_place_stops_the_stream_and_the_end_writes_it_right(tmp_path, monkeypatch):
+    """Place 7 fails: the all-ok layout no longer holds (embeddings stacked with indices), so
+    the stream stops there and the final step creates the store afresh."""
+    from tests.io.test_zarr_format import _same_dataset
+
+    monkeypatch.setattr(zs, "REGION_BYTES", 4 * 3 * 8 * 8 * 3)
+    ran, stream = _stream_then_finish(tmp_path, failed=(7,))
+    assert not stream.enabled and ran  # some regions went out before place 7 failed
+    _same_dataset(tmp_path / "c.nc", tmp_path / "c.zarr")

@@ -104,6 +104,7 @@ class _ZarrSink(CombinedSink):
         self.refs: dict[str, dict[str, Any]] = {}
         self.geoemb: dict[str, Any] = {}
         self.variables: list[str] = []  # every array of the layout (int8: scales, offsets)
+        self.kept = False
 
     def _plan_stack(self, layout: zs.StoreLayout, stack: Stack | None) -> None:
         if stack is None or not stack.items:
@@ -157,6 +158,7 @@ class _ZarrSink(CombinedSink):
         attrs = zs.root_attributes(self.attrs)
         attrs["coordinates"] = " ".join(coords)
         kept = zs.create_store(self.location, layout, coords, attrs)
+        self.kept = kept  # a store created afresh holds none of the regions streamed before
         log.info(
             "zarr: %s store %s, %d regions", "kept" if kept else "new", self.path, len(self.jobs)
         )
@@ -181,7 +183,8 @@ class _ZarrSink(CombinedSink):
 
     def write(self, models: list[ModelColumns]) -> list[dict[str, Any]]:
         # regions this run's tasks wrote while batches finished are the same jobs: not redone
-        todo = [job for job in self.jobs if job not in self.done_jobs]
+        done = self.done_jobs if self.kept else frozenset()
+        todo = [job for job in self.jobs if job not in done]
         results = self.parallel_map(zs.run_job, todo)
         adopted = sum(bool(r["adopted"]) for r in results)
         log.info(
