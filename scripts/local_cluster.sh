@@ -80,9 +80,6 @@ done
 # join whatever cluster RAY_ADDRESS may name in the caller's environment
 export RAY_AUTH_MODE=disabled RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0 RAY_USAGE_STATS_ENABLED=0
 export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} PYTHONUNBUFFERED=1
-# a raylet gets 30 s by default to register with the GCS; on a loaded machine (other test
-# suites on the same cores) the second node's often needs more, and then exits
-export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-180}
 unset RAY_ADDRESS RAY_API_SERVER_ADDRESS
 
 WORK=${WORK:-$(mktemp -d /tmp/rs_embed_ray_cluster.XXXXXX)}
@@ -186,8 +183,11 @@ nodes_up() { [ "$(n_alive_nodes 2>/dev/null)" -ge "$1" ]; }
 node_diag() {  # node_diag NAME LOG TEMPDIR: why a node did not register (to stderr)
   log "$1 did not register: $(n_alive_nodes 2>/dev/null || echo '?') node(s) alive; load $(cut -d' ' -f1-3 /proc/loadavg)"
   tail -5 "$2" 2>/dev/null | sed "s/^/[local_cluster]   $1: /" >&2 || true
+  # `ray start` gives its raylet 30 s to register (hard-coded in Ray 2.60's node.py, whatever
+  # the message says): on a loaded machine it may not; the raylet's first fatal lines say why
   for f in "$3"/session_latest/logs/raylet.out "$3"/session_latest/logs/raylet.err; do
-    [ -s "$f" ] && tail -3 "$f" | sed "s/^/[local_cluster]   $(basename "$f"): /" >&2
+    { [ -s "$f" ] && grep -m3 -E "Check failed|\] F |[Ff]ailed|[Tt]imed out" "$f" |
+      cut -c1-240 | sed "s/^/[local_cluster]   $(basename "$f"): /" >&2; } || true
   done
   return 0
 }
