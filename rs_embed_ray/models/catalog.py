@@ -147,10 +147,15 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="hf:MVRL/satmaepp_ViT-L_pretrain_fmow_rgb/model.safetensors",
         variants=("rgb", "s2_10b"),
-        notes="rgb (default, implemented): MAE ViT-L/16 (timm); uint8 -> fMoW norm -> float "
-        "bicubic 224 (no crop); channel_order rgb|bgr; mean of patch tokens; image-level ViT "
-        "grid. s2_10b (not implemented): bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 at 96 px, "
-        "patch 8, grouped channels (1024x12x12).",
+        modality_sensors=(
+            ("s2_10b", SensorSpec(collection=S2, bands=S2_10, scale_m=10, modality="s2_10b")),
+        ),
+        notes="rgb (default): MAE ViT-L/16 (timm); uint8 -> fMoW norm -> float bicubic 224 "
+        "(no crop); channel_order rgb|bgr; mean of patch tokens; image-level ViT grid. "
+        "modality='s2_10b': SatMAE++ grouped-channel ViT-L (groups (0,1,2,6),(3,4,5,7),(8,9)) "
+        "on B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12; SentinelNormalize uint8 -> bicubic 96, patch 8; "
+        "pooled = mean of all group tokens, grid = groups averaged (1024x12x12); "
+        "hf:mubashir04/checkpoint_ViT-L_pretrain_fmow_sentinel.",
     ),
     "scalemae": ModelInfo(
         model_id="scalemae",
