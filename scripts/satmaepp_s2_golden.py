@@ -96,9 +96,7 @@ def main(out_path: str) -> None:
     out["prep_b"] = xb[0].numpy()[:, ::2, ::2]
     with torch.no_grad():
         tok, _mask, ids_restore = model.forward_encoder(x, mask_ratio=0.0)
-    body = torch.gather(
-        tok[:, 1:, :], 1, ids_restore.unsqueeze(-1).expand(-1, -1, tok.shape[-1])
-    )
+    body = torch.gather(tok[:, 1:, :], 1, ids_restore.unsqueeze(-1).expand(-1, -1, tok.shape[-1]))
     restored = torch.cat([tok[:, :1, :], body], dim=1).numpy()
     shuffled = tok.numpy()
     out["x"] = x.numpy()[:, :, ::4, ::4]  # the test recomputes x; this is a spot check

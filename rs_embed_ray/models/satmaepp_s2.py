@@ -144,7 +144,10 @@ def build_group_encoder(*, meta: bool = False) -> Any:
             """(B, 10, 96, 96) -> (B, 1 + G*L, 1024) tokens after ``norm``, group-major."""
             b = x.shape[0]
             toks = torch.stack(
-                [pe(x[:, list(g)]) for pe, g in zip(self.patch_embed, self.channel_groups)],
+                [
+                    pe(x[:, list(g)])
+                    for pe, g in zip(self.patch_embed, self.channel_groups, strict=True)
+                ],
                 dim=1,
             )  # (B, G, L, D)
             _, g, n, d = toks.shape
@@ -252,7 +255,7 @@ def group_grid(tokens: np.ndarray) -> np.ndarray:
     """(B, 1 + G*L, D) tokens -> (B, D, s, s) grid: the groups averaged per position."""
     b, n, d = tokens.shape
     g = len(CHANNEL_GROUPS)
-    side = int(round(((n - 1) // g) ** 0.5))
+    side = round(((n - 1) // g) ** 0.5)
     if g * side * side != n - 1:
         raise ModelError(f"satmaepp s2_10b: {n} tokens do not form {g} square group grids.")
     per = tokens[:, 1:, :].reshape(b, g, side, side, d).mean(axis=1)
