@@ -453,6 +453,8 @@ def resolve_models(
             mod, cfg = None, {**(cfg or {}), "modality": alt}
             per_cfg[r.key] = cfg
         sens = _apply_fetch_modality(r, sens, given, per_fetch.get(r.key, fetch), mod)
+        if alt == "s1" and sens is not None and _s1_is_linear(sens):
+            per_cfg[r.key] = {**(cfg or {}), "s1_units": "linear"}  # the model converts to dB
         if sens is None and r.info.kind == "on_the_fly":
             raise ModelError(
                 f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...)."
@@ -485,6 +487,12 @@ def normalize_modality(value: Any) -> str:
         "s2l2a": "s2_l2a",
     }
     return aliases.get(m, m)
+
+
+def _s1_is_linear(sensor: SensorSpec) -> bool:
+    """An S1 fetch in linear power (``S1_GRD_FLOAT``, or ``S1_GRD`` with ``use_float_linear``)."""
+    c = sensor.collection.upper()
+    return c.endswith("S1_GRD_FLOAT") or (c.endswith("S1_GRD") and bool(sensor.use_float_linear))
 
 
 def _alternate_modality(

@@ -367,6 +367,19 @@ CATALOG: dict[str, ModelInfo] = {
         temporal_mode="multi",
         n_frames=12,
         frame_bins="30d",
+        modality_sensors=(
+            (
+                "s1",
+                SensorSpec(
+                    collection="COPERNICUS/S1_GRD",
+                    bands=("VV", "VH"),
+                    scale_m=10,
+                    cloudy_pct=None,
+                    use_float_linear=False,
+                    modality="s1",
+                ),
+            ),
+        ),
         image_size=256,
         dim_pooled=768,
         dim_grid=768,
@@ -390,7 +403,8 @@ CATALOG: dict[str, ModelInfo] = {
         "bins), empty bins fetched as NaN frames and dropped; Normalizer(std 2), reflect "
         "pad to square, bilinear 256, FlexiViT patch 4 (model_config patch_size/image_size); "
         "timestamps = bin starts; pooled = mean of tokens over H,W,T,band sets, grid = mean "
-        "over T and band sets. S2 only here (rs-embed's S1 dB modality is not ported).",
+        "over T and band sets. modality='s1': VV,VH in dB from COPERNICUS/S1_GRD (a linear "
+        "fetch converted with 10 log10, clamped at 1e-10), same bins and normaliser.",
     ),
 }
 
