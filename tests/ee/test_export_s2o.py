@@ -2,7 +2,11 @@
 earthengine-api client against the emulator in both layouts. ``modality="s2_10b"`` alone
 must switch the fetch to the 10 S2 bands and the model to the grouped-channel ViT-L; the
 checkpoint is the published training-checkpoint format (random values, ~1.3 GB, written
-once), and manifests must name it and its sha256. One Ray worker: each loads the ViT-L."""
+once), and manifests must name it and its sha256. One Ray worker: each loads the ViT-L.
+
+olmoearth ``modality="s1"``: the fetch switches to VV,VH from ``COPERNICUS/S1_GRD`` (dB) in
+explicit 30-day bins (one computePixels per place), an empty bin is dropped; the published
+Nano v1.2 layout (random values) at image_size 32."""
 
 from __future__ import annotations
 
@@ -97,3 +101,69 @@ def test_satmaepp_s2_10b_in_both_layouts(tmp_path, ckpt):
     np.testing.assert_allclose(e, tok[0, 1:].mean(axis=0), rtol=0, atol=1e-4)
     g = tok[0, 1:].reshape(3, 12, 12, 1024).mean(axis=0).transpose(2, 0, 1)
     np.testing.assert_allclose(grids[0], g, rtol=0, atol=1e-4)
+
+
+OE_WINDOW = TemporalSpec.range("2022-01-01", "2022-03-15")  # bins Jan 1, Jan 31, Mar 2
+OE_CFG = {"variant": "nano_v1_2", "image_size": 32}
+
+
+@pytest.fixture(scope="module")
+def nano_ckpt(module_scratch) -> Path:
+    pytest.importorskip("olmoearth_pretrain_minimal")
+    from rs_embed_ray.testing.checkpoints import write_olmoearth_checkpoint
+
+    return write_olmoearth_checkpoint(module_scratch("oe_s1"), variant="nano_v1_2")
+
+
+def test_olmoearth_s1_in_both_layouts(tmp_path, nano_ckpt):
+    from rs_embed_ray.models.olmoearth import OlmoEarth
+    from rs_embed_ray.testing.ee_emulator import date_range_starts
+
+    def run(emu, out, layout, **kw):
+        return export_batch(
+            spatials=PLACES,
+            temporal=OE_WINDOW,
+            models=["olmoearth"],
+            modality="s1",
+            backend="gee",
+            provider_options={"url": emu.url},
+            weights={"olmoearth": str(nano_ckpt)},
+            model_configs={"olmoearth": OE_CFG},
+            out=str(out),
+            layout=layout,
+            show_progress=False,
+            num_workers=1,
+            chunk_size=2,
+            **kw,
+        )
+
+    with EEEmulator(retry_after_s=0) as emu:
+        emu.size_hook = lambda e: 0 if "2022-01-31" in date_range_starts(e) else None  # bin 1 empty
+        per_item = run(emu, tmp_path / "pi", "per_item")
+        pixels = emu.requests_of("computePixels")
+        combined = run(emu, tmp_path / "c.npz", "combined", output=OutputSpec.grid())
+    assert all(r["status"] == "ok" for r in per_item), [r.get("error") for r in per_item]
+    assert combined["status"] == "ok" and combined["n_items"] == len(PLACES)
+    assert len(pixels) == len(PLACES)  # one request per place for all bins
+    text = json.dumps(pixels)
+    assert '"VV' in text and '"VH' in text and '"B2' not in text  # the S1 bands, not S2's
+    man = json.loads((tmp_path / "pi" / "p00000.json").read_text())
+    (m,) = man["models"]
+    assert m["weights"]["sha256"] == _sha(nano_ckpt)
+    # the dB collection (the S1 path's own default; use_float_linear would pick S1_GRD_FLOAT)
+    assert m["sensor"]["collection"] == "COPERNICUS/S1_GRD" and m["sensor"]["bands"] == ["VV", "VH"]
+    assert m["sensor"]["use_float_linear"] is False
+    with np.load(tmp_path / "pi" / "p00000.npz") as z:
+        x = z["input_chw__olmoearth"]
+        e = z["embedding__olmoearth"]
+    assert x.shape[:2] == (3, 2) and np.isnan(x[1]).all() and not np.isnan(x[[0, 2]]).any()
+    with np.load(tmp_path / "c.npz") as z:
+        grids = z["embeddings__olmoearth"]
+    assert grids.shape == (len(PLACES), 128, 8, 8) and np.isfinite(grids).all()
+    cfg = {**OE_CFG, "modality": "s1"}
+    ref = OlmoEarth(weights=str(nano_ckpt), model_config=cfg, precision="float32")
+    (r,) = ref.embed_batch(
+        [x], output=OutputSpec.pooled(), spatials=[PLACES[0]], temporal=OE_WINDOW, fetch_metas=[{}]
+    )
+    np.testing.assert_allclose(e, r.data, rtol=0, atol=1e-5)
+    assert r.meta["modality"] == "s1" and r.meta["n_empty_frames_dropped"] == 1
