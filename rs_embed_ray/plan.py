@@ -445,13 +445,16 @@ def resolve_models(
         if sens is not None and not isinstance(sens, SensorSpec):
             raise ModelError(f"sensor for model {r.name!r} must be a SensorSpec.")
         given = per_sensor.get(r.key, sensor)  # the user's own sensor, if any
-        sens = _apply_fetch_modality(
-            r,
-            sens,
-            given,
-            per_fetch.get(r.key, fetch),
-            per_mod.get(r.key, modality),
-        )
+        mod = per_mod.get(r.key, modality)
+        cfg = per_cfg.get(r.key)
+        alt, alt_sensor = _alternate_modality(r, mod, cfg)
+        if alt is not None:
+            sens = given if given is not None else alt_sensor
+            mod, cfg = None, {**(cfg or {}), "modality": alt}
+            per_cfg[r.key] = cfg
+        sens = _apply_fetch_modality(r, sens, given, per_fetch.get(r.key, fetch), mod)
+        if alt == "s1" and sens is not None and _s1_is_linear(sens):
+            per_cfg[r.key] = {**(cfg or {}), "s1_units": "linear"}  # the model converts to dB
         if sens is None and r.info.kind == "on_the_fly":
             raise ModelError(
                 f"Model {r.name!r} has no default sensor; pass sensor=SensorSpec(...)."
@@ -484,6 +487,35 @@ def normalize_modality(value: Any) -> str:
         "s2l2a": "s2_l2a",
     }
     return aliases.get(m, m)
+
+
+def _s1_is_linear(sensor: SensorSpec) -> bool:
+    """An S1 fetch in linear power (``S1_GRD_FLOAT``, or ``S1_GRD`` with ``use_float_linear``)."""
+    c = sensor.collection.upper()
+    return c.endswith("S1_GRD_FLOAT") or (c.endswith("S1_GRD") and bool(sensor.use_float_linear))
+
+
+def _alternate_modality(
+    r: ModelRequest, modality: Any, cfg: dict[str, Any] | None
+) -> tuple[str | None, SensorSpec | None]:
+    """A model's non-default modality (``ModelInfo.modality_sensors``: satmaepp ``s2_10b``,
+    olmoearth ``s1``) named by ``modality=`` or ``model_config["modality"]``: (name, its
+    default sensor), else (None, None). The two spellings must agree."""
+    alts = dict(r.info.modality_sensors)
+    if not alts:
+        return None, None
+    want = normalize_modality(modality) if modality is not None else None
+    raw_cfg = (cfg or {}).get("modality") if isinstance(cfg, dict) else None
+    in_cfg = normalize_modality(raw_cfg) if raw_cfg is not None else None
+    if want is not None and in_cfg is not None and want != in_cfg:
+        raise ModelError(
+            f"Conflicting modality values for model {r.name!r}: modality={modality!r}, "
+            f"model_config['modality']={raw_cfg!r}."
+        )
+    name = want or in_cfg
+    if name in alts:
+        return name, alts[name]
+    return None, None
 
 
 def _apply_fetch_modality(

@@ -12,6 +12,7 @@ synthetic scene is written if no ``--source`` is given), and prints ONE JSON lin
 Example:
   python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
   python scripts/bench.py --forward remoteclip,dofa:large --batch-sizes 1,16
+  python scripts/bench.py --forward satmaepp/s2_10b,olmoearth/s1 --batch-sizes 1,16
   python scripts/bench.py --n 2000 --latency-ms 300 --num-workers 40 --models remoteclip
   python scripts/bench.py --fetch-cpu --n 1000   # CPU per place of one FetchWorker, no Ray
 """
@@ -265,14 +266,20 @@ def forward_rates(
     from rs_embed_ray.models.tiling import embed_with_prep
     from rs_embed_ray.specs import InputPrepSpec, OutputSpec, PointBuffer
 
-    name, _, variant = spec.partition(":")
+    name, _, modality = spec.partition("/")  # model/modality: satmaepp/s2_10b, olmoearth/s1
+    name, _, variant = name.partition(":")
     info = get_info(name)
-    cfg = {"variant": variant} if variant else None
+    cfg: dict | None = {"variant": variant} if variant else None
+    sensor = info.sensor
+    if modality:
+        cfg = {**(cfg or {}), "modality": modality}
+        sensor = dict(info.modality_sensors)[modality]
     t_load = time.perf_counter()
     emb = load_embedder(name, device=device, weights=weights, model_config=cfg, precision=precision)
     load_s = time.perf_counter() - t_load
-    side = side or int(info.image_size or 224)
-    c = len(info.sensor.bands) if info.sensor else 3
+    hook = getattr(emb, "resolve_input_image_size", None)
+    side = side or int((hook(cfg) if callable(hook) else None) or info.image_size or 224)
+    c = len(sensor.bands) if sensor else 3
     frames = (n_frames or info.n_frames or 4) if info.temporal_mode == "multi" else None
     shape = (frames, c, side, side) if frames else (c, side, side)
     rng = np.random.default_rng(0)

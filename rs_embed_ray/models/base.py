@@ -55,6 +55,10 @@ class ModelInfo:
     # layout). It is part of the pair and request fingerprints when above 1, so a resumed
     # run re-embeds what the older code embedded instead of mixing both.
     code_version: int = 1
+    # the other modalities a model offers, each with its own default sensor (satmaepp
+    # "s2_10b", olmoearth "s1"): chosen by an export's ``modality=`` or by
+    # ``model_config["modality"]``; the planner puts the choice into ``model_config``
+    modality_sensors: tuple[tuple[str, SensorSpec], ...] = ()
 
     @property
     def fetch_semantics(self) -> str:

@@ -155,10 +155,15 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="hf:MVRL/satmaepp_ViT-L_pretrain_fmow_rgb/model.safetensors",
         variants=("rgb", "s2_10b"),
-        notes="rgb (default, implemented): MAE ViT-L/16 (timm); uint8 -> fMoW norm -> float "
-        "bicubic 224 (no crop); channel_order rgb|bgr; mean of patch tokens; image-level ViT "
-        "grid. s2_10b (not implemented): bands B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12 at 96 px, "
-        "patch 8, grouped channels (1024x12x12).",
+        modality_sensors=(
+            ("s2_10b", SensorSpec(collection=S2, bands=S2_10, scale_m=10, modality="s2_10b")),
+        ),
+        notes="rgb (default): MAE ViT-L/16 (timm); uint8 -> fMoW norm -> float bicubic 224 "
+        "(no crop); channel_order rgb|bgr; mean of patch tokens; image-level ViT grid. "
+        "modality='s2_10b': SatMAE++ grouped-channel ViT-L (groups (0,1,2,6),(3,4,5,7),(8,9)) "
+        "on B2,B3,B4,B5,B6,B7,B8,B8A,B11,B12; SentinelNormalize uint8 -> bicubic 96, patch 8; "
+        "pooled = mean of all group tokens, grid = groups averaged (1024x12x12); "
+        "hf:mubashir04/checkpoint_ViT-L_pretrain_fmow_sentinel.",
     ),
     "scalemae": ModelInfo(
         model_id="scalemae",
@@ -386,6 +391,19 @@ CATALOG: dict[str, ModelInfo] = {
         temporal_mode="multi",
         n_frames=12,
         frame_bins="30d",
+        modality_sensors=(
+            (
+                "s1",
+                SensorSpec(
+                    collection="COPERNICUS/S1_GRD",
+                    bands=("VV", "VH"),
+                    scale_m=10,
+                    cloudy_pct=None,
+                    use_float_linear=False,
+                    modality="s1",
+                ),
+            ),
+        ),
         image_size=256,
         dim_pooled=768,
         dim_grid=768,
@@ -409,7 +427,8 @@ CATALOG: dict[str, ModelInfo] = {
         "bins), empty bins fetched as NaN frames and dropped; Normalizer(std 2), reflect "
         "pad to square, bilinear 256, FlexiViT patch 4 (model_config patch_size/image_size); "
         "timestamps = bin starts; pooled = mean of tokens over H,W,T,band sets, grid = mean "
-        "over T and band sets. S2 only here (rs-embed's S1 dB modality is not ported).",
+        "over T and band sets. modality='s1': VV,VH in dB from COPERNICUS/S1_GRD (a linear "
+        "fetch converted with 10 log10, clamped at 1e-10), same bins and normaliser.",
     ),
 }
 

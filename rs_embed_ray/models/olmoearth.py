@@ -41,8 +41,16 @@ S2 in v1.1+, 3 in v1); grid = mean over T and band sets, ``(D, image_size/patch,
 image_size/patch)``. A padded or ROI-windowed input has its grid cropped back to the real
 area before pooling. One forward per distinct frame count in a batch.
 
+``modality="s1"`` (an export's ``modality=`` or ``model_config["modality"]``): the package's
+``sentinel1`` input instead, VV,VH in dB from ``COPERNICUS/S1_GRD`` (the package's S1
+statistics are in dB), same 30-day-bin timeline, same normaliser, pad/resize, forward and
+reductions (S1 has one band set). A linear fetch (``use_float_linear`` / ``S1_GRD_FLOAT``;
+the planner then sets ``model_config["s1_units"]="linear"``) is converted first with
+``10 log10(max(x, 1e-10))``, as olmoearth_pretrain's ``convert_to_db`` and rs-embed do.
+
 ``model_config``: ``variant`` (default ``base_v1_2``; see ``VARIANTS``), ``patch_size`` (1..8),
-``image_size``, ``shape_adjust`` (``pad``/``crop``), ``hf_repo``, ``hf_revision``.
+``image_size``, ``shape_adjust`` (``pad``/``crop``), ``hf_repo``, ``hf_revision``,
+``modality`` (``s2``/``s1``), ``s1_units`` (``db``/``linear``).
 """
 
 from __future__ import annotations
@@ -103,6 +111,38 @@ S2_BANDS_MODEL = (
     "B09",
 )
 S2_BANDS = ("B2", "B3", "B4", "B8", "B5", "B6", "B7", "B8A", "B11", "B12", "B1", "B9")
+# modality="s1": the package's sentinel1 (band order vv, vh; its statistics are in dB)
+S1_BANDS = ("VV", "VH")
+S1_MODALITY = "sentinel1"
+MODALITIES = ("s2", "s1")
+S1_UNITS = ("db", "linear")
+
+
+def s1_linear_to_db(x: np.ndarray) -> np.ndarray:
+    """Linear backscatter -> dB: ``10 log10(max(x, 1e-10))`` (olmoearth_pretrain's
+    ``convert_to_db``, as rs-embed applies it); NaN stays NaN."""
+    return (10.0 * np.log10(np.clip(x, 1e-10, None))).astype(np.float32)
+
+
+def parse_modality(cfg: dict[str, Any] | None) -> tuple[str, str]:
+    """(``model_config["modality"]`` ``s2``|``s1``, ``s1_units`` ``db``|``linear``)."""
+    cfg = cfg or {}
+    m = str(cfg.get("modality") or "s2").strip().lower().replace("-", "_")
+    m = {"sentinel2": "s2", "sentinel_2": "s2", "sentinel1": "s1", "sentinel_1": "s1"}.get(m, m)
+    if m not in MODALITIES:
+        raise ModelError(
+            f"olmoearth: model_config['modality']={cfg.get('modality')!r} is not one of "
+            f"{list(MODALITIES)}."
+        )
+    units = str(cfg.get("s1_units") or "db").strip().lower()
+    if units not in S1_UNITS:
+        raise ModelError(
+            f"olmoearth: model_config['s1_units']={cfg.get('s1_units')!r} is not one of "
+            f"{list(S1_UNITS)}."
+        )
+    return m, units
+
+
 # training-only heads the package's loader drops before loading (model_loader.py)
 TRAINING_ONLY_PREFIXES = ("supervision_head.", "location_token_distillation_head.")
 
@@ -422,13 +462,26 @@ class OlmoEarth(TorchEmbedder):
 
     info: ClassVar[ModelInfo] = CATALOG["olmoearth"]
     CONFIG_KEYS: ClassVar[frozenset[str] | None] = frozenset(
-        {"variant", "patch_size", "image_size", "shape_adjust", "hf_repo", "hf_revision"}
+        {
+            "variant",
+            "patch_size",
+            "image_size",
+            "shape_adjust",
+            "hf_repo",
+            "hf_revision",
+            "modality",
+            "s1_units",
+        }
     )
+    config_parser = staticmethod(parse_modality)
     batch_size_cpu = 4
     batch_size_cuda = 16
 
     def _load(self, weights: str | None) -> None:
         cfg = self.model_config
+        self.modality, self.s1_units = parse_modality(cfg)
+        self.mod_name = S1_MODALITY if self.modality == "s1" else MODALITY
+        self.bands = S1_BANDS if self.modality == "s1" else S2_BANDS
         self.variant = normalize_variant(cfg.get("variant"))
         spec = VARIANTS[self.variant]
         self.model_id = str(spec["model_id"])
@@ -480,14 +533,16 @@ class OlmoEarth(TorchEmbedder):
                 f"{self.encoder.max_patch_size}."
             )
         self.embed_dim = int(self.encoder.embedding_size)
-        self.n_band_sets = int(self.encoder.tokenization_config.get_num_bandsets(MODALITY))
+        self.n_band_sets = int(self.encoder.tokenization_config.get_num_bandsets(self.mod_name))
         from olmoearth_pretrain_minimal import Normalizer
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.constants import Modality
 
-        self._modality = Modality.SENTINEL2_L2A
-        if tuple(self._modality.band_order) != S2_BANDS_MODEL:
+        self._modality = Modality.SENTINEL1 if self.modality == "s1" else Modality.SENTINEL2_L2A
+        want = ("vv", "vh") if self.modality == "s1" else S2_BANDS_MODEL
+        if tuple(self._modality.band_order) != want:
             raise ModelError(
-                f"olmoearth-pretrain-minimal's S2 band order changed: {self._modality.band_order}"
+                f"olmoearth-pretrain-minimal's {self.mod_name} band order changed: "
+                f"{self._modality.band_order}"
             )
         self.normalizer = Normalizer(std_multiplier=2.0)
         log.info(
@@ -530,7 +585,7 @@ class OlmoEarth(TorchEmbedder):
 
     def _as_tchw(self, x: Any) -> np.ndarray:
         return as_tchw(
-            x, "olmoearth", S2_BANDS, MAX_FRAMES, "the catalog fetches 30-day bins, at most 12"
+            x, "olmoearth", self.bands, MAX_FRAMES, "the catalog fetches 30-day bins, at most 12"
         )
 
     def select_frames(
@@ -558,7 +613,7 @@ class OlmoEarth(TorchEmbedder):
         return a[keep], [starts[t] for t in keep], meta
 
     def preprocess(self, frames: list[np.ndarray]) -> tuple[list[Any], list[RoiWindow]]:
-        """Raw (T, 12, H, W) frames -> normalised (T, 12, S, S) tensors; content windows."""
+        """Raw (T, C, H, W) frames -> normalised (T, C, S, S) tensors; content windows."""
         import torch
         import torch.nn.functional as F
 
@@ -566,6 +621,8 @@ class OlmoEarth(TorchEmbedder):
         wins: list[RoiWindow] = [(0.0, 1.0, 0.0, 1.0)] * len(frames)
         size = self.image_size
         for i, f in enumerate(frames):
+            if self.modality == "s1" and self.s1_units == "linear":
+                f = s1_linear_to_db(f)
             hwc = np.moveaxis(f, 1, -1)  # (T, H, W, C): the normaliser wants bands last
             norm = self.normalizer.normalize(self._modality, hwc)
             norm = np.nan_to_num(norm, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
@@ -580,7 +637,7 @@ class OlmoEarth(TorchEmbedder):
     # ---- forward ---------------------------------------------------------------------
 
     def forward(self, x: Any, timestamps: Any) -> tuple[Any, Any]:
-        """One forward: (B, T, 12, S, S) + (B, T, 3) -> TokensAndMasks, tokens (B,h,w,T,S,D)."""
+        """One forward: (B, T, C, S, S) + (B, T, 3) -> TokensAndMasks, tokens (B,h,w,T,S,D)."""
         import torch
         from olmoearth_pretrain_minimal.olmoearth_pretrain_v1.utils.datatypes import (
             MaskedOlmoEarthSample,
@@ -590,12 +647,12 @@ class OlmoEarth(TorchEmbedder):
         data = x.permute(0, 3, 4, 1, 2).contiguous()  # (B, H, W, T, C)
         mask = torch.zeros((b, h, w, t, self.n_band_sets), dtype=torch.float32, device=x.device)
         sample = MaskedOlmoEarthSample(
-            timestamps=timestamps, **{MODALITY: data, f"{MODALITY}_mask": mask}
+            timestamps=timestamps, **{self.mod_name: data, f"{self.mod_name}_mask": mask}
         )
         with self.inference():
             out = self.encoder(sample, patch_size=self.patch_size, fast_pass=True)
         tm = out["tokens_and_masks"]
-        return tm, getattr(tm, MODALITY)
+        return tm, getattr(tm, self.mod_name)
 
     def _embed(self, batch: Batch) -> list[Embedding]:
         """Embed raw (T, 12, H, W) series; one forward per distinct kept-frame count."""
@@ -658,8 +715,9 @@ class OlmoEarth(TorchEmbedder):
                 "patch_size": self.patch_size,
                 "shape_adjust": self.shape_adjust,
                 "preprocess": "olmoearth_normalizer_std2_nan0_square_bilinear",
-                "bands": list(S2_BANDS),
-                "band_names": list(S2_BANDS_MODEL),
+                "modality": self.modality,
+                "bands": list(self.bands),
+                "band_names": list(self._modality.band_order),
                 "timestamps": stamps[i],
                 **fmetas[i],
                 "output_mode": output.mode,
@@ -694,6 +752,7 @@ class OlmoEarth(TorchEmbedder):
 __all__ = [
     "CONFIG_FILENAME",
     "DEFAULT_VARIANT",
+    "S1_BANDS",
     "S2_BANDS",
     "S2_BANDS_MODEL",
     "VARIANTS",
@@ -703,6 +762,8 @@ __all__ = [
     "frame_bins_for",
     "frame_starts",
     "normalize_variant",
+    "parse_modality",
+    "s1_linear_to_db",
     "prepare_state_dict",
     "published_v12_config",
     "timestamp",

@@ -168,8 +168,11 @@ def test_config_guards_fail_before_loading(tmp_path, monkeypatch):
     (tmp_path / "config.json").write_text(json.dumps({"in_chans": 10}))
     with pytest.raises(ModelError, match="in_chans=10"):
         SatMAEPP(device="cpu", weights=str(p))
-    with pytest.raises(ModelError, match=r"s2_10b.*not implemented"):
+    # s2_10b (issue 20) reads SatMAE++'s training checkpoint, not the rgb safetensors file
+    with pytest.raises(WeightsError, match=r"SatMAE\+\+ Sentinel \(s2_10b\).*does not match"):
         SatMAEPP(device="cpu", weights=str(p), model_config={"modality": "s2_10b"})
+    with pytest.raises(ModelError, match="modality"):
+        SatMAEPP(device="cpu", weights=str(p), model_config={"modality": "s1"})
     monkeypatch.setenv("RS_EMBED_SATMAEPP_CHANNEL_ORDER", "rbg")
     with pytest.raises(ModelError, match="RS_EMBED_SATMAEPP_CHANNEL_ORDER='rbg'"):
         SatMAEPP(device="cpu", weights=str(p))
