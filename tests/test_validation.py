@@ -114,15 +114,15 @@ def test_bad_input(tmp_path, case, kw, exc, msg):
     assert msg in str(info.value)
 
 
-def test_planned_model_refused(tmp_path, monkeypatch):
-    """A catalog id without an implementation (a stand-in entry: the real catalog's planned
-    ids are being implemented one by one) is refused before any Ray work."""
+def test_unimplemented_catalog_id_refused(tmp_path, monkeypatch):
+    """A catalog id without an implementation (a stand-in entry: every real catalog id is
+    implemented) is refused before any Ray work."""
     from rs_embed_ray.models.base import ModelInfo
     from rs_embed_ray.models.catalog import CATALOG
 
-    monkeypatch.setitem(CATALOG, "zz_planned", ModelInfo("zz_planned", "planned", None))
+    monkeypatch.setitem(CATALOG, "zz_unimpl", ModelInfo("zz_unimpl", "available", None))
     with pytest.raises(ModelError, match="not implemented"):
-        plan_export(**base(tmp_path, models=["zz_planned"]))
+        plan_export(**base(tmp_path, models=["zz_unimpl"]))
 
 
 def test_output_under_a_file(tmp_path):

@@ -34,7 +34,8 @@ class ModelInfo:
     """Catalog facts about a model; cheap to build (no torch, no weights)."""
 
     model_id: str
-    status: Literal["available", "planned"]
+    # every catalog id is implemented (issue 20 retired "planned"); kept for describe()
+    status: Literal["available"]
     sensor: SensorSpec | None
     kind: Literal["on_the_fly", "precomputed"] = "on_the_fly"
     temporal_mode: Literal["single", "multi"] = "single"

@@ -24,15 +24,16 @@ def test_all_twenty_ids_are_catalogued():
         assert info.weights_source, mid
         assert info.dim_pooled, mid
         desc = info.describe()
-        assert desc["model"] == mid and desc["status"] in ("available", "planned")
+        assert desc["model"] == mid and desc["status"] == "available"
         if info.kind == "on_the_fly":
             assert info.sensor is not None and info.image_size, mid
             assert info.sensor.bands, mid
 
 
-def test_status_matches_implementations():
+def test_every_catalog_id_is_implemented():
+    # issue 20: no catalog id is "planned" any more
     for mid in CATALOG_IDS:
-        assert (CATALOG[mid].status == "available") == (mid in IMPLEMENTATIONS), mid
+        assert CATALOG[mid].status == "available" and mid in IMPLEMENTATIONS, mid
 
 
 def test_aliases_resolve_into_catalog():
@@ -50,13 +51,13 @@ def test_selected_facts_from_the_spec():
     assert CATALOG["olmoearth"].grid_hw == (64, 64)
 
 
-def test_planned_model_is_refused_clearly(monkeypatch):
+def test_unimplemented_catalog_id_is_refused_clearly(monkeypatch):
     from rs_embed_ray.models.base import ModelInfo
 
-    # a stand-in: the real catalog's planned ids are being implemented one by one
-    monkeypatch.setitem(CATALOG, "zz_planned", ModelInfo("zz_planned", "planned", None))
+    # a stand-in: every real catalog id is implemented
+    monkeypatch.setitem(CATALOG, "zz_unimpl", ModelInfo("zz_unimpl", "available", None))
     with pytest.raises(ModelError, match="not implemented yet"):
-        require_available("zz_planned")
+        require_available("zz_unimpl")
 
 
 def test_catalog_import_is_cheap():
