@@ -519,9 +519,14 @@ def _apply_fetch_modality(
     return sens
 
 
-def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpec | None]) -> None:
+def check_model_requests(
+    models: list[ModelRequest],
+    temporals: list[TemporalSpec | None],
+    spatials: list[SpatialSpec] | None = None,
+) -> None:
     """Model-specific request checks (``Embedder.check_request``), e.g. a product's only
-    year: raised here, before any cluster work, like every other request error."""
+    year, and a product's per-place check (``check_places``, e.g. tessera's tiles on disk):
+    raised here, before any cluster work, like every other request error."""
     from rs_embed_ray.models.registry import embedder_class
 
     for m in models:
@@ -529,6 +534,12 @@ def check_model_requests(models: list[ModelRequest], temporals: list[TemporalSpe
         cls.check_model_config(m.model_config)
         cls.check_weights(m.weights, m.model_config)
         cls.check_request(weights=m.weights, model_config=m.model_config, temporals=temporals)
+        places = getattr(cls, "check_places", None)
+        if places is not None and spatials is not None:
+            places(
+                weights=m.weights, model_config=m.model_config, spatials=spatials,
+                temporals=temporals,
+            )  # fmt: skip
 
 
 def _sensor_key(sensor: SensorSpec) -> str:
@@ -689,7 +700,7 @@ def build_plan(o: ExportOptions) -> ExportPlan:
         per_model_fetches=o.per_model_fetches,
         per_model_modalities=o.per_model_modalities,
     )
-    check_model_requests(reqs, per_place if per_place is not None else [temporal])
+    check_model_requests(reqs, per_place if per_place is not None else [temporal], spatials)
     reqs, groups = build_groups(reqs)
     b = resolve_backend(o.backend, o.source, fetches=bool(groups))
     dev = str(o.device).strip().lower() if o.device else "auto"

@@ -20,6 +20,19 @@ GSE_COLLECTION = "GOOGLE/SATELLITE_EMBEDDING/V1/ANNUAL"
 GSE_BANDS = tuple(f"A{i:02d}" for i in range(64))
 GSE_FILL = -9999.0  # GSE pixels without data; turned into NaN after the fetch
 S2_DN_MAX = 10000.0  # multi-frame S2 values are clipped to [0, S2_DN_MAX] (spec §1.5)
+MODIS_SR = "MODIS/061/MOD09GA"
+MODIS_LST = "MODIS/061/MOD21A1D"
+
+# bands a sensor of one collection takes from a companion collection of the same days: the
+# SatVision MODIS proxy (spec §1.8) is MOD09GA reflectance plus MOD21A1D's LST_1KM. Earth
+# Engine composites each collection over the same region and window and stacks the bands
+# (one request); a local source names both bands in the same scene (each in its own file).
+COMPANION_BANDS: dict[str, dict[str, str]] = {MODIS_SR: {"LST_1KM": MODIS_LST}}
+
+
+def companion_collection(collection: str, band: str) -> str | None:
+    """The collection band ``band`` of a ``collection`` sensor comes from, when not its own."""
+    return COMPANION_BANDS.get(collection, {}).get(band)
 
 
 def is_s2(collection: str) -> bool:
@@ -102,18 +115,22 @@ def equal_iso_bins(start: str, end: str, n: int) -> list[tuple[str, str]]:
 
 
 __all__ = [
+    "COMPANION_BANDS",
     "GSE_BANDS",
     "GSE_COLLECTION",
     "GSE_FILL",
     "LANDSAT_457_ALIASES",
     "LANDSAT_89_ALIASES",
     "LOCAL_S2_EXTRA_ALIASES",
+    "MODIS_LST",
+    "MODIS_SR",
     "S1_DB",
     "S1_FLOAT",
     "S2_ALIASES",
     "S2_DN_MAX",
     "S2_PREFIX",
     "band_aliases",
+    "companion_collection",
     "equal_day_bins",
     "equal_iso_bins",
     "is_landsat",

@@ -180,6 +180,17 @@ print(sum(1 for n in nodes.values() if n.state == 0))  # 0 = ALIVE
 PY
 }
 nodes_up() { [ "$(n_alive_nodes 2>/dev/null)" -ge "$1" ]; }
+node_diag() {  # node_diag NAME LOG TEMPDIR: why a node did not register (to stderr)
+  log "$1 did not register: $(n_alive_nodes 2>/dev/null || echo '?') node(s) alive; load $(cut -d' ' -f1-3 /proc/loadavg)"
+  tail -5 "$2" 2>/dev/null | sed "s/^/[local_cluster]   $1: /" >&2 || true
+  # `ray start` gives its raylet 30 s to register (hard-coded in Ray 2.60's node.py, whatever
+  # the message says): on a loaded machine it may not; the raylet's first fatal lines say why
+  for f in "$3"/session_latest/logs/raylet.out "$3"/session_latest/logs/raylet.err; do
+    { [ -s "$f" ] && grep -m3 -E "Check failed|\] F |[Ff]ailed|[Tt]imed out" "$f" |
+      cut -c1-240 | sed "s/^/[local_cluster]   $(basename "$f"): /" >&2; } || true
+  done
+  return 0
+}
 head_up() { nodes_up 1 && curl -sf --max-time 5 "http://127.0.0.1:$DASH/api/version"; }
 
 # --- 0. the bucket: before the nodes, which inherit its endpoint and credentials ----------
@@ -237,7 +248,8 @@ if [ "$NODES" = 2 ]; then
       --temp-dir "$RAY_TMP/node2_$attempt" >>"$WORK/ray_node2.log" 2>&1 &
     WORKER_PID=$!
     echo "ray_node2 $WORKER_PID" >>"$PIDFILE"
-    wait_for 120 "the second node" "$WORKER_PID" nodes_up 2 && break
+    wait_for 240 "the second node" "$WORKER_PID" nodes_up 2 && break
+    node_diag "the second node (attempt $attempt)" "$WORK/ray_node2.log" "$RAY_TMP/node2_$attempt"
     stop_session "$WORKER_PID"
     WORKER_PID=""
     if [ "$attempt" = 3 ]; then
@@ -428,6 +440,13 @@ if job_log.exists():
     for m in pat.finditer(job_log.read_text(errors="replace")):
         stages[m.group(1)] = float(m.group(3))
 
+bucket_objects = []
+if remote:  # every object on the server, for the report (what the nodes wrote)
+    try:
+        bucket_objects = sorted(out.fs.find(str(out).split("://", 1)[1].split("/", 1)[0]))
+    except Exception as exc:
+        problems.append(f"cannot list the bucket: {exc}")
+
 t0, t_cluster, t_submit, t_done = map(float, (t0, t_cluster, t_submit, t_done))
 result = {
     "ok": not problems,
@@ -436,6 +455,8 @@ result = {
     "submission_id": sub_id,
     "out": str(out),
     "bucket": remote,
+    "n_bucket_objects": len(bucket_objects),
+    "bucket_objects": bucket_objects[:200],
     "layout": layout,
     "places": places,
     "models": models,

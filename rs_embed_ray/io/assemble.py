@@ -288,6 +288,7 @@ def write_combined(
     fingerprint: str,
     temporals: list[dict[str, Any] | None] | None = None,
     parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] | None = None,
+    done_jobs: frozenset[Any] = frozenset(),
 ) -> dict[str, Any]:
     """Stream the combined file from shards in item order; return the final manifest.
 
@@ -296,6 +297,7 @@ def write_combined(
     one row group for a row-wise format. ``temporals``: each place's own window (manifest
     form), when places have windows of their own (recorded as the manifest's
     ``temporals``). The format's sink writes; this function never asks which format it is.
+    ``done_jobs``: region jobs this run already wrote while batches finished (``io.stream``).
     """
     n = len(spatials)
     places = Places(spatials, names, centers, ctx["temporal"], temporals)
@@ -303,6 +305,7 @@ def write_combined(
     sink = get_format(ctx["format"]).combined_sink(path, _file_attrs(ctx, n))
     if parallel_map is not None:  # the pipeline's tasks (a sink with regions uses them)
         sink.parallel_map = parallel_map
+    sink.done_jobs = frozenset(done_jobs)
     try:
         models = [_model_columns(m, ctx, n, patch_src, embed_src, reader) for m in ctx["models"]]
         shared = _share_inputs(models)

@@ -29,6 +29,7 @@ from rs_embed_ray.errors import OutputLockedError
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import clean_stale_temps, storage_errors, write_text
 from rs_embed_ray.io.manifest import utc_ts
+from rs_embed_ray.io.remote_lock import RemoteLock
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ class Record:
     # kind="item": the final file's arrays {key: {"shape", "sha1"}}, so resume can verify
     # the file without its JSON sidecar (save_manifest=False)
     arrays: dict[str, Any] | None = None
+    # when the step's result was final, on the worker's clock (epoch s): an embedding's shard
+    # written, a region of the combined file written (kind="region")
+    done_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if v is not None}
@@ -334,7 +338,6 @@ class RunState:
 
 
 LOG_PARTS = "log.d"  # on an object store: one object per append, read back in name order
-LOCK_LEASE_S = 120.0  # a remote lock not renewed for this long belongs to a dead run
 
 
 class RemoteRunState(RunState):
@@ -346,76 +349,36 @@ class RemoteRunState(RunState):
 
     def __init__(self, folder: Any) -> None:
         super().__init__(folder)
-        self._beat: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._since = utc_ts()
-
-    def _me(self) -> bytes:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": self._since}
-        return json.dumps({**me, "beat": time.time()}).encode()
-
-    def _stale(self, other: dict[str, Any]) -> bool:
-        """The holder is dead: a process of this host that is gone, or no heartbeat lately."""
-        pid = int(other.get("pid", 0) or 0)
-        if other.get("host") == socket.gethostname() and pid and pid != os.getpid():
-            if not _pid_alive(pid):
-                return True
-        beat = other.get("beat")
-        return not isinstance(beat, (int, float)) or time.time() - beat > LOCK_LEASE_S
+        self._lock: RemoteLock | None = None
 
     def acquire(self) -> None:
-        """Create the lock object only if absent; take over a dead run's lock."""
+        """Create the lock object only if absent; take over a dead run's (``io.remote_lock``:
+        conditional writes on the object's version, no trust in other machines' clocks)."""
         lock = self.folder / LOCK_NAME
         key = str(lock)
         with _HELD_GUARD:
             if key in _HELD:
                 raise OutputLockedError(self._busy_message({}, same_process=True))
+            _HELD.add(key)  # this process's other runs wait no lease to be refused
+        try:
+            held = RemoteLock(lock)
             with storage_errors(lock):
-                self._create_lock(lock)
-            _HELD.add(key)
+                held.acquire()
+        except BaseException:
+            with _HELD_GUARD:
+                _HELD.discard(key)
+            raise
+        self._lock = held
         self._lock_key = key
         self._locked = True
-        self._stop.clear()
-        self._beat = threading.Thread(target=self._heartbeat, name="lock-heartbeat", daemon=True)
-        self._beat.start()
-
-    def _create_lock(self, lock: Any) -> None:
-        for _ in range(2):
-            try:
-                storage.put_bytes(lock, self._me(), create=True)
-                return
-            except FileExistsError:
-                try:
-                    other = json.loads(storage.read_bytes(lock).decode("utf-8") or "{}")
-                except FileNotFoundError:
-                    continue  # released meanwhile: try again
-                except ValueError:
-                    other = {}
-                other = other if isinstance(other, dict) else {}
-                if not self._stale(other):
-                    raise OutputLockedError(
-                        self._busy_message(other)
-                        + f" A lock not renewed for {LOCK_LEASE_S:.0f} s is taken over."
-                    ) from None
-                log.info("taking over the lock of a dead run (pid %s)", other.get("pid"))
-                storage.delete(lock)
-        raise OutputLockedError(f"Could not lock {lock}: another run took it first.")
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(LOCK_LEASE_S / 4):
-            try:
-                storage.put_bytes(self.folder / LOCK_NAME, self._me())
-            except Exception as exc:  # a missed beat is retried; the lease allows three
-                log.warning("could not renew the lock: %s", storage.redact(str(exc)))
+        held.start_heartbeat()
 
     def release(self) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join(timeout=5)
-            self._beat = None
         if self._locked:
-            with contextlib.suppress(Exception):
-                storage.delete(self.folder / LOCK_NAME)
+            if self._lock is not None:
+                with contextlib.suppress(Exception):
+                    self._lock.release()
+                self._lock = None
             with _HELD_GUARD:
                 _HELD.discard(self._lock_key or "")
             self._locked = False

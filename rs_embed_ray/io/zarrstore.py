@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -369,7 +370,7 @@ class RegionJob:
         """Write the region (unless an earlier run's copy is intact), then its marker."""
         root = open_root(self.location, "r+")
         if self.adoptable(root):
-            return {"marks": self.marks, "region": self.region, "adopted": True}
+            return {"marks": self.marks, "region": self.region, "adopted": True, "at": time.time()}
         coded = [_coded(row, self.dtype) for row in self._read()]
         blocks: list[np.ndarray] = []
         if self.point_key:
@@ -387,7 +388,8 @@ class RegionJob:
                 blocks.append(block)
         mark = np.frombuffer(self._source() + data_digest(blocks), dtype=np.uint8)
         root[MARKS][self.marks][self.region] = mark
-        return {"marks": self.marks, "region": self.region, "adopted": False}
+        # ``at``: when the region was done, on this task's clock (the run's log records it)
+        return {"marks": self.marks, "region": self.region, "adopted": False, "at": time.time()}
 
 
 def _coded(row: np.ndarray, dtype: str) -> list[np.ndarray]:

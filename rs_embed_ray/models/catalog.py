@@ -57,7 +57,12 @@ IMPLEMENTATIONS: dict[str, str] = {
     "galileo": "rs_embed_ray.models.galileo:Galileo",
     "terramind": "rs_embed_ray.models.terramind:TerraMind",
     "thor": "rs_embed_ray.models.thor:Thor",
+    "fomo": "rs_embed_ray.models.fomo:FoMo",
     "anysat": "rs_embed_ray.models.anysat:AnySat",
+    "agrifm": "rs_embed_ray.models.agrifm:AgriFM",
+    "tessera": "rs_embed_ray.models.tessera:Tessera",
+    "wildsat": "rs_embed_ray.models.wildsat:WildSAT",
+    "satvision": "rs_embed_ray.models.satvision:SatVision",
 }
 
 
@@ -88,14 +93,17 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "tessera": ModelInfo(
         model_id="tessera",
-        status="planned",
+        status="available",
         kind="precomputed",
         sensor=None,
         dim_pooled=128,
         dim_grid=128,
-        weights_source="geotessera tiles (RS_EMBED_TESSERA_CACHE)",
-        notes="128-D at 10 m, resampled (nearest) onto the EPSG:3857 common grid; "
-        "year temporal, default 2021.",
+        weights_source="geotessera tile folder (weights / model_config cache_dir / "
+        "RS_EMBED_TESSERA_CACHE)",
+        notes="128-D at 10 m from a local geotessera tile folder (int8 npy * scales, UTM "
+        "landmask GeoTIFFs; no download), resampled (nearest) onto the EPSG:3857 10 m grid "
+        "(model_config grid provider|common_grid); year temporal, default 2021; mean/max "
+        "pooling; grid = 128 x H x W pixels with transform.",
     ),
     "copernicus": ModelInfo(
         model_id="copernicus",
@@ -166,7 +174,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "wildsat": ModelInfo(
         model_id="wildsat",
-        status="planned",
+        status="available",
         sensor=_s2(S2_RGB),
         image_size=224,
         dim_pooled=256,
@@ -174,7 +182,12 @@ CATALOG: dict[str, ModelInfo] = {
         grid_hw=(14, 14),
         weights_source="gdrive:1IxBpf3nbEMzny4YJWS6stMBxel6gMiYE (vitb16-imagenet-bnfc.pth)",
         variants=("vitb16", "resnet50", "swint"),
-        notes="torchvision backbones + image-head MLP; per-tile min-max normalisation.",
+        notes="vitb16 (default; resnet50 / swint: torchvision resnet50 / swin_t, grid = the "
+        "pooled vector as 1x1): torchvision vit_b_16 (1000-way head kept) + "
+        "the image head decoder.backbone3 (1000->256) rebuilt from the file, strict load; "
+        "clip/10000, one min-max over the tile, uint8, Pillow bicubic 224, /255 (no mean/std); "
+        "pooled = image head (ROI-token mean, 768-D, for a squared rectangle), grid = ViT "
+        "patch tokens.",
     ),
     # ---- multispectral single-frame ---------------------------------------------------------
     "dofa": ModelInfo(
@@ -233,14 +246,18 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "fomo": ModelInfo(
         model_id="fomo",
-        status="planned",
+        status="available",
         sensor=_s2(S2_12),
         image_size=64,
         dim_pooled=768,
         dim_grid=768,
         grid_hw=(4, 4),
         weights_source="dropbox:fomo_single_embedding_layer_weights.pt",
-        notes="MultiSpectralViT (patch 16), DN/10000; grid averaged over modalities.",
+        notes=(
+            "FoMo-Net_1 MultiSpectralViT (patch 16, one embedding layer, S2 spectral keys "
+            "6-15,17,18), DN/10000, 64 px; pooled = mean of all band tokens, grid = tokens "
+            "averaged over bands."
+        ),
     ),
     "thor": ModelInfo(
         model_id="thor",
@@ -260,7 +277,8 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "satvision": ModelInfo(
         model_id="satvision",
-        status="planned",
+        status="available",
+        # LST_1KM comes from a second collection, MOD21A1D (sensors.COMPANION_BANDS)
         sensor=SensorSpec(
             collection=MODIS_SR,
             bands=(
@@ -270,6 +288,7 @@ CATALOG: dict[str, ModelInfo] = {
                 "sur_refl_b04",
                 "sur_refl_b06",
                 "sur_refl_b07",
+                "LST_1KM",
             ),
             scale_m=1000,
             cloudy_pct=None,
@@ -339,7 +358,7 @@ CATALOG: dict[str, ModelInfo] = {
     ),
     "agrifm": ModelInfo(
         model_id="agrifm",
-        status="planned",
+        status="available",
         sensor=_s2(S2_10),
         temporal_mode="multi",
         n_frames=8,
@@ -348,7 +367,12 @@ CATALOG: dict[str, ModelInfo] = {
         dim_grid=1024,
         grid_hw=(14, 14),
         weights_source="url:https://glass.hku.hk/casual/AgriFM/AgriFM.pth",
-        notes="Video-Swin encoder, T=8 equal bins; grid size inferred, not verified.",
+        notes="AgriFM Video-Swin encoder (ported; strict load of AgriFM.pth, S2_patch_emd "
+        "renamed, other sensors' stems set aside); T=8 equal bins (a single composite "
+        "repeated to 8); AgriFM S2 z-score, reflect pad to square, bilinear 224. recipe "
+        "upstream (default): no clip, antialiased resize; recipe rs_embed: clip 0..10000, "
+        "no antialias. pooled = mean of the grid; grid = encoder features (cat fusion, one "
+        "frame left at the last stage): 1024x14x14 at 224, cropped to the ROI.",
     ),
     "olmoearth": ModelInfo(
         model_id="olmoearth",

@@ -45,9 +45,13 @@ class RunLog:
         recs = []
         nodes = rows.get(col.NODE)
         nodes = nodes if nodes is not None else [""] * len(rows[col.INDEX])
+        done_at = rows.get(col.DONE_AT)
+        done_at = done_at if done_at is not None else [None] * len(rows[col.INDEX])
         table = self.patch_src if kind == PATCH else self.embed_src
         cols = [rows[c] for c in (col.INDEX, *col.RESULT)]
-        for idx, status, error, shard, shape, sha, node in zip(*cols, nodes, strict=True):
+        for idx, status, error, shard, shape, sha, node, at in zip(
+            *cols, nodes, done_at, strict=True
+        ):
             i = int(idx)
             rel = os.path.relpath(str(shard), str(self.state.folder)) if shard else None
             rec = Record(
@@ -61,6 +65,7 @@ class RunLog:
                 shape=json.loads(shape) if shape else None,
                 sha1=str(sha) or None,
                 node=str(node) or None,
+                done_at=round(float(at), 3) if at is not None else None,
             )
             recs.append(rec)
             table[key][i] = {

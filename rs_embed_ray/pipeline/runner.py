@@ -18,10 +18,12 @@ import ray
 from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_text
+from rs_embed_ray.io.formats import Places
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.stac import write_stac
-from rs_embed_ray.io.state import RunState
+from rs_embed_ray.io.state import Record, RunState
+from rs_embed_ray.io.stream import CombinedStream
 from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
@@ -31,6 +33,7 @@ from rs_embed_ray.pipeline.quiet import (
     ray_log_level,
     spend_actor_arg_warning,
 )
+from rs_embed_ray.pipeline.regions import RegionWriters
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
 from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
 from rs_embed_ray.pipeline.stac_run import stac_run
@@ -72,6 +75,7 @@ class Runner:
         self.earlier = EarlierRun(plan, self.state, self.device)
         self._quota: tuple[str, Any] | None = None
         self.stage_s: dict[str, float] = {}  # model key -> seconds of the stages that ran it
+        self.regions: RegionWriters | None = None  # combined regions written as batches finish
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -167,6 +171,7 @@ class Runner:
         rows[col.INDEX] = batch[col.INDEX]
         rows[col.NODE] = batch.get(prefix + col.NODE)
         recs = self.log.record(PATCH, group.key, rows, lambda i: p.patch_fingerprint(i, group))
+        self._offer(PATCH, group.key, recs)
         self.log.count(PATCH, recs)
         self.log.fail_fast(recs, f"fetch[{group.sensor.collection}]")
 
@@ -176,11 +181,42 @@ class Runner:
         if not keep.any():
             return 0
         rows = {k: np.asarray(batch[k])[keep] for k in (col.INDEX, *col.RESULT, col.NODE)}
+        if col.DONE_AT in batch:
+            rows[col.DONE_AT] = np.asarray(batch[col.DONE_AT])[keep]
         recs = self.log.record(EMBED, model.key, rows, lambda i: p.pair_fingerprint(i, model))
+        self._offer(EMBED, model.key, recs)
         self.log.settled[model.key][[r.index for r in recs]] = True
         self.log.count(EMBED, recs)
         self.log.fail_fast(recs, f"infer[{model.name}]")
         return len(recs)
+
+    def _start_regions(self) -> None:
+        """A combined file made of regions (Zarr) gets them written as batches finish."""
+        p = self.plan
+        if p.layout != "combined":
+            return
+        places = Places(
+            [jsonable(s) for s in p.spatials],
+            p.names,
+            [s.center() for s in p.spatials],
+            jsonable(p.temporal),
+            self._temporals(),
+        )
+        stream = CombinedStream(self._ctx(), p.out_path, places)
+        if stream.enabled:
+            self.regions = RegionWriters(stream, p.run.write.writers, self.state)
+            self.regions.offer(self.log.patch_src, self.log.embed_src)  # resumed steps
+
+    def _offer(self, kind: str, key: str, recs: list[Record]) -> None:
+        if self.regions is not None:
+            idx = [r.index for r in recs]
+            self.regions.offer(self.log.patch_src, self.log.embed_src, kind, key, idx)
+
+    def _temporals(self) -> list[dict[str, Any] | None] | None:
+        p = self.plan
+        if p.temporals is None:
+            return None
+        return [jsonable(p.temporal_of(i)) for i in range(p.n_items)]
 
     def _fetch(self, group: FetchGroup, todo: list[int], first: ModelRequest | None) -> None:
         """Fetch the pending places of a group; when ``first`` is given, its model runs in
@@ -258,6 +294,17 @@ class Runner:
                 self.stage_s[m.key] = self.stage_s.get(m.key, 0.0) + took
                 log.info("infer[%s]: %d items in %.1fs", m.name, len(need), took)
 
+    def _run_stages(self, todo_items: list[int]) -> None:
+        """The stages, with a combined file's regions written as their batches finish."""
+        try:
+            self._start_regions()
+            self._stages(todo_items)
+        except BaseException:
+            if self.regions is not None:  # their markers let a resume adopt what they wrote
+                with contextlib.suppress(Exception):
+                    self.regions.abandon()
+            raise
+
     # -- final files -----------------------------------------------------------------------
     def _item_payload(self, i: int) -> dict[str, Any]:
         """What place ``i``'s file is made of: its steps' shards (``io.assemble.write_item``)."""
@@ -323,6 +370,7 @@ class Runner:
         p, lg = self.plan, self.log
         ctx = self._ctx()
         retry = p.run.retry
+        done = self.regions.finish() if self.regions is not None else frozenset()
         result = with_retries(
             lambda: write_combined(
                 ctx,
@@ -333,10 +381,9 @@ class Runner:
                 patch_src=lg.patch_src,
                 embed_src=lg.embed_src,
                 fingerprint=p.run_fingerprint(),
-                temporals=[jsonable(p.temporal_of(i)) for i in range(p.n_items)]
-                if p.temporals is not None
-                else None,
+                temporals=self._temporals(),
                 parallel_map=flow.task_map(p.run.write.writers),
+                done_jobs=done,
             ),
             retry.max_retries,
             retry.backoff_s,
@@ -386,7 +433,7 @@ class Runner:
             len(p.groups),
         )
         try:
-            self._stages(todo_items)
+            self._run_stages(todo_items)
         except ExportStopped:
             if manifests is not None:  # keep what finished (contract §2.14)
                 done = self.log.finished(todo_items)

@@ -21,6 +21,7 @@ SHARD = "shard"  # the shard file that holds the place's array, "" when not ok
 SHAPE = "shape"  # JSON list of the array's shape, "" when not ok
 SHA1 = "sha1"  # digest of the array, "" when not ok
 NODE = "node"  # the Ray node the step ran on
+DONE_AT = "done_at"  # float, the embedding shard writer: when the batch's shard was written
 RESULT = (STATUS, ERROR, SHARD, SHAPE, SHA1)
 
 # -- INFER's output, before the shard writer -------------------------------------------------

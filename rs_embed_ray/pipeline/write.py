@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from typing import Any
 
@@ -53,6 +54,7 @@ def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str,
         col.SHAPE: np.asarray(shape, dtype=object),
         col.SHA1: np.asarray(sha, dtype=object),
         col.NODE: np.asarray(batch[col.NODE], dtype=object),
+        col.DONE_AT: np.full(len(batch[col.INDEX]), time.time(), dtype=np.float64),
         **{k: v for k, v in batch.items() if k.startswith(col.FETCH_PREFIX)},
     }
 

@@ -34,6 +34,7 @@ from rs_embed_ray.io import storage
 from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points, write_scene
 from tests.faults.conftest import REPO, child_env, driver_cmd, local_kw
+from tests.io import lock_cases
 
 BUCKET = "rs-embed-test"
 STORE_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec", "urllib3")
@@ -87,11 +88,9 @@ def _clear_fs_cache() -> None:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory) -> Iterator[str]:
-    """moto_server on a free loopback port, the env pointing at it, a bucket, and a local
-    Ray started with that env (so its workers reach the server too)."""
+def s3_server(tmp_path_factory) -> Iterator[str]:
+    """moto_server on a free loopback port, the env pointing at it, a bucket."""
     import boto3
-    import ray
 
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
@@ -120,25 +119,35 @@ def s3(tmp_path_factory) -> Iterator[str]:
     os.environ.update(_env(endpoint))
     _clear_fs_cache()
     boto3.client("s3").create_bucket(Bucket=BUCKET)
-    had_ray = ray.is_initialized()
-    if had_ray:
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield endpoint
     finally:
-        ray.shutdown()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
         _clear_fs_cache()
-        if had_ray:  # give the session's fixture its cluster back
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         server.terminate()
         server.wait(timeout=10)
         logf.close()
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server) -> Iterator[str]:
+    """The server, and a local Ray started with its env (so its workers reach it too)."""
+    import ray
+
+    had_ray = ray.is_initialized()
+    if had_ray:
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield s3_server
+    finally:
+        ray.shutdown()
+        if had_ray:  # give the session's fixture its cluster back
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 
 
 @pytest.fixture(scope="module")
@@ -230,7 +239,7 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path, 
     assert not [m for m in ours if KEY_ID in m]
 
 
-def test_conditional_create_is_honoured_by_the_server(s3):
+def test_conditional_create_is_honoured_by_the_server(s3_server):
     """What the lock relies on: a second create of one object fails (If-None-Match: *)."""
     path = storage.as_path(f"s3://{BUCKET}/cond/lock")
     storage.put_bytes(path, b"first", create=True)
@@ -372,3 +381,18 @@ def test_check_url_names_what_to_change(url, needle):
         storage.check_url(url)
     storage.check_url("gs://my_bucket.v2/prefix")  # valid on GCS
     storage.check_url("s3://my-bucket.v2/prefix/")  # valid on S3
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        lock_cases.heartbeat_after_takeover_does_not_clobber,
+        lock_cases.live_holder_with_skewed_clock_is_not_taken_over,
+        lock_cases.dead_holder_is_taken_over_after_the_lease_on_the_takers_clock,
+        lock_cases.two_takers_race_and_one_wins,
+    ],
+    ids=lambda f: f.__name__,
+)
+def test_lock_limits_on_s3(s3_server, case):
+    """Conditional writes on the ETag (If-Match), checked by moto (tests/io/lock_cases.py)."""
+    case(f"s3://{BUCKET}/locks/{case.__name__}/lock")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -129,6 +129,19 @@ class CombinedSink(ABC):
     """
 
     parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] = staticmethod(serial_map)
+    # A sink whose file is made of disjoint regions sets ``region_fn`` (what a task runs on one
+    # region job): then ``io.assemble.CombinedStream`` has its regions written while batches
+    # finish. ``done_jobs`` are the jobs those tasks finished; ``write`` skips them.
+    region_fn: Callable[[Any], Any] | None = None
+    done_jobs: frozenset[Any] = frozenset()
+
+    def region_places(self) -> list[tuple[str, tuple[int, ...]]]:
+        """After ``on_write_start``: each region's stack key and places, in job order."""
+        return []
+
+    def region_job(self, k: int, shards: Sequence[str]) -> Any:
+        """Region ``k``'s job, its rows read from ``shards`` (one per place, in order)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no regions")
 
     @abstractmethod
     def on_write_start(self, places: Places, models: list[ModelColumns]) -> None:

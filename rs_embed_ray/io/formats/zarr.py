@@ -6,9 +6,11 @@ parallel tasks (``io.zarrstore``), with the ``geoemb:`` convention at the root
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +93,8 @@ def _stacked(stack: Stack, n: int) -> bool:
 
 
 class _ZarrSink(CombinedSink):
+    region_fn = staticmethod(zs.run_job)
+
     def __init__(self, path: Path, attrs: dict[str, Any]) -> None:
         self.path = path
         self.location = str(path)
@@ -100,6 +104,7 @@ class _ZarrSink(CombinedSink):
         self.refs: dict[str, dict[str, Any]] = {}
         self.geoemb: dict[str, Any] = {}
         self.variables: list[str] = []  # every array of the layout (int8: scales, offsets)
+        self.kept = False
 
     def _plan_stack(self, layout: zs.StoreLayout, stack: Stack | None) -> None:
         if stack is None or not stack.items:
@@ -153,6 +158,7 @@ class _ZarrSink(CombinedSink):
         attrs = zs.root_attributes(self.attrs)
         attrs["coordinates"] = " ".join(coords)
         kept = zs.create_store(self.location, layout, coords, attrs)
+        self.kept = kept  # a store created afresh holds none of the regions streamed before
         log.info(
             "zarr: %s store %s, %d regions", "kept" if kept else "new", self.path, len(self.jobs)
         )
@@ -167,12 +173,25 @@ class _ZarrSink(CombinedSink):
                 )
         return {}
 
+    def region_places(self) -> list[tuple[str, tuple[int, ...]]]:
+        return [(job.marks, tuple(i for i, _ in job.rows)) for job in self.jobs]
+
+    def region_job(self, k: int, shards: Sequence[str]) -> zs.RegionJob:
+        job = self.jobs[k]
+        rows = tuple((i, str(s)) for (i, _), s in zip(job.rows, shards, strict=True))
+        return dataclasses.replace(job, rows=rows)
+
     def write(self, models: list[ModelColumns]) -> list[dict[str, Any]]:
-        results = self.parallel_map(zs.run_job, self.jobs)
+        # regions this run's tasks wrote while batches finished are the same jobs: not redone
+        done = self.done_jobs if self.kept else frozenset()
+        todo = [job for job in self.jobs if job not in done]
+        results = self.parallel_map(zs.run_job, todo)
         adopted = sum(bool(r["adopted"]) for r in results)
         log.info(
-            "zarr: %d regions written, %d adopted from an earlier run",
+            "zarr: %d regions written at the end, %d while batches finished, %d adopted from "
+            "an earlier run",
             len(results) - adopted,
+            len(self.jobs) - len(todo),
             adopted,
         )
         out = []

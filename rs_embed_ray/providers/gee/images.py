@@ -15,7 +15,7 @@ from rs_embed_ray.geo import Grid
 from rs_embed_ray.providers.gee import template as gee_template
 from rs_embed_ray.providers.gee.client import EEClient
 from rs_embed_ray.providers.gee.job import Job, check_orbit
-from rs_embed_ray.sensors import S1_DB, S1_FLOAT, is_landsat, is_s2
+from rs_embed_ray.sensors import S1_DB, S1_FLOAT, companion_collection, is_landsat, is_s2
 from rs_embed_ray.specs import SensorSpec
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,44 @@ def collection(job: Job, where: Any, variant: str) -> Any:
     return col
 
 
-def counted_composite(job: Job, col: Any) -> Any:
+def companions(job: Job, where: Any) -> list[tuple[list[str], Any]]:
+    """(bands, filtered collection) per companion collection of the job's bands (the
+    SatVision MODIS proxy's MOD21A1D ``LST_1KM``: ``sensors.COMPANION_BANDS``); [] for
+    every other sensor."""
+    import ee
+
+    groups: dict[str, list[str]] = {}
+    for b in job.uniq:
+        cid = companion_collection(job.sensor.collection, b)
+        if cid is not None:
+            groups.setdefault(cid, []).append(b)
+    return [
+        (bands, ee.ImageCollection(cid).filterBounds(where).filterDate(job.start, job.end))
+        for cid, bands in groups.items()
+    ]
+
+
+def _filled(col: Any, how: str, bands: list[str], fill: float) -> Any:
+    """The composite's ``bands``, or constant ``fill`` bands when the collection is empty."""
+    import ee
+
+    image = ee.Algorithms.If(
+        col.size(), composite(col, how), ee.Image.constant([fill] * len(bands)).rename(bands)
+    )
+    return ee.Image(image).select(bands)
+
+
+def stacked(job: Job, col: Any, extra: list[tuple[list[str], Any]]) -> Any:
+    """The main collection's composite with each companion's composite bands added, in the
+    job's band order (a companion with no image that day gives ``fill``)."""
+    own = [b for b in job.uniq if not any(b in bands for bands, _ in extra)]
+    image = _filled(col, job.composite, own, job.fill)
+    for bands, other in extra:
+        image = image.addBands(_filled(other, job.composite, bands, job.fill))
+    return image.select(job.uniq)
+
+
+def counted_composite(job: Job, col: Any, extra: list[tuple[list[str], Any]] | None = None) -> Any:
     """The composite's bands plus ``__n_images``, the number of images per pixel.
 
     A reduction of an empty collection has no bands at all, so for an empty collection
@@ -93,13 +130,16 @@ def counted_composite(job: Job, col: Any) -> Any:
 
     uniq, b0 = job.uniq, job.uniq[0]
     size = col.size()
-    image = ee.Image(
-        ee.Algorithms.If(
-            size,
-            composite(col, job.composite),
-            ee.Image.constant([job.fill] * len(uniq)).rename(uniq),
+    if extra:  # the count stays the main collection's
+        image = stacked(job, col, extra)
+    else:
+        image = ee.Image(
+            ee.Algorithms.If(
+                size,
+                composite(col, job.composite),
+                ee.Image.constant([job.fill] * len(uniq)).rename(uniq),
+            )
         )
-    )
     per_image = col.map(lambda img: ee.Image(img).select([b0]).unmask(0, True))
     count = ee.Image(ee.Algorithms.If(size, per_image.count(), ee.Image.constant(0).rename([b0])))
     return (
@@ -110,15 +150,24 @@ def counted_composite(job: Job, col: Any) -> Any:
     )
 
 
-def frame_images(job: Job, col: Any, bin_empty: list[bool]) -> list[Any]:
+def frame_images(
+    job: Job, col: Any, bin_empty: list[bool], extra: list[tuple[list[str], Any]] | None = None
+) -> list[Any]:
     """One image per time bin; an empty bin is back-filled with the window composite."""
-    whole = composite(col, job.composite)
+
+    def comp(c: Any, ex: list[tuple[list[str], Any]]) -> Any:
+        return stacked(job, c, ex) if ex else composite(c, job.composite)
+
+    whole = comp(col, extra or [])
 
     def prep(img: Any) -> Any:
         return img.select(job.uniq).toFloat().unmask(job.fill, False)
 
+    def at(s: str, e: str) -> Any:
+        return comp(col.filterDate(s, e), [(b, c.filterDate(s, e)) for b, c in extra or []])
+
     return [
-        prep(whole if empty else composite(col.filterDate(s, e), job.composite))
+        prep(whole if empty else at(s, e))
         for (s, e), empty in zip(job.bins, bin_empty, strict=True)
     ]
 

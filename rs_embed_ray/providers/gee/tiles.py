@@ -188,7 +188,8 @@ class TileFetcher:
         variant = job.variants[k]
 
         def frames(j: Job, where: Any) -> list[Any]:
-            return img.frame_images(j, img.collection(j, where, variant), empty)
+            col = img.collection(j, where, variant)
+            return img.frame_images(j, col, empty, img.companions(j, where))
 
         shape = f"series:{variant}:" + "".join("e" if e else "f" for e in empty)
         return self.fetch_frames(frames, job.uniq, job, grid, shape)
@@ -197,7 +198,8 @@ class TileFetcher:
         """One composite on ``grid`` with its image count: ((Cu + 1), H, W), pixel requests."""
 
         def make(j: Job, where: Any) -> Any:
-            return img.counted_composite(j, img.collection(j, where, variant))
+            col = img.collection(j, where, variant)
+            return img.counted_composite(j, col, img.companions(j, where))
 
         image = self.images.image(f"counted:{variant}", job, grid, make)
         return self.pull(image, [*job.uniq, N_IMAGES_BAND], grid)
@@ -210,8 +212,13 @@ class TileFetcher:
         """
 
         def frames(j: Job, where: Any) -> list[Any]:
-            col = img.collection(j, where, variant)
-            return [img.counted_composite(j, col.filterDate(s, e)) for s, e in j.bins]
+            col, extra = img.collection(j, where, variant), img.companions(j, where)
+            return [
+                img.counted_composite(
+                    j, col.filterDate(s, e), [(b, c.filterDate(s, e)) for b, c in extra]
+                )
+                for s, e in j.bins
+            ]
 
         names = [*job.uniq, N_IMAGES_BAND]
         return self.fetch_frames(frames, names, job, grid, f"binned:{variant}")
