@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from rs_embed_ray.errors import RSEmbedRayError
+from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.quantize import DTYPES
 from rs_embed_ray.io.storage import STORE_CLIENT_LOGGERS, is_remote
 from rs_embed_ray.options import ExportOptions, default
@@ -252,7 +254,7 @@ def export(**o: Any) -> None:
         sys.exit(EXIT_FAILED_ITEMS)
     statuses = item_statuses(result)
     n_ok = statuses.count("ok")
-    if isinstance(result, list):
+    if not isinstance(result, dict):  # per_item: the manifests (io.manifest_list)
         out = o["out"] if is_remote(o["out"]) else str(Path(o["out"]).resolve())
     else:
         out = (
@@ -345,9 +347,12 @@ def _export_options(o: dict[str, Any]) -> ExportOptions:
     )
 
 
-def item_statuses(result: list[dict[str, Any]] | dict[str, Any]) -> list[str]:
-    """Per-place status for either layout (combined: from the models' failed_indices)."""
-    if isinstance(result, list):
+def item_statuses(result: Sequence[dict[str, Any]] | dict[str, Any]) -> list[str]:
+    """Per-place status for either layout (combined: from the models' failed_indices); a
+    run's per-item ManifestList answers without reading its manifests."""
+    if isinstance(result, ManifestList):
+        return result.statuses()
+    if not isinstance(result, dict):
         return [str(r.get("status")) for r in result]
     n = int(result.get("n_items") or 0)
     models = result.get("models") or []

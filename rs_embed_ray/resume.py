@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,14 @@ from rs_embed_ray.io.formats import get_format
 from rs_embed_ray.io.manifest import array_sha1, jsonable, utc_ts
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.io.state import Record, RunState
+from rs_embed_ray.io.steptable import Src
 from rs_embed_ray.io.storage import is_remote, local_copy
 from rs_embed_ray.plan import ExportPlan
 
 log = logging.getLogger(__name__)
 
-Src = dict[str, Any]  # one step's result: {"status", "shard" (absolute), "error", "shape"}
-Sources = dict[str, dict[int, Src]]  # group or model key -> place index -> its step
+# group or model key -> place index -> its step (``io.steptable.StepTable`` in a run)
+Sources = dict[str, MutableMapping[int, Src]]
 LogKey = tuple[str, str, int]  # (kind, key, index) of a log record
 
 ITEM_KEY = "file"  # the key of the log's "item" records (one per written per-item file)
@@ -83,14 +85,13 @@ class EarlierRun:
             return False
         return True
 
-    def complete_items(self) -> dict[int, dict[str, Any]]:
-        """Per-item files that need no work: place index -> the manifest to report."""
-        out = {}
+    def complete_items(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Per-item files that need no work: (place index, the manifest to report), one at a
+        time (the caller spools them; a million manifests do not fit the driver)."""
         for i in range(self.plan.n_items):
             man = self.item_complete(i)
             if man is not None:
-                out[i] = man
-        return out
+                yield i, man
 
     def item_complete(self, index: int) -> dict[str, Any] | None:
         """A per-item file from an earlier run that is ok, intact and for this request.

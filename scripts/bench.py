@@ -498,7 +498,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = export_batch(**kw)
             wall = time.perf_counter() - t0
-        items = res if isinstance(res, list) else [res]
+        items = [res] if isinstance(res, dict) else res
         statuses = [r.get("status") for r in items]
         state = (
             out / "_rs_embed_ray"

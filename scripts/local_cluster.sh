@@ -309,7 +309,7 @@ res = export_batch(
     out="$OUT", layout="$LAYOUT", backend="gee", provider_options={"url": "$EE_URL"},
     num_workers=$NUM_WORKERS, chunk_size=$CHUNK, show_progress=False, ray_address="auto",
 )
-items = res if isinstance(res, list) else [res]
+items = [res] if isinstance(res, dict) else list(res)
 print(json.dumps({"items": len(items), "ok": sum(r.get("status") == "ok" for r in items)}))
 PY
   ENTRYPOINT=(python "$WORK/driver.py")

@@ -23,7 +23,7 @@ from typing import Any
 
 from rs_embed_ray.geo import bounds_3857, xy3857_to_lonlat
 from rs_embed_ray.io import storage
-from rs_embed_ray.io.atomic import write_text
+from rs_embed_ray.io.atomic import atomic_path, write_text
 from rs_embed_ray.io.manifest import utc_ts
 from rs_embed_ray.io.quantize import describe as quantization
 from rs_embed_ray.specs import spatial_from_dict
@@ -278,6 +278,27 @@ def _bbox_polygon(b: list[float]) -> dict[str, Any]:
     return {"type": "Polygon", "coordinates": [ring]}
 
 
+def _write_items(run: dict[str, Any], m: dict[str, Any], cid: str, out: Any, folder: Any) -> None:
+    """items.json of a per-item folder, one Item per place, streamed into the file: the
+    driver never holds a million Items at once."""
+    with atomic_path(folder / "items.json") as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{\n  "type": "FeatureCollection",\n  "features": [')
+        places = zip(run["names"], run["spatials"], run["temporals"], strict=True)
+        for k, (name, s, t) in enumerate(places):
+            feat = item(
+                run,
+                m,
+                cid,
+                iid=f"{cid}-{name}",
+                spatials=[s],
+                temporal=t,
+                asset=out / f"{name}{run['ext']}",
+                folder=folder,
+            )
+            fh.write(("," if k else "") + "\n    " + json.dumps(feat, ensure_ascii=False))
+        fh.write("\n  ]\n}\n")
+
+
 def write_stac(run: dict[str, Any]) -> Path:
     """Write every model's Collection, model Item and Items; return the STAC folder.
 
@@ -305,23 +326,10 @@ def write_stac(run: dict[str, Any]) -> Path:
                 asset=out,
                 folder=folder,
             )
-        else:
-            feats = [
-                item(
-                    run,
-                    m,
-                    cid,
-                    iid=f"{cid}-{name}",
-                    spatials=[s],
-                    temporal=t,
-                    asset=out / f"{name}{run['ext']}",
-                    folder=folder,
-                )
-                for name, s, t in zip(run["names"], run["spatials"], run["temporals"], strict=True)
-            ]
-            docs["items.json"] = {"type": "FeatureCollection", "features": feats}
         for name, doc in docs.items():
             write_text(folder / name, json.dumps(doc, ensure_ascii=False, indent=2))
+        if run["layout"] != "combined":
+            _write_items(run, m, cid, out, folder)
     log.info("stac: wrote %s", root)
     return root
 

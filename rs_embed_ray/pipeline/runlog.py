@@ -10,9 +10,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from rs_embed_ray.errors import ExportStopped
 from rs_embed_ray.io.manifest import package_version, prefetch_error, utc_ts
 from rs_embed_ray.io.state import Record, RunState
+from rs_embed_ray.io.steptable import StepTable
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.plan import ExportPlan, ModelRequest
 from rs_embed_ray.resume import Sources
@@ -28,11 +31,12 @@ class RunLog:
         self.plan = plan
         self.state = state
         self.device = device
-        self.patch_src: Sources = {g.key: {} for g in plan.groups}
-        self.embed_src: Sources = {m.key: {} for m in plan.models}
+        # compact tables: the driver's memory must not grow by a record per place and step
+        self.patch_src: Sources = {g.key: StepTable(plan.n_items) for g in plan.groups}
+        self.embed_src: Sources = {m.key: StepTable(plan.n_items) for m in plan.models}
         self.counts = {"fetched": 0, "fetch_failed": 0, "embedded": 0, "embed_failed": 0}
         # places whose embedding step already ran in this run (chained fetch+infer)
-        self.settled: dict[str, set[int]] = {m.key: set() for m in plan.models}
+        self.settled = {m.key: np.zeros(plan.n_items, dtype=bool) for m in plan.models}
 
     def record(
         self, kind: str, key: str, rows: dict[str, Any], fp: Callable[[int], str]
@@ -134,7 +138,7 @@ class RunLog:
 
     def ok(self, kind: str, key: str, index: int) -> bool:
         table = self.patch_src if kind == PATCH else self.embed_src
-        return table[key].get(index, {}).get("status") == col.STATUS_OK
+        return table[key].status_is(index, col.STATUS_OK)
 
     def finished(self, todo: list[int]) -> list[int]:
         """Places whose every step (fetch for saved inputs, each model) is ok."""

@@ -20,6 +20,7 @@ from rs_embed_ray.io.assemble import write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_text
 from rs_embed_ray.io.formats import Places
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
+from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.stac import write_stac
 from rs_embed_ray.io.state import Record, RunState
 from rs_embed_ray.io.stream import CombinedStream
@@ -43,6 +44,9 @@ from rs_embed_ray.resume import EarlierRun, item_records, place_record
 log = logging.getLogger(__name__)
 
 StageFailed = ExportStopped  # the name this module used before the error was exported
+
+# places per per-item write dataset: bounds the payload rows the driver holds at once
+FINAL_SLICE = 10_000
 
 
 def ensure_ray(address: str | None) -> None:
@@ -181,7 +185,7 @@ class Runner:
             rows[col.DONE_AT] = np.asarray(batch[col.DONE_AT])[keep]
         recs = self.log.record(EMBED, model.key, rows, lambda i: p.pair_fingerprint(i, model))
         self._offer(EMBED, model.key, recs)
-        self.log.settled[model.key].update(r.index for r in recs)
+        self.log.settled[model.key][[r.index for r in recs]] = True
         self.log.count(EMBED, recs)
         self.log.fail_fast(recs, f"infer[{model.name}]")
         return len(recs)
@@ -241,7 +245,8 @@ class Runner:
         """Embed places whose patches are cached (later models of a group, resumed runs)."""
         p = self.plan
         # a place the chained fetch+infer stage settled in this run is not settled twice
-        todo = [i for i in todo if i not in self.log.settled[model.key]]
+        settled = self.log.settled[model.key]
+        todo = [i for i in todo if not settled[i]]
         key = model.fetch_key
         # places whose patch failed are settled without any cluster work
         failed = [i for i in todo if key and not self.log.ok(PATCH, key, i)]
@@ -330,27 +335,36 @@ class Runner:
             **place_record(p, i, self.device),
         }
 
-    def _finalize_per_item(self, todo: list[int]) -> dict[int, dict[str, Any]]:
+    def _finalize_per_item(self, todo: list[int], out: ManifestList) -> None:
+        """Write the per-item files of ``todo`` and put their manifests in ``out``.
+
+        Payload rows go to the writers in slices of ``FINAL_SLICE`` places, so the driver
+        never holds every place's payload at once."""
         p = self.plan
-        rows = [self._item_payload(i) for i in todo]
-        out: dict[int, dict[str, Any]] = {}
-        if not rows:
-            return out
-        ds = flow.finalize_stage(rows, p, self._ctx())
-        with flow.progress(len(rows), "write", p.run.show_progress) as bar:
-            for batch in flow.batches(ds):
-                indices, statuses = batch[col.INDEX], batch[col.STATUS]
-                for idx, status, man in zip(indices, statuses, batch[col.MANIFEST], strict=True):
-                    i = int(idx)
-                    m = json.loads(man)
-                    if status == col.STATUS_WRITE_FAILED:
-                        if not p.run.continue_on_error:
-                            raise self.log.stopped(i, "write", str(m["error"]))
-                        m = self._write_failed(i, m["error"])
-                    out[i] = m
-                self.state.append(item_records(p, indices, statuses, out))
-                bar.update(len(indices))
-        return out
+        with flow.progress(len(todo), "write", p.run.show_progress) as bar:
+            for lo in range(0, len(todo), FINAL_SLICE):
+                rows = [self._item_payload(i) for i in todo[lo : lo + FINAL_SLICE]]
+                ds = flow.finalize_stage(rows, p, self._ctx())
+                del rows  # the dataset holds them now
+                for batch in flow.batches(ds):
+                    self._record_written(batch, out)
+                    bar.update(len(batch[col.INDEX]))
+
+    def _record_written(self, batch: dict[str, Any], out: ManifestList) -> None:
+        """One writer batch's manifests: into ``out`` and, for ok files, the run's log."""
+        p = self.plan
+        indices, statuses = batch[col.INDEX], batch[col.STATUS]
+        mans: dict[int, dict[str, Any]] = {}
+        for idx, status, man in zip(indices, statuses, batch[col.MANIFEST], strict=True):
+            i = int(idx)
+            m = json.loads(man)
+            if status == col.STATUS_WRITE_FAILED:
+                if not p.run.continue_on_error:
+                    raise self.log.stopped(i, "write", str(m["error"]))
+                m = self._write_failed(i, m["error"])
+            mans[i] = m
+            out.put(i, m)
+        self.state.append(item_records(p, indices, statuses, mans))
 
     def _write_combined(self) -> dict[str, Any]:
         p, lg = self.plan, self.log
@@ -378,7 +392,7 @@ class Runner:
         return result
 
     # -- main ----------------------------------------------------------------------------
-    def run(self) -> list[dict[str, Any]] | dict[str, Any]:
+    def run(self) -> ManifestList | dict[str, Any]:
         p = self.plan
         if not self.state.locked:
             self.state.acquire()
@@ -398,37 +412,41 @@ class Runner:
         finally:
             self.state.release()
 
-    def _run(self) -> list[dict[str, Any]] | dict[str, Any]:
+    def _run(self) -> ManifestList | dict[str, Any]:
         p = self.plan
         skipped: dict[int, dict[str, Any]] = {}
         if p.run.resume:
             self.earlier.adopt(self.log.patch_src, self.log.embed_src)
-            if p.layout == "per_item":
-                skipped = self.earlier.complete_items()
-        todo_items = [i for i in range(p.n_items) if i not in skipped]
-        self.log.write_run("running", len(skipped))
+        manifests = ManifestList(p.n_items) if p.layout == "per_item" else None
+        skipped = 0
+        if manifests is not None and p.run.resume:
+            for i, man in self.earlier.complete_items():
+                manifests.put(i, man)
+                skipped += 1
+        todo_items = manifests.missing() if manifests is not None else list(range(p.n_items))
+        self.log.write_run("running", skipped)
         log.info(
             "export: %d items (%d already complete), %d model(s), %d fetch group(s)",
             p.n_items,
-            len(skipped),
+            skipped,
             len(p.models),
             len(p.groups),
         )
         try:
             self._run_stages(todo_items)
         except ExportStopped:
-            if p.layout == "per_item":  # keep what finished (contract §2.14)
+            if manifests is not None:  # keep what finished (contract §2.14)
                 done = self.log.finished(todo_items)
                 if done:
-                    self._finalize_per_item(done)
+                    self._finalize_per_item(done, manifests)
                     log.info("stopped: wrote the %d places that had finished", len(done))
-            self.log.write_run("stopped", len(skipped))
+            self.log.write_run("stopped", skipped)
             raise
         t0 = time.perf_counter()
-        if p.layout == "per_item":
-            written = self._finalize_per_item(todo_items)
-            result: Any = [skipped.get(i) or written[i] for i in range(p.n_items)]
-            statuses = [r.get("status") for r in result]
+        if manifests is not None:
+            self._finalize_per_item(todo_items, manifests)
+            result: Any = manifests
+            statuses = manifests.statuses()
         else:
             result = self._write_combined()
             statuses = [result["status"]]
@@ -437,11 +455,11 @@ class Runner:
         all_ok = all(s == "ok" for s in statuses)
         if all_ok:
             self.state.drop_cache()
-        self.log.write_run("ok" if all_ok else "partial", len(skipped))
+        self.log.write_run("ok" if all_ok else "partial", skipped)
         return result
 
 
-def run_plan(plan: ExportPlan) -> list[dict[str, Any]] | dict[str, Any]:
+def run_plan(plan: ExportPlan) -> ManifestList | dict[str, Any]:
     state = RunState(plan.state_dir)
     state.acquire()  # a second run on this output is refused at once, before Ray starts
     try:

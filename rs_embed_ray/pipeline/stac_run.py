@@ -5,6 +5,7 @@ time of the stages that ran each model). No ray; credentials never."""
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
@@ -34,11 +35,16 @@ def _device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def _manifests(result: Any) -> Any:
+    """The combined manifest as a one-element list, or the per-item manifests (read lazily:
+    the first ones usually answer)."""
+    return [result] if isinstance(result, dict) else result
+
+
 def _weights(result: Any, name: str) -> dict[str, Any] | None:
     """The weights record of model ``name`` from the combined manifest or the first
     per-item manifest that has one."""
-    manifests = result if isinstance(result, list) else [result]
-    for man in manifests:
+    for man in _manifests(result):
         for e in (man or {}).get("models", []):
             if e.get("model") == name and isinstance(e.get("weights"), dict):
                 return e["weights"]
@@ -47,14 +53,31 @@ def _weights(result: Any, name: str) -> dict[str, Any] | None:
 
 def _dim(result: Any, name: str) -> int | None:
     """Model ``name``'s vector length as written (the first array reference's shape)."""
-    manifests = result if isinstance(result, list) else [result]
-    for man in manifests:
+    for man in _manifests(result):
         for e in (man or {}).get("models", []):
             ref = e.get("embeddings") or e.get("embedding") if e.get("model") == name else None
             shape = (ref or {}).get("shape") if isinstance(ref, dict) else None
             if shape:
                 return int(shape[1] if "embeddings" in e else shape[0])
     return None
+
+
+class PerPlace(Sequence[Any]):
+    """A per-place value computed when read: a million places' manifest forms are not held
+    at once."""
+
+    def __init__(self, n: int, value: Callable[[int], Any]) -> None:
+        self._n, self._value = n, value
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self._value(j) for j in range(*i.indices(self._n))]
+        if not -self._n <= i < self._n:
+            raise IndexError(i)
+        return self._value(i % self._n)
 
 
 def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, float]) -> dict:
@@ -91,9 +114,9 @@ def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, floa
         "ext": p.ext,
         "out_path": str(p.out_path),
         "names": p.names,
-        "spatials": [jsonable(s) for s in p.spatials],
+        "spatials": PerPlace(p.n_items, lambda i: jsonable(p.spatials[i])),
         "temporal": jsonable(p.temporal),
-        "temporals": [jsonable(p.temporal_of(i)) for i in range(p.n_items)],
+        "temporals": PerPlace(p.n_items, lambda i: jsonable(p.temporal_of(i))),
         "models": models,
         "output": jsonable(p.output),
         "input_prep": jsonable(p.input_prep),

@@ -39,7 +39,7 @@ def test_gee_export_fetches_each_place_once(tmp_path, layout):
     with EEEmulator(retry_after_s=0) as emu:
         res = run(emu, tmp_path, layout)
         pixel_requests = emu.requests_of("computePixels")
-    items = res if isinstance(res, list) else [res]
+    items = [res] if isinstance(res, dict) else list(res)
     assert all(r["status"] == "ok" for r in items)
     # two models, one band-union fetch per place
     assert len(pixel_requests) == len(PLACES)

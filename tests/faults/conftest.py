@@ -144,7 +144,7 @@ kw = dict(spec["kw"])
 kw["temporal"] = TemporalSpec.range(*spec["window"])
 kw["spatials"] = [PointBuffer(*p) for p in spec["points"]]
 res = export_batch(ray_address="local", show_progress=False, **kw)
-items = res if isinstance(res, list) else [res]
+items = [res] if isinstance(res, dict) else list(res)
 print("DONE", json.dumps([r["status"] for r in items]))
 """
 

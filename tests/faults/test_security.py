@@ -73,9 +73,9 @@ def test_credentials_never_reach_outputs_logs_or_errors(tmp_path, monkeypatch, c
                                   "backoff_s": 0.01},
                 out=str(out), layout=layout, show_progress=False, num_workers=2,
             )  # fmt: skip
-            items = res if isinstance(res, list) else [res]
+            items = [res] if isinstance(res, dict) else list(res)
             assert all(r["status"] == "ok" for r in items)
-            assert_no_secret(json.dumps(res), "the returned manifests")
+            assert_no_secret(json.dumps(items), "the returned manifests")
         assert any(r["status"] in (429, 500) for r in emu.request_log)
         # a wrong token: 401 before any item runs; the message names the problem, not the token
         with pytest.raises(ProviderError, match="authentication") as ei:

@@ -202,7 +202,7 @@ def test_exports_per_layout_read_back_from_bucket(s3, source, caplog, tmp_path, 
     for layout, fmt, name in CASES:
         url = f"s3://{BUCKET}/exports/{name}"
         res = export_batch(**kw, spatials=pts, out=url, layout=layout, format=fmt)
-        statuses = [r["status"] for r in res] if isinstance(res, list) else [res["status"]]
+        statuses = [res["status"]] if isinstance(res, dict) else [r["status"] for r in res]
         assert set(statuses) == {"ok"}, (name, res)
         got = load_export(url).models["spectral_stats"].embeddings
         embeddings[name] = np.asarray(got)
