@@ -235,12 +235,12 @@ def test_a_per_item_file_is_skipped_only_when_its_sidecar_and_arrays_match(tmp_p
     side.write_text(json.dumps(man), encoding="utf-8")
     state = RunState(plan.state_dir)
     earlier = EarlierRun(plan, state, "cpu")
-    done = earlier.complete_items()
+    done = dict(earlier.complete_items())  # (index, manifest) pairs, one at a time
     assert list(done) == [0] and done[0]["resume_skipped"]
     # the same file under another request's fingerprint is redone
     side.write_text(json.dumps({**man, "request_fingerprint": "x"}), encoding="utf-8")
-    assert earlier.complete_items() == {}
+    assert dict(earlier.complete_items()) == {}
     # and so is a file whose array no longer matches its recorded digest
     side.write_text(json.dumps(man), encoding="utf-8")
     np.savez(plan.item_path(0), embedding_x=arr * 2)
-    assert earlier.complete_items() == {}
+    assert dict(earlier.complete_items()) == {}

@@ -151,7 +151,7 @@ def test_exports_read_back_from_gcs_bucket(gcs, source, tmp_path, monkeypatch):
     for layout, fmt, name in (("per_item", "netcdf", "pi_nc"), ("combined", "zarr", "cz.zarr")):
         url = f"gs://{BUCKET}/exports/{name}"
         res = export_batch(**kw, spatials=points(3), out=url, layout=layout, format=fmt)
-        statuses = [r["status"] for r in res] if isinstance(res, list) else [res["status"]]
+        statuses = [res["status"]] if isinstance(res, dict) else [r["status"] for r in res]
         assert set(statuses) == {"ok"}, (name, res)
         got[name] = np.asarray(load_export(url).models["spectral_stats"].embeddings)
     assert got["pi_nc"].shape == (3, 20)
