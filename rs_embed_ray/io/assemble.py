@@ -169,13 +169,13 @@ def write_item(
         "request_fingerprint": row["fingerprint"],
     }
     path = storage.as_path(ctx["out_dir"]) / f"{row['name']}{ctx['ext']}"
-    attrs = {**_file_attrs(ctx), "temporal": temporal}
+    attrs = {**file_attrs(ctx), "temporal": temporal}
     get_format(ctx["format"]).write_item(path, arrays, manifest, attrs)
     _write_sidecar(manifest, path, ctx["save_manifest"])
     return manifest
 
 
-def _file_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, Any]:
+def file_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, Any]:
     """What a format that keeps global attributes (netCDF) records about the run (and how
     vectors are quantized, when they are)."""
     dtype = ctx.get("dtype", q.FLOAT32)
@@ -194,7 +194,7 @@ def _file_attrs(ctx: dict[str, Any], n_items: int | None = None) -> dict[str, An
 # -- combined ------------------------------------------------------------------------------
 
 
-def _model_columns(
+def model_columns(
     m: dict[str, Any],
     ctx: dict[str, Any],
     n: int,
@@ -259,7 +259,7 @@ def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
     return entry
 
 
-def _share_inputs(models: list[ModelColumns]) -> dict[int, int]:
+def share_inputs(models: list[ModelColumns]) -> dict[int, int]:
     """Models whose inputs another model already stores (same input): ``{j: first}``; their
     stacks are dropped so the file holds each input once."""
     first: dict[str, int] = {}
@@ -302,13 +302,13 @@ def write_combined(
     n = len(spatials)
     places = Places(spatials, names, centers, ctx["temporal"], temporals)
     reader = ShardReader()
-    sink = get_format(ctx["format"]).combined_sink(path, _file_attrs(ctx, n))
+    sink = get_format(ctx["format"]).combined_sink(path, file_attrs(ctx, n))
     if parallel_map is not None:  # the pipeline's tasks (a sink with regions uses them)
         sink.parallel_map = parallel_map
     sink.done_jobs = frozenset(done_jobs)
     try:
-        models = [_model_columns(m, ctx, n, patch_src, embed_src, reader) for m in ctx["models"]]
-        shared = _share_inputs(models)
+        models = [model_columns(m, ctx, n, patch_src, embed_src, reader) for m in ctx["models"]]
+        shared = share_inputs(models)
         sink.on_write_start(places, models)
         refs = sink.write(models)
         for j, first in shared.items():

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 LEASE_S = 120.0  # a lock not rewritten for this long (on the watcher's clock) is a dead run's
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -73,7 +74,7 @@ class RemoteLock:
     def _dead_here(self, other: dict[str, Any]) -> bool:
         pid = int(other.get("pid", 0) or 0)
         same_host = other.get("host") == socket.gethostname()
-        return same_host and pid > 0 and pid != os.getpid() and not _pid_alive(pid)
+        return same_host and pid > 0 and pid != os.getpid() and not pid_alive(pid)
 
     def _looks_fresh(self, other: dict[str, Any]) -> bool:
         """The holder's own clock says it beat lately (a hint to refuse at once, never the

@@ -29,7 +29,7 @@ from rs_embed_ray.errors import OutputLockedError
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import clean_stale_temps, storage_errors, write_text
 from rs_embed_ray.io.manifest import utc_ts
-from rs_embed_ray.io.remote_lock import RemoteLock
+from rs_embed_ray.io.remote_lock import RemoteLock, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,6 @@ def _read_lock(lock: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return other if isinstance(other, dict) else {}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def log_records(lines: Iterable[str], where: object) -> Iterator[dict[str, Any]]:
@@ -224,7 +214,7 @@ class RunState:
                 other = _read_lock(lock)
                 same_host = other.get("host") == socket.gethostname()
                 pid = int(other.get("pid", 0) or 0)
-                if same_host and pid and pid != os.getpid() and _pid_alive(pid):
+                if same_host and pid and pid != os.getpid() and pid_alive(pid):
                     raise OutputLockedError(self._busy_message(other)) from None
                 if not same_host and other:
                     raise OutputLockedError(

@@ -93,6 +93,19 @@ class StepTable(MutableMapping[int, Src]):
         self._status[i] = self._shard[i] = self._shape[i] = _ABSENT
         self._errors.pop(i, None)
 
+    @classmethod
+    def uniform(cls, n: int, src: Mapping[str, Any]) -> StepTable:
+        """Every place of ``n`` with the same result ``src`` (one numpy fill, no loop)."""
+        table = cls(n)
+        if n:
+            table[0] = src
+            table._status[:] = table._status[0]
+            table._shard[:] = table._shard[0]
+            table._shape[:] = table._shape[0]
+            if src.get("error"):
+                table._errors = dict.fromkeys(range(n), str(src["error"]))
+        return table
+
     def status_is(self, index: int, status: str) -> bool:
         """``self[index]["status"] == status`` without building the record (hot path)."""
         code = int(self._status[index])

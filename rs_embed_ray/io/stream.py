@@ -19,9 +19,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from rs_embed_ray.io.assemble import _file_attrs, _model_columns, _share_inputs
+from rs_embed_ray.io.assemble import file_attrs, model_columns, share_inputs
 from rs_embed_ray.io.formats import Places, get_format
 from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.io.steptable import StepTable
 
 log = logging.getLogger(__name__)
 Tables = dict[str, dict[int, dict[str, Any]]]  # patch_src / embed_src: key -> place -> record
@@ -34,7 +35,7 @@ class CombinedStream:
     def __init__(self, ctx: dict[str, Any], path: Path, places: Places) -> None:
         self.ctx = ctx
         self.places = places
-        self.sink = get_format(ctx["format"]).combined_sink(path, _file_attrs(ctx, len(places)))
+        self.sink = get_format(ctx["format"]).combined_sink(path, file_attrs(ctx, len(places)))
         self.enabled = self.sink.region_fn is not None
         self.started = False
         self.shapes: dict[tuple[str, str], list[int] | None] = {}  # predicted record shapes
@@ -70,7 +71,10 @@ class CombinedStream:
             self.shapes[(kind, key)] = shape
         n = len(self.places)
         keys = {m["fetch_key"] for m in self.ctx["models"] if m["fetch_key"]}
-        all_ok = lambda shape: {i: {"status": "ok", "shard": "", "shape": shape} for i in range(n)}  # noqa: E731
+
+        def all_ok(shape: list[int] | None) -> StepTable:
+            return StepTable.uniform(n, {"status": "ok", "shard": "", "shape": shape})
+
         pred_patch = {k: all_ok(self.shapes.get((PATCH, k))) for k in keys}
         pred_embed = {
             m["key"]: all_ok(self.shapes.get((EMBED, m["key"]))) for m in self.ctx["models"]
@@ -78,10 +82,10 @@ class CombinedStream:
         reader = ShardReader()  # not read: the layout needs shapes only
         try:
             models = [
-                _model_columns(m, self.ctx, n, pred_patch, pred_embed, reader)
+                model_columns(m, self.ctx, n, pred_patch, pred_embed, reader)
                 for m in self.ctx["models"]
             ]
-            _share_inputs(models)
+            share_inputs(models)
             self.sink.on_write_start(self.places, models)
         finally:
             reader.close()

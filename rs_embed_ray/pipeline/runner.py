@@ -340,11 +340,11 @@ class Runner:
 
         Payload rows go to the writers in slices of ``FINAL_SLICE`` places, so the driver
         never holds every place's payload at once."""
-        p = self.plan
+        p, ctx = self.plan, self._ctx()
         with flow.progress(len(todo), "write", p.run.show_progress) as bar:
             for lo in range(0, len(todo), FINAL_SLICE):
                 rows = [self._item_payload(i) for i in todo[lo : lo + FINAL_SLICE]]
-                ds = flow.finalize_stage(rows, p, self._ctx())
+                ds = flow.finalize_stage(rows, p, ctx)
                 del rows  # the dataset holds them now
                 for batch in flow.batches(ds):
                     self._record_written(batch, out)

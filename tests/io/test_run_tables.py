@@ -71,6 +71,13 @@ def test_step_table_stays_small_for_many_places():
     assert table.nbytes() / n < 20  # bytes per place (a dict per place is about 1 KB)
 
 
+def test_uniform_table_is_the_same_record_everywhere():
+    src = {"status": "ok", "shard": "", "shape": [3, 4], "error": None}
+    table = StepTable.uniform(5, src)
+    assert len(table) == 5 and all(table[i] == src for i in range(5))
+    assert len(StepTable.uniform(0, src)) == 0
+
+
 manifests = st.lists(
     st.fixed_dictionaries(
         {"status": statuses, "point_index": st.integers(0, 10**6), "note": st.text(max_size=20)}
