@@ -237,7 +237,7 @@ def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int)
     patch size (hw x hw), batches of ``chunk``, in-process."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
+    torch.set_num_threads(os.cpu_count() or 1)  # all cores, as the run's model actor
     rates = [
         forward_rates(m, [chunk], "cpu", "auto", 3.0, side=hw, weights=weights.get(m))[0]
         for m in models

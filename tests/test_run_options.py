@@ -244,3 +244,17 @@ def test_a_per_item_file_is_skipped_only_when_its_sidecar_and_arrays_match(tmp_p
     side.write_text(json.dumps(man), encoding="utf-8")
     np.savez(plan.item_path(0), embedding_x=arr * 2)
     assert dict(earlier.complete_items()) == {}
+
+
+def test_a_cpu_model_actor_gets_every_core_of_its_node():
+    """Issue 16: on CPU the forward is the bottleneck; its threads are the node's cores (not
+    the cluster's CPUs, not cores minus one), resolved where the actor runs."""
+    import os
+
+    cpu = sizing.infer_sizing("cpu", cpus=64.0, gpus=0.0)  # a 64-CPU cluster of small nodes
+    assert (cpu.actors, cpu.gpus_per_actor) == (1, 0)
+    assert cpu.torch_threads == sizing.NODE_CORES
+    assert sizing.node_threads(cpu.torch_threads) == len(os.sched_getaffinity(0))
+    assert sizing.node_threads(3) == 3  # an explicit count is kept
+    gpu = sizing.infer_sizing("cuda", cpus=64.0, gpus=4.0)
+    assert (gpu.actors, gpu.gpus_per_actor, gpu.torch_threads) == (4, 1, 1)

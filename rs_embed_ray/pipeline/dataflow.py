@@ -118,7 +118,8 @@ def infer_stage(
     shard_dir: str,
     n: int,
 ) -> Any:
-    """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model."""
+    """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model; a CPU
+    actor writes its embedding shards itself."""
     infer = plan.run.infer
     ds = ds.map_batches(
         ModelWorker,
@@ -137,6 +138,9 @@ def infer_stage(
             "name": model.name,
             "fetch_key": model.fetch_key,
             "target": model.target,
+            # a CPU actor writes its own shards: a writer task per batch would start more
+            # worker processes on the same cores the forward needs
+            "shard_dir": shard_dir if size.gpus_per_actor == 0 else None,
         },
         compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
         num_gpus=size.gpus_per_actor,
@@ -144,6 +148,8 @@ def infer_stage(
         batch_size=infer.batch_size,
         batch_format="numpy",
     )
+    if size.gpus_per_actor == 0:
+        return ds
     return ds.map_batches(
         write_embed_shard,
         fn_kwargs={"shard_dir": shard_dir},
@@ -174,6 +180,37 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
 def batches(ds: Any) -> Iterator[dict[str, Any]]:
     """The dataset's result rows as they stream in, one numpy batch at a time."""
     return ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+class TaskWindow:
+    """Ray tasks of one function, at most ``limit`` in flight, their results collected as
+    they finish: the per-item files of places that are complete, written while later places
+    are still being fetched and embedded."""
+
+    def __init__(self, fn: Callable[..., Any], limit: int, num_cpus: float = 0.5) -> None:
+        self.task = ray.remote(num_cpus=num_cpus, max_retries=0)(fn)
+        self.limit = max(1, limit)
+        self.pending: list[Any] = []
+
+    def submit(self, *args: Any) -> list[Any]:
+        """Start one task (waiting while the window is full); the results that finished."""
+        done = []
+        while len(self.pending) >= self.limit:
+            ready, self.pending = ray.wait(self.pending, num_returns=1)
+            done += ray.get(ready)
+        self.pending.append(self.task.remote(*args))
+        return done + self.poll()
+
+    def poll(self) -> list[Any]:
+        if not self.pending:
+            return []
+        ready, self.pending = ray.wait(self.pending, num_returns=len(self.pending), timeout=0)
+        return ray.get(ready)
+
+    def drain(self) -> list[Any]:
+        """Wait for every task; a task's error is raised here."""
+        pending, self.pending = self.pending, []
+        return ray.get(pending)
 
 
 def task_map(concurrency: int) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:

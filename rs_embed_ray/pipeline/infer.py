@@ -22,6 +22,8 @@ from rs_embed_ray.models.tiling import embed_with_prep
 from rs_embed_ray.options import InferOptions, RetryOptions
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import current_node, with_retries
+from rs_embed_ray.pipeline.sizing import node_threads
+from rs_embed_ray.pipeline.write import write_embed_shard
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
@@ -62,11 +64,13 @@ class ModelWorker:
         name: str | None = None,
         fetch_key: str | None = None,
         target: str | None = None,
+        shard_dir: str | None = None,
     ) -> None:
         import torch
 
-        # Ray pins OMP threads to the actor's num_cpus; a CPU-only actor may use the machine
-        torch.set_num_threads(max(1, torch_threads))
+        # Ray pins OMP threads to the actor's num_cpus; a CPU-only actor uses its node's cores
+        self.threads = node_threads(torch_threads)
+        torch.set_num_threads(self.threads)
         self.device = resolve_torch_device(device)
         # built from the target the driver resolved: a model registered there is unknown here
         self.embedder = load_embedder(
@@ -88,6 +92,7 @@ class ModelWorker:
         # for error texts: the user's spelling of the model and its fetch group
         self.model_name = name or model_id
         self.fetch_key = fetch_key
+        self.shard_dir = shard_dir  # set: write the embedding shard here (write_embed_shard)
 
     def _embed(
         self,
@@ -127,6 +132,8 @@ class ModelWorker:
         if b.chained:
             for k in (*col.RESULT, col.NODE):
                 out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
+        if self.shard_dir is not None:
+            return write_embed_shard(out, self.shard_dir)
         return out
 
     def _settle_upstream(self, batch: dict[str, np.ndarray], b: _Rows) -> None:

@@ -35,8 +35,9 @@ from rs_embed_ray.pipeline.quiet import (
 )
 from rs_embed_ray.pipeline.regions import RegionWriters
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
-from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, morton
+from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, item_writer_batch, morton
 from rs_embed_ray.pipeline.stac_run import stac_run
+from rs_embed_ray.pipeline.write import finalize_items
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.providers import provider_capability
 from rs_embed_ray.resume import EarlierRun, item_records, place_record
@@ -76,6 +77,10 @@ class Runner:
         self._quota: tuple[str, Any] | None = None
         self.stage_s: dict[str, float] = {}  # model key -> seconds of the stages that ran it
         self.regions: RegionWriters | None = None  # combined regions written as batches finish
+        # per_item: the files of places whose every step is done, written while the run goes on
+        self.items: ManifestList | None = None
+        self._item_writers: flow.TaskWindow | None = None
+        self._item_ctx: dict[str, Any] = {}
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -230,6 +235,7 @@ class Runner:
             with flow.progress(len(todo), desc, p.run.show_progress) as bar:
                 for batch in flow.batches(ds):
                     self._consume_patches(group, batch)
+                    self._write_finished(batch[col.INDEX])
                     bar.update(len(batch[col.INDEX]))
             return
         embed = {col.EMBED: lambda i: not self.log.ok(EMBED, first.key, i)}
@@ -239,6 +245,7 @@ class Runner:
             for batch in flow.batches(ds):
                 self._consume_patches(group, batch, prefix=col.FETCH_PREFIX)
                 self._consume_embeds(first, batch)
+                self._write_finished(batch[col.INDEX])
                 bar.update(len(batch[col.INDEX]))
 
     def _infer(self, model: ModelRequest, todo: list[int]) -> None:
@@ -262,6 +269,7 @@ class Runner:
         with flow.progress(len(run), f"infer[{model.name}]", p.run.show_progress) as bar:
             for batch in flow.batches(ds):
                 bar.update(self._consume_embeds(model, batch))
+                self._write_finished(batch[col.INDEX])
 
     def _stages(self, todo_items: list[int]) -> None:
         """Fetch every group, then embed with every model (one dataset per model)."""
@@ -335,12 +343,46 @@ class Runner:
             **place_record(p, i, self.device),
         }
 
+    def _write_finished(self, indices: Any) -> None:
+        """per_item: start writing the files of the places in ``indices`` whose every step is
+        now done (one writer task per ``chunk_size`` places, at most ``writer_workers`` in
+        flight), so the files are written while the model works on later places instead of
+        in a pass after the last one."""
+        out = self.items
+        if out is None:
+            return
+        done = self.log.finished([int(i) for i in indices])
+        if not done:
+            return
+        if self._item_writers is None:
+            w = self.plan.run.write
+            self._item_writers = flow.TaskWindow(finalize_items, w.writers)
+            self._item_ctx = self._ctx()
+        step = item_writer_batch(self.plan.run.write)
+        for lo in range(0, len(done), step):
+            rows = [self._item_payload(i) for i in done[lo : lo + step]]
+            batch = {
+                col.INDEX: np.asarray([r[col.INDEX] for r in rows], dtype=np.int64),
+                col.PAYLOAD: np.asarray([r[col.PAYLOAD] for r in rows], dtype=object),
+            }
+            for result in self._item_writers.submit(batch, self._item_ctx):
+                self._record_written(result, out)
+
+    def _drain_item_writers(self) -> None:
+        """Wait for the per-item files still being written; record their manifests."""
+        if self._item_writers is not None and self.items is not None:
+            for result in self._item_writers.drain():
+                self._record_written(result, self.items)
+
     def _finalize_per_item(self, todo: list[int], out: ManifestList) -> None:
         """Write the per-item files of ``todo`` and put their manifests in ``out``.
 
         Payload rows go to the writers in slices of ``FINAL_SLICE`` places, so the driver
         never holds every place's payload at once."""
         p, ctx = self.plan, self._ctx()
+        self._drain_item_writers()
+        written = set(todo) - set(out.missing())
+        todo = [i for i in todo if i not in written]  # written while the run went on
         with flow.progress(len(todo), "write", p.run.show_progress) as bar:
             for lo in range(0, len(todo), FINAL_SLICE):
                 rows = [self._item_payload(i) for i in todo[lo : lo + FINAL_SLICE]]
@@ -424,6 +466,7 @@ class Runner:
                 manifests.put(i, man)
                 skipped += 1
         todo_items = manifests.missing() if manifests is not None else list(range(p.n_items))
+        self.items = manifests
         self.log.write_run("running", skipped)
         log.info(
             "export: %d items (%d already complete), %d model(s), %d fetch group(s)",

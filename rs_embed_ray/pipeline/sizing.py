@@ -6,6 +6,7 @@ inference actors, writer tasks. Pure arithmetic over the run options and the clu
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from rs_embed_ray.options import FetchOptions, QuotaOptions, WriteOptions
@@ -80,20 +81,37 @@ def fetch_batch(opts: FetchOptions, n: int, actors: int) -> int:
     return max(1, min(opts.max_batch, MAX_CALL_PLACES, math.ceil(n / (2 * actors))))
 
 
+NODE_CORES = 0  # torch_threads: every core of the node the actor runs on (``node_threads``)
+
+
 @dataclass(frozen=True)
 class InferSizing:
     """The INFER actor pool: one actor per GPU, or one CPU actor using the machine."""
 
     actors: int
     gpus_per_actor: int
-    torch_threads: int
+    torch_threads: int  # NODE_CORES: the actor's node decides
 
 
 def infer_sizing(device: str, cpus: float, gpus: float) -> InferSizing:
+    """A GPU actor needs one host thread. A CPU actor gets all of its node's cores: the
+    forward is the run's bottleneck there, and the fetch threads mostly wait on the network
+    (their CPU is small and measured, not reserved: scripts/bench.py ``cpu_ms_per_item``)."""
     use_gpu = device.startswith("cuda")
     if use_gpu:
         return InferSizing(actors=max(1, int(gpus)), gpus_per_actor=1, torch_threads=1)
-    return InferSizing(actors=1, gpus_per_actor=0, torch_threads=max(1, int(cpus) - 1))
+    return InferSizing(actors=1, gpus_per_actor=0, torch_threads=NODE_CORES)
+
+
+def node_threads(requested: int) -> int:
+    """``requested`` threads, or for NODE_CORES the cores this process may run on (the
+    node's, not the cluster's: one actor runs on one node)."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def item_writer_batch(opts: WriteOptions) -> int:

@@ -542,6 +542,10 @@ class EEEmulator:
       condition (a size, or anything ``value:compute`` answers) selects.
     * ``nodata_regions``: masked pixels (the expression's ``unmask`` value, else 0);
       ``nan_regions``: NaN pixels.
+    * ``pixel_fn(lon, lat, bands, height, width) -> (bands, height, width)``: when set, the
+      image bands' values instead of the position encoding, from the grid centre's lon/lat
+      (the side-by-side benchmark serves the reference's ``fake_pixels`` this way, so both
+      tools compress and embed the same values).
 
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
     status, project, bytes; with ``record_bodies`` also ``body``, the request body exactly as
@@ -586,6 +590,7 @@ class EEEmulator:
         self.nodata_regions: list[tuple[float, float, float, float]] = []
         self.nan_regions: list[tuple[float, float, float, float]] = []
         self.size_hook: Callable[[Any], int | None] | None = None
+        self.pixel_fn: Callable[..., np.ndarray] | None = None
         self.request_log: list[dict[str, Any]] = []
         self.record_bodies = False
         self.peak_in_flight = 0
@@ -971,6 +976,8 @@ class EEEmulator:
             tx + (np.arange(width) + 0.5) * sx, ty + (np.arange(height) + 0.5) * sy
         )
         data_idx = [i for i, (b, _) in enumerate(bands) if b not in derived]
+        srcs = [src for b, src in bands if b not in derived]
+        served = self._served_pixels(srcs, affine, height, width)
         planes = []
         for name, src in bands:
             if name in counts:  # per-pixel image count: the collection's size, 0 where empty
@@ -982,6 +989,8 @@ class EEEmulator:
                 planes.append(np.full((height, width), derived[name][1], dtype=np.float64))
             elif empty:
                 planes.append(np.full((height, width), fill, dtype=np.float64))
+            elif served is not None:
+                planes.append(served.pop(0))
             else:
                 planes.append(encode_pixels(affine, width, height, src))
         arr = np.stack(planes)
@@ -1010,6 +1019,24 @@ class EEEmulator:
             payload = _geotiff(arr.astype(dtype), affine, 3857)
             return 200, {"Content-Type": "image/tiff"}, payload
         raise _HTTPError(400, f"Emulator: fileFormat {fmt!r} is not supported (use NPY/GEO_TIFF).")
+
+    def _served_pixels(
+        self, srcs: list[str], affine: tuple[float, ...], height: int, width: int
+    ) -> list | None:
+        """``pixel_fn``'s planes for the grid's centre, one per image band, or None."""
+        if self.pixel_fn is None or not srcs:
+            return None
+        lon, lat = _grid_centre_lonlat(affine, (height, width))
+        return list(self.pixel_fn(lon, lat, srcs, height, width))
+
+
+def _grid_centre_lonlat(affine: tuple[float, ...], hw: tuple[int, int]) -> tuple[float, float]:
+    """lon/lat of an EPSG:3857 grid's centre."""
+    sx, _, tx, _, sy, ty = affine
+    x, y = tx + sx * hw[1] / 2.0, ty + sy * hw[0] / 2.0
+    lon = math.degrees(x / 6378137.0)
+    lat = math.degrees(2.0 * math.atan(math.exp(y / 6378137.0)) - math.pi / 2.0)
+    return lon, lat
 
 
 def date_range_starts(resolved: Any) -> set[str]:
@@ -1070,6 +1097,21 @@ def _make_server(host: str, port: int, emulator: EEEmulator) -> ThreadingHTTPSer
     return Server((host, port), Handler)
 
 
+def load_pixel_fn(spec: str) -> Callable[..., np.ndarray]:
+    """``FILE.py:FUNC`` -> the function, loaded from the file (a script, not a package)."""
+    import importlib.util
+
+    path, _, name = spec.rpartition(":")
+    if not path or not name:
+        raise ValueError(f"--pixels-from wants FILE.py:FUNC, got {spec!r}")
+    mod_spec = importlib.util.spec_from_file_location("emulator_pixels", path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ImportError(f"cannot load {path!r}")
+    module = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: serve until killed; the first stdout line is ``listening on http://HOST:PORT``."""
     p = argparse.ArgumentParser(
@@ -1085,6 +1127,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--qps", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--retry-after-s", type=float, default=1.0)
+    p.add_argument(
+        "--pixels-from",
+        metavar="FILE.py:FUNC",
+        help="serve FUNC(lon, lat, bands, height, width)'s values instead of the position "
+        "encoding (e.g. the reference benchmark's fake_provider.py:fake_pixels)",
+    )
     a = p.parse_args(argv)
     try:
         emu = EEEmulator(
@@ -1098,8 +1146,10 @@ def main(argv: list[str] | None = None) -> int:
             port=a.port,
             retry_after_s=a.retry_after_s,
         )
+        if a.pixels_from:
+            emu.pixel_fn = load_pixel_fn(a.pixels_from)
         emu._server = _make_server(a.host, a.port, emu)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ImportError, AttributeError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     print(f"listening on {emu.url}", flush=True)

@@ -115,6 +115,34 @@ def test_compute_pixels_npy_geotiff_and_get_pixels(ee_client: EEEmulator) -> Non
     assert ee_client.requests_of("getPixels")[0]["bands"] == ["B8"]
 
 
+def test_pixel_fn_serves_its_values_at_the_grid_centre(ee_client: EEEmulator, tmp_path) -> None:
+    """``--pixels-from`` (the side-by-side benchmark serves the reference's pixels): the image
+    bands are the function's planes, asked for at the grid centre's lon/lat."""
+    src = tmp_path / "px.py"
+    src.write_text(
+        "import numpy as np\n"
+        "def px(lon, lat, bands, h, w):\n"
+        "    base = np.arange(h * w, dtype=np.float32).reshape(h, w)\n"
+        "    return np.stack([base + 1000 * lon + len(b) + lat for b in bands])\n"
+    )
+    ee_client.pixel_fn = emod.load_pixel_fn(f"{src}:px")
+    try:
+        lon, lat = 15.0, 45.0
+        x, y = emod._lonlat_to_3857(lon, lat)
+        g = geo.Grid(x0=x - 80.0, y0=y + 60.0, scale=10.0, width=16, height=12)
+        img = ee.ImageCollection("COPERNICUS/S2_SR_HARMONIZED").median().select(["B4", "B11"])
+        arr = ee.data.computePixels(
+            {"expression": img.toFloat(), "fileFormat": "NUMPY_NDARRAY", "grid": _grid_params(g)}
+        )
+    finally:
+        ee_client.pixel_fn = None
+    base = np.arange(12 * 16, dtype=np.float32).reshape(12, 16)
+    np.testing.assert_allclose(arr["B4"], base + 1000 * lon + 2 + lat, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(arr["B11"], base + 1000 * lon + 3 + lat, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="FILE.py:FUNC"):
+        emod.load_pixel_fn("no-function-named")
+
+
 def test_request_limits_answer_400_with_the_real_message(ee_client: EEEmulator) -> None:
     img = ee.Image("X/Y").select(["B1", "B2", "B3"]).toFloat()
     big = geo.Grid(x0=0.0, y0=0.0, scale=10.0, width=2100, height=2100)
