@@ -124,7 +124,7 @@ class ExportOptions:
     model_configs: dict[str, dict[str, Any]] | None = None
     precision: str = "auto"
     provider_options: dict[str, Any] | None = None
-    fetch_threads: int = 4
+    fetch_threads: int = 8  # the default num_workers in one fetch process: fewer to start
     ee_max_concurrent: int = 40
     ee_max_qps: float = 100.0
     spatial_batching: bool = False

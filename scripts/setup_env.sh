@@ -13,3 +13,8 @@ fi
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 python -m pip install -q -e '.[all,dev,oracle]'
+# An editable install leaves the package uncompiled, and with PYTHONDONTWRITEBYTECODE set
+# (as on these machines) every Ray worker process compiles it again as it starts (about 2-3 s
+# later to the first embedding at 64 places, docs/benchmarks.md); a wheel install compiles
+# it once, as this does.
+python -m compileall -q rs_embed_ray

@@ -82,7 +82,13 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
         except Exception as exc:
             raise WeightsError(f"Cannot read safetensors file {path}: {exc}") from exc
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # mapped, not read into the heap: the model copies what it needs and the mapping goes
+        # with the dict, where a heap copy would stay in the process (malloc keeps it)
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):  # the legacy (pre-zip) format cannot be mapped
+            raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
+        obj = _load_unmapped(path)
     except Exception as exc:
         raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
     for key in ("state_dict", "model", "module"):
@@ -92,6 +98,28 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise WeightsError(f"Checkpoint {path} does not hold a state dict ({type(obj).__name__}).")
     return dict(obj)
+
+
+def _load_unmapped(path: str) -> Any:
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
+
+
+def release_heap() -> None:
+    """Hand the heap freed after a model load (the checkpoint's temporaries) back to the OS:
+    glibc keeps it otherwise, and the model actor would hold the checkpoint's size twice."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def strip_prefix(

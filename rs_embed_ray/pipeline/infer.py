@@ -18,6 +18,7 @@ from rs_embed_ray.io.manifest import error_text, prefetch_error
 from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
+from rs_embed_ray.models.runtime import release_heap
 from rs_embed_ray.models.tiling import embed_with_prep
 from rs_embed_ray.options import InferOptions, RetryOptions
 from rs_embed_ray.pipeline import schema as col
@@ -81,6 +82,7 @@ class ModelWorker:
             precision=options.precision,
             target=target,
         )
+        release_heap()
         self.output = OutputSpec(**output)
         self.temporal = temporal_from_dict(temporal)
         self.prep = InputPrepSpec(**input_prep)
