@@ -139,7 +139,7 @@ def test_pixel_fn_serves_its_values_at_the_grid_centre(ee_client: EEEmulator, tm
     base = np.arange(12 * 16, dtype=np.float32).reshape(12, 16)
     np.testing.assert_allclose(arr["B4"], base + 1000 * lon + 2 + lat, rtol=0, atol=1e-3)
     np.testing.assert_allclose(arr["B11"], base + 1000 * lon + 3 + lat, rtol=0, atol=1e-3)
-    with pytest.raises(ValueError, match="FILE.py:FUNC"):
+    with pytest.raises(ValueError, match=r"FILE\.py:FUNC"):
         emod.load_pixel_fn("no-function-named")
 
 
