@@ -7,7 +7,9 @@ model actor wrote its batch's shard, the worker's clock) and each final file has
 (the writer task's clock; same machine). A run that writes every file after the last batch
 (the old final pass) fails ``test_files_are_written_before_the_last_embedding``.
 Real exports on the session's Ray cluster: gse grids from the Earth Engine emulator, with
-300 ms per request so that the places arrive over several seconds.
+1 s per request and one request in flight, so the places arrive over 8 s: a gse batch goes
+through the model actor at once, so the overlap needs places that arrive over time, and a
+loaded machine (CI) may take seconds to start the model actor and a writer process.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-N = 10
+N = 8
 
 
 def _log(state: Path) -> list[dict[str, Any]]:
@@ -33,7 +35,7 @@ def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
 
     out = module_scratch("items") / "out"
     places = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 120.0) for i in range(N)]
-    with EEEmulator(latency_ms=300, retry_after_s=0) as emu:
+    with EEEmulator(latency_ms=1000, retry_after_s=0) as emu:
         res = export_batch(
             spatials=places,
             temporal=TemporalSpec.year(2022),

@@ -63,9 +63,9 @@ def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
     mp.setattr(zs, "REGION_BYTES", 1)  # the driver plans regions: one place each
     folder = module_scratch("stream")
     try:
-        # 300 ms a request: the places arrive over seconds, as in a real run, so the test
+        # 600 ms a request: the places arrive over seconds, as in a real run, so the test
         # measures the overlap rather than how fast a gse batch goes through the actor
-        with EEEmulator(latency_ms=300, retry_after_s=0) as emu:
+        with EEEmulator(latency_ms=600, retry_after_s=0) as emu:
             man = _export(folder / "c", emu.url, "zarr", writer_workers=2)
     finally:
         mp.undo()
