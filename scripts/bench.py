@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -71,10 +72,13 @@ class ExternalEmulator:
 
 
 class PeakRSS:
-    """Samples the RSS of this process and all its descendants (the local Ray cluster);
-    ``exclude`` pids (the emulator) are not the export's memory."""
+    """Samples the RSS of this process (or ``pid``) and all its descendants (the local Ray
+    cluster); ``exclude`` pids (the emulator) are not the export's memory."""
 
-    def __init__(self, every_s: float = 0.5, exclude: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, every_s: float = 0.5, exclude: tuple[int, ...] = (), pid: int | None = None
+    ) -> None:
+        self.pid = pid
         self.exclude = set(exclude)
         self.cpu_s: dict[int, float] = {}  # pid -> user+system seconds, last sample
         self.every_s = every_s
@@ -84,7 +88,7 @@ class PeakRSS:
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        me = psutil.Process()
+        me = psutil.Process(self.pid)
         while not self._stop.is_set():
             total = 0
             try:
@@ -124,7 +128,7 @@ class PeakRSS:
         return sum(self.cpu_s.values())
 
     def __enter__(self) -> PeakRSS:
-        me = psutil.Process()
+        me = psutil.Process(self.pid)
         self._sample_cpu(me)
         self._cpu0 = dict(self.cpu_s)
         self._t.start()
@@ -133,7 +137,8 @@ class PeakRSS:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
-        self._sample_cpu(psutil.Process())
+        with contextlib.suppress(psutil.Error):  # a root process that has exited
+            self._sample_cpu(psutil.Process(self.pid))
         # only what the export used: processes that existed before count from then
         for pid, t0 in self._cpu0.items():
             if pid in self.cpu_s:

@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from statistics import median
@@ -101,47 +100,11 @@ def child(a: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------------------- orchestration
-class TreeSampler:
-    """Peak resident memory of a process and all its descendants, sampled every 0.1 s."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.procs = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._stop.is_set():
-            try:
-                tree = [self.proc, *self.proc.children(recursive=True)]
-            except psutil.Error:
-                break
-            total = 0
-            for p in tree:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self.procs = max(self.procs, len(tree))
-            self._stop.wait(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def whole_process(cmd: list[str], env: dict[str, str]) -> dict:
-    """Run ``cmd``; wall seconds from spawn to exit, peak tree RSS, CPU seconds, last line."""
-    import resource
+    """Run ``cmd``; wall seconds from spawn to exit, peak RSS and CPU seconds of its process
+    tree (``bench.PeakRSS``, every 0.1 s), and its last JSON line."""
+    from bench import PeakRSS
 
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [*cmd, "--t-spawn", repr(time.time())] if "--child" in cmd else cmd,
@@ -150,21 +113,16 @@ def whole_process(cmd: list[str], env: dict[str, str]) -> dict:
         stderr=subprocess.PIPE,
         text=True,
     )
-    sampler = TreeSampler(proc.pid)
-    stdout, stderr = proc.communicate()
-    wall = time.perf_counter() - t0
-    sampler.stop()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    with PeakRSS(every_s=0.1, pid=proc.pid) as mem:
+        stdout, stderr = proc.communicate()
+        wall = time.perf_counter() - t0
     lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{cmd[:3]} failed ({proc.returncode}):\n{stderr[-3000:]}")
     return {
         "wall_s": round(wall, 2),
-        "peak_rss_mb": round(sampler.peak / 2**20),
-        "processes": sampler.procs,
-        # reaped descendants only: Ray processes re-parented elsewhere are not counted
-        "cpu_s": round(cpu, 1),
+        "peak_rss_mb": round(mem.peak_total / 2**20),
+        "cpu_s": round(mem.total_cpu_s, 1),  # until each process's last sample
         "detail": json.loads(lines[-1]),
     }
 

@@ -24,7 +24,7 @@ def write_shard(path: str | Path, items: Mapping[int, tuple[np.ndarray, dict[str
     for index, (arr, meta) in items.items():
         arrays[f"d{index}"] = np.ascontiguousarray(arr, dtype=np.float32)
         arrays[f"m{index}"] = np.frombuffer(
-            json.dumps(meta, ensure_ascii=False).encode("utf-8"), dtype=np.uint8
+            json.dumps(meta, ensure_ascii=False, default=repr).encode("utf-8"), dtype=np.uint8
         )
     write_npz(path, arrays, compress=False)
 

@@ -72,7 +72,6 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
     Torch files load with ``weights_only=True`` (no pickled code runs); a dict wrapped under
     ``state_dict`` / ``model`` / ``module`` is unwrapped.
     """
-    import torch
 
     if str(path).endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -82,13 +81,7 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
         except Exception as exc:
             raise WeightsError(f"Cannot read safetensors file {path}: {exc}") from exc
     try:
-        # mapped, not read into the heap: the model copies what it needs and the mapping goes
-        # with the dict, where a heap copy would stay in the process (malloc keeps it)
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as exc:
-        if "mmap" not in str(exc):  # the legacy (pre-zip) format cannot be mapped
-            raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
-        obj = _load_unmapped(path)
+        obj = _torch_load(str(path))
     except Exception as exc:
         raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
     for key in ("state_dict", "model", "module"):
@@ -100,26 +93,18 @@ def load_state_dict_file(path: str) -> dict[str, Any]:
     return dict(obj)
 
 
-def _load_unmapped(path: str) -> Any:
+def _torch_load(path: str) -> Any:
+    """Memory-mapped where the file allows it: the model copies what it needs and the mapping
+    goes with the dict, instead of a heap copy of the whole checkpoint. The legacy (pre-zip)
+    format cannot be mapped and is read whole."""
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"Cannot read checkpoint {path}: {exc}") from exc
-
-
-def release_heap() -> None:
-    """Hand the heap freed after a model load (the checkpoint's temporaries) back to the OS:
-    glibc keeps it otherwise, and the model actor would hold the checkpoint's size twice."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def strip_prefix(

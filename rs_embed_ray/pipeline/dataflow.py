@@ -121,6 +121,9 @@ def infer_stage(
     """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model; a CPU
     actor writes its embedding shards itself."""
     infer = plan.run.infer
+    # a CPU actor writes its own shards: a writer task per batch would start more worker
+    # processes on the same cores the forward needs
+    own_shards = size.gpus_per_actor == 0
     ds = ds.map_batches(
         ModelWorker,
         fn_constructor_kwargs={
@@ -138,9 +141,7 @@ def infer_stage(
             "name": model.name,
             "fetch_key": model.fetch_key,
             "target": model.target,
-            # a CPU actor writes its own shards: a writer task per batch would start more
-            # worker processes on the same cores the forward needs
-            "shard_dir": shard_dir if size.gpus_per_actor == 0 else None,
+            "shard_dir": shard_dir if own_shards else None,
         },
         compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
         num_gpus=size.gpus_per_actor,
@@ -148,7 +149,7 @@ def infer_stage(
         batch_size=infer.batch_size,
         batch_format="numpy",
     )
-    if size.gpus_per_actor == 0:
+    if own_shards:
         return ds
     return ds.map_batches(
         write_embed_shard,
@@ -213,21 +214,20 @@ class TaskWindow:
         return ray.get(pending)
 
 
+def _at(fn: Callable[[Any], Any], pos: int, job: Any) -> tuple[int, Any]:
+    return pos, fn(job)
+
+
 def task_map(concurrency: int) -> Callable[[Callable[[Any], Any], list[Any]], list[Any]]:
     """``parallel_map`` for a combined sink: each job one Ray task, at most ``concurrency``
     in flight (``writer_workers``), results in job order."""
 
     def run(fn: Callable[[Any], Any], jobs: list[Any]) -> list[Any]:
-        task = ray.remote(num_cpus=0.5, max_retries=0)(fn)
+        window = TaskWindow(_at, concurrency)
         results: dict[int, Any] = {}
-        pending: dict[Any, int] = {}
         for pos, job in enumerate(jobs):
-            if len(pending) >= max(1, concurrency):
-                done, _ = ray.wait(list(pending), num_returns=1)
-                results[pending.pop(done[0])] = ray.get(done[0])
-            pending[task.remote(job)] = pos
-        for ref, pos in pending.items():
-            results[pos] = ray.get(ref)
+            results.update(window.submit(fn, pos, job))
+        results.update(window.drain())
         return [results[i] for i in range(len(jobs))]
 
     return run

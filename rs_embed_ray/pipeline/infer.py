@@ -18,13 +18,12 @@ from rs_embed_ray.io.manifest import error_text, prefetch_error
 from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
-from rs_embed_ray.models.runtime import release_heap
 from rs_embed_ray.models.tiling import embed_with_prep
 from rs_embed_ray.options import InferOptions, RetryOptions
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import current_node, with_retries
 from rs_embed_ray.pipeline.sizing import node_threads
-from rs_embed_ray.pipeline.write import write_embed_shard
+from rs_embed_ray.pipeline.write import embed_shard_rows
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
@@ -82,7 +81,6 @@ class ModelWorker:
             precision=options.precision,
             target=target,
         )
-        release_heap()
         self.output = OutputSpec(**output)
         self.temporal = temporal_from_dict(temporal)
         self.prep = InputPrepSpec(**input_prep)
@@ -122,20 +120,24 @@ class ModelWorker:
         b = _Rows(batch)
         self._settle_upstream(batch, b)
         self._read_inputs(batch, b)
-        emb, meta = self._encode(self._forward(b), b)
+        good = self._checked(self._forward(b), b)
         out = {
             col.INDEX: np.asarray(b.indices, dtype=np.int64),
             col.STATUS: np.asarray(b.status, dtype=object),
             col.ERROR: np.asarray(b.error, dtype=object),
-            col.EMB: np.asarray(emb, dtype=object),
-            col.META: np.asarray(meta, dtype=object),
             col.NODE: np.asarray([current_node()] * b.n, dtype=object),
         }
         if b.chained:
             for k in (*col.RESULT, col.NODE):
                 out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
-        if self.shard_dir is not None:
-            return write_embed_shard(out, self.shard_dir)
+        if self.shard_dir is not None:  # the arrays as they are, no bytes round trip
+            return embed_shard_rows(out, {b.indices[j]: v for j, v in good.items()}, self.shard_dir)
+        emb, meta = [b""] * b.n, [""] * b.n
+        for j, (data, m) in good.items():
+            emb[j] = array_to_bytes(data)
+            meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
+        out[col.EMB] = np.asarray(emb, dtype=object)
+        out[col.META] = np.asarray(meta, dtype=object)
         return out
 
     def _settle_upstream(self, batch: dict[str, np.ndarray], b: _Rows) -> None:
@@ -200,10 +202,12 @@ class ModelWorker:
                         b.status[j], b.error[j] = col.STATUS_FAILED, error_text(one_exc)
         return results
 
-    def _encode(self, results: dict[int, Any], b: _Rows) -> tuple[list[bytes], list[str]]:
-        """The EMB and META columns; a NaN/Inf embedding fails its place."""
-        emb: list[bytes] = [b""] * b.n
-        meta = [""] * b.n
+    def _checked(
+        self, results: dict[int, Any], b: _Rows
+    ) -> dict[int, tuple[np.ndarray, dict[str, Any]]]:
+        """Each ok place's (embedding, meta) by batch position; a NaN/Inf embedding fails
+        its place."""
+        good: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
         for j, e in results.items():
             data = np.asarray(e.data, dtype=np.float32)
             # precomputed products mark nodata pixels NaN on purpose (gse grids)
@@ -213,12 +217,11 @@ class ModelWorker:
                 bad_out = ModelError(f"Model {self.model_name} returned NaN or Inf values.")
                 b.status[j], b.error[j] = col.STATUS_FAILED, error_text(bad_out)
                 continue
-            emb[j] = array_to_bytes(data)
             m = dict(e.meta or {})
             m.setdefault("weights", self.embedder.weights_record)
             m.setdefault("device", self.device)
-            meta[j] = json.dumps(m, ensure_ascii=False, default=repr)
-        return emb, meta
+            good[j] = (data, m)
+        return good
 
 
 class _Rows:

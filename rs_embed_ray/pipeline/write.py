@@ -25,20 +25,29 @@ from rs_embed_ray.pipeline.fetch import with_retries
 
 
 def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str, np.ndarray]:
-    """Write the ok embeddings of a batch to one shard; return small status rows."""
-    ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
-    shape, sha = [], []
-    for idx, status, emb, meta in zip(
-        batch[col.INDEX], batch[col.STATUS], batch[col.EMB], batch[col.META], strict=True
-    ):
-        if status == col.STATUS_OK:
-            arr = array_from_bytes(bytes(emb))
-            ok[int(idx)] = (arr, json.loads(meta) if meta else {})
-            shape.append(json.dumps(list(arr.shape)))
-            sha.append(array_sha1(arr))
-        else:
-            shape.append("")
-            sha.append("")
+    """The writer task after a GPU actor: decode the batch's ok embeddings, then
+    ``embed_shard_rows``."""
+    ok: dict[int, tuple[np.ndarray, dict[str, Any]]] = {
+        int(idx): (array_from_bytes(bytes(emb)), json.loads(meta) if meta else {})
+        for idx, status, emb, meta in zip(
+            batch[col.INDEX], batch[col.STATUS], batch[col.EMB], batch[col.META], strict=True
+        )
+        if status == col.STATUS_OK
+    }
+    return embed_shard_rows(batch, ok, shard_dir)
+
+
+def embed_shard_rows(
+    batch: dict[str, np.ndarray],
+    ok: dict[int, tuple[np.ndarray, dict[str, Any]]],
+    shard_dir: str,
+) -> dict[str, np.ndarray]:
+    """Write the ok places' ``(embedding, meta)`` to one shard; return small status rows.
+    A CPU model actor calls this itself, with its arrays as they are."""
+    shape = [
+        json.dumps(list(ok[int(i)][0].shape)) if int(i) in ok else "" for i in batch[col.INDEX]
+    ]
+    sha = [array_sha1(ok[int(i)][0]) if int(i) in ok else "" for i in batch[col.INDEX]]
     shard = ""
     if ok:
         path = storage.as_path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"

@@ -165,3 +165,19 @@ def test_sha256_streaming_and_cached(tmp_path):
     assert W.file_sha256(f, chunk_size=4096) == hashlib.sha256(f.read_bytes()).hexdigest()
     st = f.stat()
     assert (str(f.resolve()), st.st_size, st.st_mtime_ns) in W._SHA_CACHE
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_torch_checkpoint_reads_the_same_mapped_or_not(tmp_path, zip_format) -> None:
+    """Zip checkpoints are memory-mapped; the legacy format cannot be and is read whole.
+    Both give back what torch.save wrote, unwrapped from ``state_dict``."""
+    import torch
+
+    from rs_embed_ray.models.runtime import load_state_dict_file
+
+    sd = {"w": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([7.0])}
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": sd}, path, _use_new_zipfile_serialization=zip_format)
+    got = load_state_dict_file(str(path))
+    assert sorted(got) == ["b", "w"]
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
