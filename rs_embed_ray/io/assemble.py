@@ -10,7 +10,6 @@ format it writes.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from rs_embed_ray.inspection import INSPECTION_META
 from rs_embed_ray.io import quantize as q
 from rs_embed_ray.io import storage
-from rs_embed_ray.io.atomic import write_text
+from rs_embed_ray.io.atomic import write_json
 from rs_embed_ray.io.formats import ModelColumns, Places, Stack, get_format
 from rs_embed_ray.io.formats.base import select_channels
 from rs_embed_ray.io.manifest import (
@@ -69,7 +68,7 @@ def _write_sidecar(manifest: dict[str, Any], array_path: Path, save_manifest: bo
     side = sidecar_path(array_path)
     if save_manifest:
         manifest["manifest_path"] = str(side)
-        write_text(side, json.dumps(manifest, ensure_ascii=False, indent=2))
+        write_json(side, manifest)
     elif side.exists():
         side.unlink()
 

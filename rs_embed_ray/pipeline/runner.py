@@ -17,7 +17,7 @@ import ray
 
 from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
-from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_text
+from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_json
 from rs_embed_ray.io.formats import Places
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.io.manifest_list import ManifestList
@@ -430,7 +430,7 @@ class Runner:
             retry.max_retries,
             retry.backoff_s,
         )
-        write_text(self.state.folder / "final.json", json.dumps(result, indent=2))
+        write_json(self.state.folder / "final.json", result)
         return result
 
     # -- main ----------------------------------------------------------------------------
