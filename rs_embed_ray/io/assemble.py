@@ -11,7 +11,7 @@ format it writes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import write_json
 from rs_embed_ray.io.formats import ModelColumns, Places, Stack, get_format
 from rs_embed_ray.io.formats.base import select_channels
+from rs_embed_ray.io.lazy import JsonSpool
 from rs_embed_ray.io.manifest import (
     array_sha1,
     error_text,
@@ -31,6 +32,7 @@ from rs_embed_ray.io.manifest import (
     utc_ts,
 )
 from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.io.steptable import StepRows
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +212,7 @@ def model_columns(
             errors[i] = prefetch_error(m["name"], i, m["fetch_key"], (p or {}).get("error"))
     inputs = None
     if ctx["save_inputs"] and m["fetch_key"]:
-        fetched = [(i, psrc[i]) for i in range(n) if i not in errors]
+        fetched = StepRows(psrc, _without(n, errors))
         key = m["key"]
         inputs = Stack(f"inputs_bchw__{key}", f"input_chw__{key}", fetched, reader)
         inputs.channels, inputs.partial_stacked = m["channels"], True
@@ -221,14 +223,22 @@ def model_columns(
             e = esrc.get(i)
             if i not in errors and (e is None or e["status"] != "ok"):
                 errors[i] = (e or {}).get("error") or "embedding missing"
-        ok = [(i, esrc[i]) for i in range(n) if i not in errors]
+        ok = StepRows(esrc, _without(n, errors))
         embeddings = Stack(f"embeddings__{m['key']}", f"embedding__{m['key']}", ok, reader)
         embeddings.dtype = ctx.get("dtype", q.FLOAT32)
+        embeddings.metas = JsonSpool(n)  # the manifest's metas, on disk until written
     chips = {
         tuple(r["shape"][-2:]) for r in psrc.values() if r["status"] == "ok" and r.get("shape")
     }
     chip = next(iter(chips)) if len(chips) == 1 else None
     return ModelColumns(m, errors, inputs, embeddings, chip)
+
+
+def _without(n: int, skip: dict[int, str]) -> np.ndarray:
+    """The places ``0..n-1`` that are not in ``skip``, as an index array."""
+    keep = np.ones(n, dtype=bool)
+    keep[list(skip)] = False
+    return np.flatnonzero(keep)
 
 
 def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
@@ -243,14 +253,12 @@ def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
         "embeddings": refs["embeddings"],
         "metas": None,
     }
-    if cols.embeddings is not None:
-        metas: list[Any] = [None] * n
-        for i in cols.embeddings.indices:
-            emeta = cols.embeddings.metas[i]
-            entry.setdefault("weights", emeta.pop("weights", None))
-            emeta.pop("weights", None)
-            metas[i] = emeta
-        entry["metas"] = metas
+    stack = cols.embeddings
+    if stack is not None:
+        if stack.weights_from is not None:
+            entry["weights"] = stack.weights
+        metas = stack.metas
+        entry["metas"] = metas if isinstance(metas, JsonSpool) else [metas.get(i) for i in range(n)]
     if cols.errors:
         entry["failed_indices"] = sorted(cols.errors)
         entry["errors_by_index"] = {str(i): cols.errors[i] for i in sorted(cols.errors)}
@@ -279,13 +287,13 @@ def write_combined(
     ctx: dict[str, Any],
     path: Path,
     *,
-    spatials: list[dict[str, Any]],
+    spatials: Sequence[dict[str, Any]],
     names: list[str],
-    centers: list[tuple[float, float]],
+    centers: Sequence[tuple[float, float]],
     patch_src: dict[str, dict[int, dict[str, Any]]],
     embed_src: dict[str, dict[int, dict[str, Any]]],
     fingerprint: str,
-    temporals: list[dict[str, Any] | None] | None = None,
+    temporals: Sequence[dict[str, Any] | None] | None = None,
     parallel_map: Callable[[Callable[[Any], Any], list[Any]], list[Any]] | None = None,
     done_jobs: frozenset[Any] = frozenset(),
 ) -> dict[str, Any]:
@@ -329,9 +337,9 @@ def _combined_manifest(
     ctx: dict[str, Any],
     entries: list[dict[str, Any]],
     n: int,
-    spatials: list[dict[str, Any]],
+    spatials: Sequence[dict[str, Any]],
     names: list[str],
-    temporals: list[Any] | None,
+    temporals: Sequence[Any] | None,
     fingerprint: str,
 ) -> dict[str, Any]:
     """The final combined manifest (contract §2.17.5), whatever the file format."""

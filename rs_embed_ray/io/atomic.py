@@ -21,6 +21,7 @@ from typing import Any
 
 from rs_embed_ray.errors import RSEmbedRayError
 from rs_embed_ray.io import storage
+from rs_embed_ray.io.lazy import LazySequence
 
 log = logging.getLogger(__name__)
 
@@ -153,11 +154,36 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+class _Streamed(list):  # type: ignore[type-arg]
+    """A lazy sequence as ``json.dump`` sees it: a list it iterates item by item.
+
+    ``json.dump`` (unlike ``json.dumps``) always runs the pure-Python encoder, which reads a
+    list only through ``len()`` and iteration; this empty list subclass answers both from
+    the lazy sequence, so its items are read, encoded and dropped one at a time."""
+
+    def __init__(self, seq: LazySequence) -> None:
+        super().__init__()
+        self.seq = seq
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.seq)
+
+
+def _stream_lazy(obj: Any) -> Any:
+    if isinstance(obj, LazySequence):
+        return _Streamed(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
 def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> None:
     """``obj`` as UTF-8 JSON, encoded straight into the temp file: a combined manifest of a
-    million places is never held as one string (and again as its bytes) in memory."""
+    million places is never held as one string (and again as its bytes) in memory, and its
+    lazy per-place lists (``io.lazy``) are read one item at a time."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, ensure_ascii=False, indent=indent)
+        json.dump(obj, fh, ensure_ascii=False, indent=indent, default=_stream_lazy)
 
 
 def clean_stale_temps(

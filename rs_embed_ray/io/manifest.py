@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.errors import ProviderError
+from rs_embed_ray.io.lazy import LazySequence
 
 
 def jsonable(obj: Any) -> Any:
@@ -39,7 +40,7 @@ def jsonable(obj: Any) -> Any:
         return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
+    if isinstance(obj, (list, tuple, set, frozenset, LazySequence)):
         return [jsonable(v) for v in obj]
     return repr(obj)
 

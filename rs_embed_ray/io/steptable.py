@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from rs_embed_ray.io.lazy import LazySequence
+
 Src = dict[str, Any]  # one step's result: {"status", "shard" (absolute), "error", "shape"}
 
 _ABSENT = -1
@@ -117,4 +119,20 @@ class StepTable(MutableMapping[int, Src]):
         return cols + sum(len(str(s)) + 50 for s in self._shards.values) + 100 * len(self._errors)
 
 
-__all__ = ["Src", "StepTable"]
+class StepRows(LazySequence):
+    """``(i, table[i])`` for the places ``indices`` of a step table, made when read: what a
+    combined file's stack iterates, without a record per place held for the whole write."""
+
+    def __init__(self, table: Mapping[int, Src], indices: Any) -> None:
+        self.table = table
+        self.index_array = np.asarray(indices, dtype=np.int64).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.index_array)
+
+    def _item(self, k: int) -> tuple[int, Src]:
+        i = int(self.index_array[k])
+        return i, self.table[i]
+
+
+__all__ = ["Src", "StepRows", "StepTable"]

@@ -19,6 +19,7 @@ from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_json
 from rs_embed_ray.io.formats import Places
+from rs_embed_ray.io.lazy import PerPlace
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.stac import write_stac
@@ -201,11 +202,7 @@ class Runner:
         if p.layout != "combined":
             return
         places = Places(
-            [jsonable(s) for s in p.spatials],
-            p.names,
-            [s.center() for s in p.spatials],
-            jsonable(p.temporal),
-            self._temporals(),
+            self._spatials(), p.names, self._centers(), jsonable(p.temporal), self._temporals()
         )
         stream = CombinedStream(self._ctx(), p.out_path, places)
         if stream.enabled:
@@ -217,11 +214,20 @@ class Runner:
             idx = [r.index for r in recs]
             self.regions.offer(self.log.patch_src, self.log.embed_src, kind, key, idx)
 
-    def _temporals(self) -> list[dict[str, Any] | None] | None:
+    # every place's manifest forms, made when read: not held for the whole run (io.lazy)
+    def _spatials(self) -> PerPlace:
+        p = self.plan
+        return PerPlace(p.n_items, lambda i: jsonable(p.spatials[i]))
+
+    def _centers(self) -> PerPlace:
+        p = self.plan
+        return PerPlace(p.n_items, lambda i: p.spatials[i].center())
+
+    def _temporals(self) -> PerPlace | None:
         p = self.plan
         if p.temporals is None:
             return None
-        return [jsonable(p.temporal_of(i)) for i in range(p.n_items)]
+        return PerPlace(p.n_items, lambda i: jsonable(p.temporal_of(i)))
 
     def _fetch(self, group: FetchGroup, todo: list[int], first: ModelRequest | None) -> None:
         """Fetch the pending places of a group; when ``first`` is given, its model runs in
@@ -417,9 +423,9 @@ class Runner:
             lambda: write_combined(
                 ctx,
                 p.out_path,
-                spatials=[jsonable(s) for s in p.spatials],
+                spatials=self._spatials(),
                 names=p.names,
-                centers=[s.center() for s in p.spatials],
+                centers=self._centers(),
                 patch_src=lg.patch_src,
                 embed_src=lg.embed_src,
                 fingerprint=p.run_fingerprint(),

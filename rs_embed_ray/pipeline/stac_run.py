@@ -5,9 +5,9 @@ time of the stages that ran each model). No ray; credentials never."""
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Sequence
 from typing import Any
 
+from rs_embed_ray.io.lazy import PerPlace
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.plan import ExportPlan
 
@@ -60,24 +60,6 @@ def _dim(result: Any, name: str) -> int | None:
             if shape:
                 return int(shape[1] if "embeddings" in e else shape[0])
     return None
-
-
-class PerPlace(Sequence[Any]):
-    """A per-place value computed when read: a million places' manifest forms are not held
-    at once."""
-
-    def __init__(self, n: int, value: Callable[[int], Any]) -> None:
-        self._n, self._value = n, value
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __getitem__(self, i: Any) -> Any:
-        if isinstance(i, slice):
-            return [self._value(j) for j in range(*i.indices(self._n))]
-        if not -self._n <= i < self._n:
-            raise IndexError(i)
-        return self._value(i % self._n)
 
 
 def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, float]) -> dict:

@@ -13,14 +13,16 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from rs_embed_ray.io.lazy import JsonSpool
 from rs_embed_ray.io.shards import ShardReader
+from rs_embed_ray.io.steptable import StepRows
 
 Arrays = dict[str, np.ndarray]  # array key -> array
 Doc = dict[str, Any]  # a manifest, or a file's attributes
@@ -61,16 +63,30 @@ class Stack:
 
     key: str  # the stacked array key (``inputs_bchw__<k>`` / ``embeddings__<k>``)
     point_key: str  # per-place keys are ``<point_key>__<index:05d>``
-    items: list[tuple[int, dict[str, Any]]]
+    items: Sequence[tuple[int, dict[str, Any]]]  # a run gives ``io.steptable.StepRows``
     reader: ShardReader
     channels: list[int] | None = None
     partial_stacked: bool = False  # stacked with ``indices`` even when rows are missing
     dtype: str = "float32"  # how the rows are stored (io.quantize)
-    metas: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # place -> its row's meta, as read (a run gives an ``io.lazy.JsonSpool``: on disk)
+    metas: MutableMapping[int, Any] | JsonSpool = field(default_factory=dict)
+    weights: Any = None  # the weights record, popped from the first place's meta
+    weights_from: int | None = None  # the place it came from (None: no meta read yet)
 
     @property
     def indices(self) -> list[int]:
+        if isinstance(self.items, StepRows):
+            return self.items.index_array.tolist()
         return [i for i, _ in self.items]
+
+    def record_meta(self, index: int, meta: Any) -> None:
+        """Keep place ``index``'s meta for the manifest. Its ``weights`` record (the same
+        for every place) is kept once, from the first place, as the manifest lists it."""
+        if isinstance(meta, dict):
+            w = meta.pop("weights", None)
+            if self.weights_from is None or index < self.weights_from:
+                self.weights, self.weights_from = w, index
+        self.metas[index] = meta
 
     def row_shapes(self) -> set[tuple[int, ...]]:
         """The recorded row shapes (after channel selection), without reading any data."""
@@ -81,7 +97,7 @@ class Stack:
 
     def read(self, index: int, src: dict[str, Any]) -> np.ndarray:
         arr, meta = self.reader.read(src["shard"], index)
-        self.metas[index] = meta
+        self.record_meta(index, meta)
         return select_channels(np.asarray(arr, dtype=np.float32), self.channels)
 
     def rows(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -105,11 +121,11 @@ class ModelColumns:
 class Places:
     """The places of a combined file, in order (manifest forms)."""
 
-    spatials: list[dict[str, Any]]
+    spatials: Sequence[dict[str, Any]]
     names: list[str]
-    centers: list[tuple[float, float]]
+    centers: Sequence[tuple[float, float]]
     temporal: dict[str, Any]  # the run's window
-    temporals: list[dict[str, Any] | None] | None  # each place's own window, when any
+    temporals: Sequence[dict[str, Any] | None] | None  # each place's own window, when any
 
     def __len__(self) -> int:
         return len(self.spatials)

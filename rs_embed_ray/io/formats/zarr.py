@@ -203,7 +203,7 @@ class _ZarrSink(CombinedSink):
                 refs[field] = self.refs[stack.key]
                 if field == "embeddings":  # the manifest's metas (the arrays are not read)
                     for i, src in stack.items:
-                        stack.metas[i] = stack.reader.read_meta(src["shard"], i)
+                        stack.record_meta(i, stack.reader.read_meta(src["shard"], i))
             out.append(refs)
         return out
 
