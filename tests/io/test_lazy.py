@@ -102,13 +102,13 @@ def _ctx() -> dict[str, Any]:
         "key": "m",
         "sensor": None,
         "describe": {},
-        "input_key": None,
-        "fetch_key": None,
+        "input_key": "g",
+        "fetch_key": "g",
         "channels": None,
     }
     return dict(
         format="npz",
-        save_inputs=False,
+        save_inputs=True,
         save_embeddings=True,
         save_manifest=True,
         backend="local",
@@ -125,10 +125,15 @@ def _combined(tmp_path: Path, n: int, failed: int | None) -> tuple[dict[str, Any
     """Write a combined npz of ``n`` places (``failed`` without an embedding); the manifest,
     and the Python memory it holds and the peak while writing, both above what was held
     before (tracemalloc)."""
-    table = StepTable(n)
+    table, patches = StepTable(n), StepTable(n)
     for lo in range(0, n, BATCH):  # one shard per batch, as a run writes them
+        batch = range(lo, min(n, lo + BATCH))
+        shard = tmp_path / f"p{lo}.npz"  # the patches, with fetch metas as big
+        write_shard(shard, {i: (np.full((2, 3, 3), i, np.float32), {"pad": PAD}) for i in batch})
+        for i in batch:
+            patches[i] = {"status": "ok", "shard": str(shard), "shape": [2, 3, 3]}
         shard = tmp_path / f"m{lo}.npz"
-        batch = [i for i in range(lo, min(n, lo + BATCH)) if i != failed]
+        batch = [i for i in batch if i != failed]
         meta = {"weights": {"w": 1}, "pad": PAD}
         write_shard(shard, {i: (np.full(D, i, np.float32), {**meta, "i": i}) for i in batch})
         for i in batch:
@@ -149,7 +154,7 @@ def _combined(tmp_path: Path, n: int, failed: int | None) -> tuple[dict[str, Any
             spatials=spatials,
             names=names,
             centers=centers,
-            patch_src={},
+            patch_src={"g": patches},
             embed_src={"m": table},
             fingerprint="fp",
         )
@@ -174,11 +179,13 @@ def test_combined_manifest_reads_its_metas_from_disk(tmp_path):
     side = json.loads(sidecar_path(tmp_path / "c.npz").read_text("utf-8"))
     assert side["models"][0]["metas"] == list(metas)
     assert side["models"][0]["weights"] == {"w": 1}
+    assert side["models"][0]["inputs"]["shape"] == [n, 2, 3, 3]
     assert pickle.loads(pickle.dumps(man))["models"][0]["metas"] == side["models"][0]["metas"]
 
 
 def test_combined_write_memory_does_not_grow_with_the_metas(tmp_path):
-    """About 1 KB of meta a place is read: neither the write nor its result holds it. The
+    """About 1 KB of meta a place is read, twice (patch and embedding): neither the write
+    nor its result holds them. The
     slope between two sizes leaves out what does not grow (open shards, imports)."""
     small = _combined(tmp_path / "a", 1000, failed=None)
     large = _combined(tmp_path / "b", 4000, failed=None)

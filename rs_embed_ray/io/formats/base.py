@@ -14,7 +14,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,8 +68,9 @@ class Stack:
     channels: list[int] | None = None
     partial_stacked: bool = False  # stacked with ``indices`` even when rows are missing
     dtype: str = "float32"  # how the rows are stored (io.quantize)
-    # place -> its row's meta, as read (a run gives an ``io.lazy.JsonSpool``: on disk)
-    metas: MutableMapping[int, Any] | JsonSpool = field(default_factory=dict)
+    # place -> its row's meta, as read, for the manifest (a run gives embeddings an
+    # ``io.lazy.JsonSpool``: on disk); None: not kept (inputs: the manifest has no metas)
+    metas: MutableMapping[int, Any] | JsonSpool | None = None
     weights: Any = None  # the weights record, popped from the first place's meta
     weights_from: int | None = None  # the place it came from (None: no meta read yet)
 
@@ -82,6 +83,8 @@ class Stack:
     def record_meta(self, index: int, meta: Any) -> None:
         """Keep place ``index``'s meta for the manifest. Its ``weights`` record (the same
         for every place) is kept once, from the first place, as the manifest lists it."""
+        if self.metas is None:
+            return
         if isinstance(meta, dict):
             w = meta.pop("weights", None)
             if self.weights_from is None or index < self.weights_from:
