@@ -120,10 +120,6 @@ class JsonSpool(LazySequence):
 
     __setitem__ = put
 
-    def has(self, index: int) -> bool:
-        """Whether place ``index`` has a value yet."""
-        return bool(self._offset[index] != _MISSING)
-
     def missing(self) -> list[int]:
         """Places that have no value yet."""
         return [int(i) for i in np.flatnonzero(self._offset == _MISSING)]
