@@ -28,6 +28,7 @@ from rs_embed_ray.io.load import load_export, summarize_export
 from rs_embed_ray.io.shards import write_shard
 from rs_embed_ray.testing.faults import faulty_local
 from tests.conftest import points, tiny_raster_source
+from tests.io.writer_ctx import model_spec, writer_ctx
 
 WINDOW = TemporalSpec.range("2022-06-01", "2022-09-01")
 MODELS = ["spectral_stats", "remoteclip"]
@@ -148,28 +149,10 @@ def _fake_combined(tmp_path, n=300, dim=6, failed=(2,), save_manifest=True):
         else {"status": "failed", "shard": "", "shape": None, "error": "boom"}
         for i in range(n)
     }
-    ctx = dict(
-        format="geoparquet",
-        save_inputs=False,
-        save_embeddings=True,
-        save_manifest=save_manifest,
-        backend="local",
-        device="cpu",
-        temporal={"mode": "year", "year": 2022, "start": None, "end": None},
-        output={"mode": "pooled"},
-        input_prep={},
-        package_version="0",
-        models=[
-            {
-                "name": "m-1",
-                "key": "m_1",
-                "sensor": None,
-                "describe": {"dim_pooled": dim},
-                "input_key": None,
-                "fetch_key": None,
-                "channels": None,
-            }
-        ],
+    model = model_spec("m-1", "m_1", None, describe={"dim_pooled": dim})
+    year = {"mode": "year", "year": 2022, "start": None, "end": None}
+    ctx = writer_ctx(
+        "geoparquet", [model], save_inputs=False, save_manifest=save_manifest, temporal=year
     )
     spatials = [{"lon": 10 + i * 1e-3, "lat": 40.0, "buffer_m": 5.0} for i in range(n)]
     path = tmp_path / "f.parquet"

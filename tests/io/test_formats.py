@@ -27,38 +27,21 @@ from rs_embed_ray.io.load import load_export, summarize_export
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import NpzStreamWriter
 from rs_embed_ray.io.shards import write_shard
+from tests.io.writer_ctx import model_spec, writer_ctx
 
 N, D, C, H = 4, 6, 3, 5
 TEMPORAL = {"mode": "range", "year": None, "start": "2022-06-01", "end": "2022-09-01"}
 
 
 def _model(name: str, key: str, fetch_key: str | None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "key": key,
-        "sensor": None,
-        "describe": {"dim_pooled": D},
-        "input_key": fetch_key,
-        "fetch_key": fetch_key,
-        "channels": [2, 0] if fetch_key else None,
-    }
+    channels = [2, 0] if fetch_key else None
+    return model_spec(name, key, fetch_key, describe={"dim_pooled": D}, channels=channels)
 
 
 def _ctx(fmt: str, save_inputs: bool = True) -> dict[str, Any]:
-    return dict(
-        format=fmt,
-        save_inputs=save_inputs,
-        save_embeddings=True,
-        save_manifest=True,
-        backend="local",
-        device="cpu",
-        temporal=TEMPORAL,
-        output={"mode": "pooled"},
-        input_prep={},
-        package_version="0",
-        # two models on one fetch: the second one's inputs are the first one's (dedup)
-        models=[_model("m-1", "m_1", "g"), _model("m-2", "m_2", "g")],
-    )
+    # two models on one fetch: the second one's inputs are the first one's (dedup)
+    models = [_model("m-1", "m_1", "g"), _model("m-2", "m_2", "g")]
+    return writer_ctx(fmt, models, save_inputs=save_inputs, temporal=TEMPORAL)
 
 
 def _sources(tmp_path: Path, failed: int = 1) -> tuple[dict, dict]:

@@ -25,6 +25,7 @@ from rs_embed_ray.io.lazy import JsonSpool, PerPlace
 from rs_embed_ray.io.manifest import jsonable
 from rs_embed_ray.io.shards import write_shard
 from rs_embed_ray.io.steptable import StepTable
+from tests.io.writer_ctx import model_spec, writer_ctx
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -97,28 +98,7 @@ PAD = "x" * 1000  # about 1 KB of meta per place, as a model's metas are
 
 
 def _ctx() -> dict[str, Any]:
-    model = {
-        "name": "m",
-        "key": "m",
-        "sensor": None,
-        "describe": {},
-        "input_key": "g",
-        "fetch_key": "g",
-        "channels": None,
-    }
-    return dict(
-        format="npz",
-        save_inputs=True,
-        save_embeddings=True,
-        save_manifest=True,
-        backend="local",
-        device="cpu",
-        temporal=None,
-        output={"mode": "pooled"},
-        input_prep={},
-        package_version="0",
-        models=[model],
-    )
+    return writer_ctx("npz", [model_spec("m", "m", "g")])
 
 
 def _combined(tmp_path: Path, n: int, failed: int | None) -> tuple[dict[str, Any], int, int]:
