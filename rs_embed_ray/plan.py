@@ -17,6 +17,7 @@ from rs_embed_ray.errors import ModelError, SpecError
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
+from rs_embed_ray.io.lazy import PerPlace
 from rs_embed_ray.io.manifest import fingerprint, jsonable
 from rs_embed_ray.io.quantize import check_dtype
 from rs_embed_ray.models.base import ModelInfo
@@ -137,6 +138,16 @@ class ExportPlan:
         if self.temporals is not None:
             return self.temporals[index]
         return self.temporal
+
+    # every place's manifest forms, made when read: not held for the whole run (io.lazy)
+    def spatial_forms(self) -> PerPlace:
+        return PerPlace(self.n_items, lambda i: jsonable(self.spatials[i]))
+
+    def temporal_forms(self) -> PerPlace:
+        return PerPlace(self.n_items, lambda i: jsonable(self.temporal_of(i)))
+
+    def centers(self) -> PerPlace:
+        return PerPlace(self.n_items, lambda i: self.spatials[i].center())
 
     @property
     def ext(self) -> str:

@@ -257,8 +257,7 @@ def _entry(cols: ModelColumns, refs: dict[str, Any], n: int) -> dict[str, Any]:
     if stack is not None:
         if stack.weights_from is not None:
             entry["weights"] = stack.weights
-        metas = stack.metas if stack.metas is not None else {}
-        entry["metas"] = metas if isinstance(metas, JsonSpool) else [metas.get(i) for i in range(n)]
+        entry["metas"] = stack.metas
     if cols.errors:
         entry["failed_indices"] = sorted(cols.errors)
         entry["errors_by_index"] = {str(i): cols.errors[i] for i in sorted(cols.errors)}

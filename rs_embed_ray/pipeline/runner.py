@@ -202,7 +202,7 @@ class Runner:
         if p.layout != "combined":
             return
         places = Places(
-            self._spatials(), p.names, self._centers(), jsonable(p.temporal), self._temporals()
+            p.spatial_forms(), p.names, p.centers(), jsonable(p.temporal), self._temporals()
         )
         stream = CombinedStream(self._ctx(), p.out_path, places)
         if stream.enabled:
@@ -214,20 +214,10 @@ class Runner:
             idx = [r.index for r in recs]
             self.regions.offer(self.log.patch_src, self.log.embed_src, kind, key, idx)
 
-    # every place's manifest forms, made when read: not held for the whole run (io.lazy)
-    def _spatials(self) -> PerPlace:
-        p = self.plan
-        return PerPlace(p.n_items, lambda i: jsonable(p.spatials[i]))
-
-    def _centers(self) -> PerPlace:
-        p = self.plan
-        return PerPlace(p.n_items, lambda i: p.spatials[i].center())
-
     def _temporals(self) -> PerPlace | None:
+        """Each place's window (manifest form), when places have windows of their own."""
         p = self.plan
-        if p.temporals is None:
-            return None
-        return PerPlace(p.n_items, lambda i: jsonable(p.temporal_of(i)))
+        return p.temporal_forms() if p.temporals is not None else None
 
     def _fetch(self, group: FetchGroup, todo: list[int], first: ModelRequest | None) -> None:
         """Fetch the pending places of a group; when ``first`` is given, its model runs in
@@ -423,9 +413,9 @@ class Runner:
             lambda: write_combined(
                 ctx,
                 p.out_path,
-                spatials=self._spatials(),
+                spatials=p.spatial_forms(),
                 names=p.names,
-                centers=self._centers(),
+                centers=p.centers(),
                 patch_src=lg.patch_src,
                 embed_src=lg.embed_src,
                 fingerprint=p.run_fingerprint(),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from rs_embed_ray.io.lazy import PerPlace
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.plan import ExportPlan
 
@@ -96,9 +95,9 @@ def stac_run(plan: ExportPlan, device: str, result: Any, stage_s: dict[str, floa
         "ext": p.ext,
         "out_path": str(p.out_path),
         "names": p.names,
-        "spatials": PerPlace(p.n_items, lambda i: jsonable(p.spatials[i])),
+        "spatials": p.spatial_forms(),
         "temporal": jsonable(p.temporal),
-        "temporals": PerPlace(p.n_items, lambda i: jsonable(p.temporal_of(i))),
+        "temporals": p.temporal_forms(),
         "models": models,
         "output": jsonable(p.output),
         "input_prep": jsonable(p.input_prep),

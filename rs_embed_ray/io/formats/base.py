@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,22 +63,20 @@ class Stack:
 
     key: str  # the stacked array key (``inputs_bchw__<k>`` / ``embeddings__<k>``)
     point_key: str  # per-place keys are ``<point_key>__<index:05d>``
-    items: Sequence[tuple[int, dict[str, Any]]]  # a run gives ``io.steptable.StepRows``
+    items: StepRows  # the places that have a row, with their step records
     reader: ShardReader
     channels: list[int] | None = None
     partial_stacked: bool = False  # stacked with ``indices`` even when rows are missing
     dtype: str = "float32"  # how the rows are stored (io.quantize)
-    # place -> its row's meta, as read, for the manifest (a run gives embeddings an
-    # ``io.lazy.JsonSpool``: on disk); None: not kept (inputs: the manifest has no metas)
-    metas: MutableMapping[int, Any] | JsonSpool | None = None
+    # place -> its row's meta, as read, on disk until the manifest is written; None: not
+    # kept (inputs: the manifest has no metas for them)
+    metas: JsonSpool | None = None
     weights: Any = None  # the weights record, popped from the first place's meta
     weights_from: int | None = None  # the place it came from (None: no meta read yet)
 
     @property
     def indices(self) -> list[int]:
-        if isinstance(self.items, StepRows):
-            return self.items.index_array.tolist()
-        return [i for i, _ in self.items]
+        return self.items.index_array.tolist()
 
     def record_meta(self, index: int, meta: Any) -> None:
         """Keep place ``index``'s meta for the manifest. Its ``weights`` record (the same
