@@ -28,7 +28,7 @@ from rs_embed_ray.io.stream import CombinedStream
 from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
-from rs_embed_ray.pipeline.heap import HeapTrimmer
+from rs_embed_ray.pipeline.heap import HeapTrimmer, release_free_heap
 from rs_embed_ray.pipeline.quiet import (
     init_kwargs,
     quiet_ray_data,
@@ -488,6 +488,7 @@ class Runner:
             self.log.write_run("stopped", skipped)
             raise
         t0 = time.perf_counter()
+        release_free_heap()  # what the stages freed, before the final write allocates its own
         if manifests is not None:
             self._finalize_per_item(todo_items, manifests)
             result: Any = manifests
