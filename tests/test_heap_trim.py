@@ -4,6 +4,7 @@ a fresh Python process whose glibc heap holds 80 MB of freed blocks below a live
 from __future__ import annotations
 
 import ctypes.util
+import json
 import subprocess
 import sys
 
@@ -47,8 +48,6 @@ def test_release_free_heap_returns_freed_pages() -> None:
     out = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120
     )
-    import json
-
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ok"] is True
     # the 80 MB freed were still resident before the trim, and not after

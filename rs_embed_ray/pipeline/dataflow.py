@@ -18,6 +18,7 @@ from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 from rs_embed_ray.io.manifest import jsonable
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
+from rs_embed_ray.pipeline.heap import HeapTrimmer
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.sizing import (
     FetchSizing,
@@ -192,8 +193,12 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
 
 
 def batches(ds: Any) -> Iterator[dict[str, Any]]:
-    """The dataset's result rows as they stream in, one numpy batch at a time."""
-    return ds.iter_batches(batch_size=None, batch_format="numpy")
+    """The dataset's result rows as they stream in, one numpy batch at a time; between
+    batches the driver gives the heap pages it freed back to the OS (``heap.HeapTrimmer``)."""
+    trimmer = HeapTrimmer()
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        yield batch
+        trimmer.maybe()
 
 
 class TaskWindow:

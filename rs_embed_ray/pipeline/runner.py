@@ -28,7 +28,7 @@ from rs_embed_ray.io.stream import CombinedStream
 from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
-from rs_embed_ray.pipeline.heap import HeapTrimmer, release_free_heap
+from rs_embed_ray.pipeline.heap import release_free_heap
 from rs_embed_ray.pipeline.quiet import (
     init_kwargs,
     quiet_ray_data,
@@ -83,7 +83,6 @@ class Runner:
         self.items: ManifestList | None = None
         self._item_writers: flow.TaskWindow | None = None
         self._item_ctx: dict[str, Any] = {}
-        self._heap = HeapTrimmer()  # freed native buffers go back to the OS as batches stream
 
     # -- setup ---------------------------------------------------------------------------
     def _resolve_device(self) -> str:
@@ -235,7 +234,6 @@ class Runner:
                     self._consume_patches(group, batch)
                     self._write_finished(batch[col.INDEX])
                     bar.update(len(batch[col.INDEX]))
-                    self._heap.maybe()
             return
         embed = {col.EMBED: lambda i: not self.log.ok(EMBED, first.key, i)}
         ds = self._fetch_op(flow.place_rows(p, todo, **embed), group, len(todo), chained=True)
@@ -246,7 +244,6 @@ class Runner:
                 self._consume_embeds(first, batch)
                 self._write_finished(batch[col.INDEX])
                 bar.update(len(batch[col.INDEX]))
-                self._heap.maybe()
 
     def _infer(self, model: ModelRequest, todo: list[int]) -> None:
         """Embed places whose patches are cached (later models of a group, resumed runs)."""
@@ -270,7 +267,6 @@ class Runner:
             for batch in flow.batches(ds):
                 bar.update(self._consume_embeds(model, batch))
                 self._write_finished(batch[col.INDEX])
-                self._heap.maybe()
 
     def _stages(self, todo_items: list[int]) -> None:
         """Fetch every group, then embed with every model (one dataset per model)."""
@@ -392,7 +388,6 @@ class Runner:
                 for batch in flow.batches(ds):
                     self._record_written(batch, out)
                     bar.update(len(batch[col.INDEX]))
-                    self._heap.maybe()
 
     def _record_written(self, batch: dict[str, Any], out: ManifestList) -> None:
         """One writer batch's manifests: into ``out`` and, for ok files, the run's log."""
