@@ -546,6 +546,11 @@ class EEEmulator:
       image bands' values instead of the position encoding, from the grid centre's lon/lat
       (the side-by-side benchmark serves the reference's ``fake_pixels`` this way, so both
       tools compress and embed the same values).
+    * ``pixels_gate(k)``: called before the ``k``-th pixel request (0-based, counted since
+      start) is served, in that request's thread; it may block, to hold a request until
+      the client has shown some behaviour (tests of streaming hold the last place's pixels
+      until the first place's file exists, so the outcome does not depend on the
+      machine's load).
 
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
     status, project, bytes; with ``record_bodies`` also ``body``, the request body exactly as
@@ -591,6 +596,8 @@ class EEEmulator:
         self.nan_regions: list[tuple[float, float, float, float]] = []
         self.size_hook: Callable[[Any], int | None] | None = None
         self.pixel_fn: Callable[..., np.ndarray] | None = None
+        self.pixels_gate: Callable[[int], None] | None = None
+        self._pixel_requests = 0
         self.request_log: list[dict[str, Any]] = []
         self.record_bodies = False
         self.peak_in_flight = 0
@@ -711,6 +718,14 @@ class EEEmulator:
                     retry_after=self.retry_after_s,
                 )
             raise _HTTPError(code, "An internal error has occurred (injected).")
+
+    def _gate_pixels(self) -> None:
+        with self._lock:
+            k = self._pixel_requests
+            self._pixel_requests += 1
+            gate = self.pixels_gate
+        if gate is not None:
+            gate(k)
 
     def _delay(self) -> None:
         if self.latency_ms <= 0 and self.jitter_ms <= 0:
@@ -889,11 +904,13 @@ class EEEmulator:
         if rest == "image:computePixels":
             entry["kind"] = "computePixels"
             self._admit()
+            self._gate_pixels()
             self._delay()
             return self._pixels(req, req.get("expression") or {}, entry)
         if rest.startswith("assets/") and rest.endswith(":getPixels"):
             entry["kind"] = "getPixels"
             self._admit()
+            self._gate_pixels()
             self._delay()
             asset = rest[len("assets/") : -len(":getPixels")]
             expr = {

@@ -7,6 +7,7 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import urllib.request
 
 import ee
@@ -141,6 +142,33 @@ def test_pixel_fn_serves_its_values_at_the_grid_centre(ee_client: EEEmulator, tm
     np.testing.assert_allclose(arr["B11"], base + 1000 * lon + 3 + lat, rtol=0, atol=1e-3)
     with pytest.raises(ValueError, match=r"FILE\.py:FUNC"):
         emod.load_pixel_fn("no-function-named")
+
+
+def test_pixels_gate_sees_pixel_requests_only_in_order(ee_client: EEEmulator) -> None:
+    """``pixels_gate(k)`` runs before the k-th pixel request (the streaming tests hold later
+    places with it), in the request's thread: a blocking gate delays the answer; value
+    requests do not count."""
+    seen: list[int] = []
+
+    def gate(k: int) -> None:
+        seen.append(k)
+        if k == 2:
+            time.sleep(0.5)
+
+    g = geo.Grid(x0=1000.0, y0=2000.0, scale=10.0, width=4, height=4)
+    img = ee.ImageCollection("COPERNICUS/S2_SR_HARMONIZED").median().select(["B4"]).toFloat()
+    req = {"expression": img, "fileFormat": "NUMPY_NDARRAY", "grid": _grid_params(g)}
+    ee_client.pixels_gate = gate
+    try:
+        ee.data.computePixels(req)
+        assert ee.ImageCollection("COPERNICUS/S2_SR_HARMONIZED").size().getInfo() == 7
+        ee.data.computePixels(req)
+        assert seen == [0, 1]  # the fixture's emulator is fresh: counted from its start
+        t0 = time.monotonic()
+        ee.data.computePixels(req)
+        assert seen == [0, 1, 2] and time.monotonic() - t0 >= 0.5
+    finally:
+        ee_client.pixels_gate = None
 
 
 def test_request_limits_answer_400_with_the_real_message(ee_client: EEEmulator) -> None:

@@ -6,10 +6,12 @@ Proof from the run's own log and files: each embedding record carries ``done_at`
 model actor wrote its batch's shard, the worker's clock) and each final file has its mtime
 (the writer task's clock; same machine). A run that writes every file after the last batch
 (the old final pass) fails ``test_files_are_written_before_the_last_embedding``.
-Real exports on the session's Ray cluster: gse grids from the Earth Engine emulator, with
-1 s per request and one request in flight, so the places arrive over 8 s: a gse batch goes
-through the model actor at once, so the overlap needs places that arrive over time, and a
-loaded machine (CI) may take seconds to start the model actor and a writer process.
+Real exports on the session's Ray cluster: gse grids from the Earth Engine emulator, one
+request in flight. A gse batch goes through the model actor at once, so the overlap needs
+places that arrive over time; timing alone (1 s a request) was not enough on a loaded CI
+machine, where the model actor started after every place was fetched. So the emulator holds
+the later half of the places' pixels until a first file exists (``hold_fetches``): the
+outcome no longer depends on the load, and a final pass still fails.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ def _log(state: Path) -> list[dict[str, Any]]:
 def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
     from rs_embed_ray import OutputSpec, PointBuffer, TemporalSpec, export_batch
     from rs_embed_ray.testing.ee_emulator import EEEmulator
+    from tests.io.hold_fetches import hold_later_places
 
     out = module_scratch("items") / "out"
     places = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 120.0) for i in range(N)]
-    with EEEmulator(latency_ms=1000, retry_after_s=0) as emu:
+    with EEEmulator(latency_ms=200, retry_after_s=0) as emu:
+        emu.pixels_gate = hold_later_places(N // 2, lambda: any(out.glob("*.npz")))
         res = export_batch(
             spatials=places,
             temporal=TemporalSpec.year(2022),
