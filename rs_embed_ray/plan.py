@@ -7,6 +7,7 @@ places, names, time window, output, models, sensors, output target and its writa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from rs_embed_ray.io import storage
 from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
 from rs_embed_ray.io.lazy import PerPlace
-from rs_embed_ray.io.manifest import fingerprint, jsonable
+from rs_embed_ray.io.manifest import fingerprint, fingerprint_plain, jsonable
 from rs_embed_ray.io.quantize import check_dtype
 from rs_embed_ray.models.base import ModelInfo
 from rs_embed_ray.models.registry import (
@@ -198,11 +199,44 @@ class ExportPlan:
             payload["dtype"] = self.dtype
         return payload
 
+    # -- the place-independent parts of the per-place fingerprints, made JSON-plain once:
+    # the driver fingerprints every place three or four times (patch, pair, item, resume),
+    # and making the whole request plain again each time was most of its CPU per place
+    @functools.cached_property
+    def _payload_plain(self) -> dict[str, Any]:
+        return jsonable(self._payload())
+
+    @functools.cached_property
+    def _output_plain(self) -> Any:
+        return jsonable(self.output)
+
+    @functools.cached_property
+    def _input_prep_plain(self) -> Any:
+        return jsonable(self.input_prep)
+
+    @functools.cached_property
+    def _model_plain(self) -> dict[str, Any]:
+        return {m.key: jsonable(m.fingerprint_payload()) for m in self.models}
+
+    @functools.cached_property
+    def _group_plain(self) -> dict[str, dict[str, Any]]:
+        return {
+            g.key: jsonable(
+                {
+                    "sensor": g.sensor.identity(),
+                    "n_frames": g.n_frames,
+                    # only when set, so the cache keys of every other group stay as they were
+                    **({"frame_bins": g.frame_bins} if g.frame_bins else {}),
+                }
+            )
+            for g in self.groups
+        }
+
     def item_fingerprint(self, index: int) -> str:
         """Per-item request fingerprint (contract §2.6), deterministic across processes."""
-        return fingerprint(
+        return fingerprint_plain(
             {
-                **self._payload(),
+                **self._payload_plain,
                 "temporal": jsonable(self.temporal_of(index)),
                 "spatial": jsonable(self.spatials[index]),
             }
@@ -217,33 +251,26 @@ class ExportPlan:
 
     def _place_identity(self, index: int) -> dict[str, Any]:
         """Where the pixels of place ``index`` come from: the start of both the patch and the
-        pair fingerprint (``fingerprint`` sorts the keys, so the order here does not count)."""
+        pair fingerprint (``fingerprint`` sorts the keys, so the order here does not count);
+        JSON-plain."""
         return {
             "backend": self.backend,
-            "source": self.provider_options.get("source"),
+            "source": jsonable(self.provider_options.get("source")),
             "spatial": jsonable(self.spatials[index]),
             "temporal": jsonable(self.temporal_of(index)),
         }
 
     def patch_fingerprint(self, index: int, group: FetchGroup) -> str:
-        return fingerprint(
-            {
-                **self._place_identity(index),
-                "sensor": group.sensor.identity(),
-                "n_frames": group.n_frames,
-                # only when set, so the cache keys of every other group stay as they were
-                **({"frame_bins": group.frame_bins} if group.frame_bins else {}),
-            }
-        )
+        return fingerprint_plain({**self._place_identity(index), **self._group_plain[group.key]})
 
     def pair_fingerprint(self, index: int, model: ModelRequest) -> str:
         """Identity of one (item, model) embedding: what must match to skip it on resume."""
-        return fingerprint(
+        return fingerprint_plain(
             {
                 **self._place_identity(index),
-                "output": jsonable(self.output),
-                "input_prep": jsonable(self.input_prep),
-                "model": model.fingerprint_payload(),
+                "output": self._output_plain,
+                "input_prep": self._input_prep_plain,
+                "model": self._model_plain[model.key],
             }
         )
 
