@@ -108,40 +108,37 @@ class PeakRSS:
     def _run(self) -> None:
         me = psutil.Process(self.pid)
         while not self._stop.is_set():
-            total = 0
-            try:
-                driver = me.memory_info().rss
-                total = driver
-                for c in me.children(recursive=True):
-                    if c.pid in self.exclude:
-                        continue
-                    try:
-                        total += c.memory_info().rss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                driver = 0
-            self._sample_cpu(me)
-            anon = rss_anon(me.pid)
-            if anon is not None:
-                self.peak_driver_anon = max(self.peak_driver_anon or 0, anon)
-            self.peak_driver = max(self.peak_driver, driver)
-            self.peak_total = max(self.peak_total, total)
+            self.sample(me)
             self._stop.wait(self.every_s)
 
-    def _sample_cpu(self, me: psutil.Process) -> None:
+    def _procs(self, me: psutil.Process) -> list[psutil.Process]:
+        """This process and its descendants but ``exclude``. One ``children`` walk a sample:
+        it reads every process's /proc entry, the sampler's main cost."""
         try:
-            procs = [me, *me.children(recursive=True)]
+            kids = me.children(recursive=True)
         except psutil.Error:
-            return
-        for p in procs:
-            if p.pid in self.exclude:
-                continue
+            kids = []
+        return [me, *(c for c in kids if c.pid not in self.exclude)]
+
+    def sample(self, me: psutil.Process) -> None:
+        """One sample: each process's RSS and CPU seconds; the driver's RSS and RssAnon."""
+        total = driver = 0
+        for p in self._procs(me):
             try:
-                t = p.cpu_times()
-                self.cpu_s[p.pid] = t.user + t.system
+                with p.oneshot():
+                    rss = p.memory_info().rss
+                    t = p.cpu_times()
             except psutil.Error:
-                pass
+                continue
+            total += rss
+            self.cpu_s[p.pid] = t.user + t.system
+            if p.pid == me.pid:
+                driver = rss
+        anon = rss_anon(me.pid)
+        if anon is not None:
+            self.peak_driver_anon = max(self.peak_driver_anon or 0, anon)
+        self.peak_driver = max(self.peak_driver, driver)
+        self.peak_total = max(self.peak_total, total)
 
     @property
     def total_cpu_s(self) -> float:
@@ -150,7 +147,7 @@ class PeakRSS:
 
     def __enter__(self) -> PeakRSS:
         me = psutil.Process(self.pid)
-        self._sample_cpu(me)
+        self.sample(me)
         self._cpu0 = dict(self.cpu_s)
         self._t.start()
         return self
@@ -159,7 +156,7 @@ class PeakRSS:
         self._stop.set()
         self._t.join()
         with contextlib.suppress(psutil.Error):  # a root process that has exited
-            self._sample_cpu(psutil.Process(self.pid))
+            self.sample(psutil.Process(self.pid))
         # only what the export used: processes that existed before count from then
         for pid, t0 in self._cpu0.items():
             if pid in self.cpu_s:
