@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import numpy as np
@@ -26,6 +27,7 @@ from tests.faults.conftest import (
     state_dir,
     temps,
 )
+from tests.hold_fetches import hold_later_places
 
 pytestmark = pytest.mark.usefixtures("clean_ee_env")
 
@@ -42,7 +44,12 @@ def expected_input(i: int) -> np.ndarray:
 def test_killed_driver_resumes_without_refetching(tmp_path, layout):
     out = tmp_path / ("pi" if layout == "per_item" else "c.npz")
     state = state_dir(out, layout)
+    killed = threading.Event()
     with EEEmulator(retry_after_s=0, latency_ms=250) as emu:
+        # the later half's pixels wait until the driver is killed: with timing alone a loaded
+        # machine (CI) started the model actor after every place was fetched, and all eight
+        # were logged before the kill could come
+        emu.pixels_gate = hold_later_places(len(PLACES) // 2, killed.is_set, timeout_s=240)
         kw = dict(
             models=["spectral_stats"],
             backend="gee",
@@ -69,6 +76,7 @@ def test_killed_driver_resumes_without_refetching(tmp_path, layout):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            killed.set()  # the held requests of the killed run end (their client is gone)
         done = set(counts(state, "patch", "ok"))
         assert 2 <= len(done) < len(PLACES)  # killed mid-run
         assert (state / "lock").exists()  # a SIGKILLed run leaves its lock behind

@@ -66,7 +66,7 @@ def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
     """One place per region and per batch, two region tasks in flight. (Its values are
     compared with netCDF's below, on the same shards, without Ray.)"""
     from rs_embed_ray.testing.ee_emulator import EEEmulator
-    from tests.io.hold_fetches import hold_later_places
+    from tests.hold_fetches import hold_later_places
 
     mp = pytest.MonkeyPatch()
     mp.setattr(zs, "REGION_BYTES", 1)  # the driver plans regions: one place each

@@ -1,8 +1,13 @@
-"""A pixels gate for the emulator (``EEEmulator.pixels_gate``) that makes the streaming tests
-independent of the machine's load: the later half of the places' pixel requests wait until
-the run has written something for an earlier place. A run that writes everything in a pass
-after the last batch never does, so after ``timeout_s`` the requests go on and the test's
-overlap assertion fails, as it should."""
+"""A pixels gate for the emulator (``EEEmulator.pixels_gate``) that makes tests about timing
+independent of the machine's load: the later half of the places' pixel requests wait for a
+condition instead of racing it.
+
+- Streaming tests: the later places wait until the run has written something for an earlier
+  place. A run that writes everything in a pass after the last batch never does, so after
+  ``timeout_s`` the requests go on and the test's overlap assertion fails, as it should.
+- The killed-driver test: the later places wait until the driver has been killed, so it is
+  killed with some places logged and the rest not fetched yet, however slowly the model
+  actor started."""
 
 from __future__ import annotations
 
