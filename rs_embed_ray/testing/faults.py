@@ -15,6 +15,10 @@ registration needs no copy in the workers. The wrapped provider and model do the
 Provider settings:
 
 - ``latency_s``: sleep before every fetch (to make runs slow enough to interrupt);
+- ``hold_after`` + ``hold_while``: a count and a path; the process's fetches after its first
+  ``hold_after`` wait while ``hold_while`` exists (at most ``hold_timeout_s``, 300): a test
+  interrupts the run with some places done and the rest not fetched yet, however slowly the
+  machine starts the other actors, then removes the file;
 - ``fail_items``: list of places (lon, lat) whose fetch raises ``ProviderError``;
 - ``unless_exists``: a path; while it is missing, ``fail_items`` fail (a "fixed later" fault)
   and ``disk_full_after_shards`` applies;
@@ -161,6 +165,9 @@ class FaultInjectingProvider(BaseProvider):
         exit_in_init: bool = False,
         exit_marker: str | None = None,
         disk_full_after_shards: int | None = None,
+        hold_after: int | None = None,
+        hold_while: str | None = None,
+        hold_timeout_s: float = 300.0,
         **inner_options: Any,
     ) -> None:
         self.inner = create_provider(wraps, **inner_options)
@@ -177,6 +184,20 @@ class FaultInjectingProvider(BaseProvider):
             fill_disk_after(int(disk_full_after_shards), unless_exists)
         self._seen: set[tuple[float, float]] = set()
         self._lock = threading.Lock()
+        self.hold_after, self.hold_while = hold_after, hold_while
+        self.hold_timeout_s = float(hold_timeout_s)
+        self._calls = 0
+
+    def _hold(self) -> None:
+        """Wait while ``hold_while`` exists, after the first ``hold_after`` fetches."""
+        if self.hold_after is None or self.hold_while is None:
+            return
+        with self._lock:
+            self._calls += 1
+            held = self._calls > self.hold_after
+        deadline = time.monotonic() + self.hold_timeout_s
+        while held and os.path.exists(self.hold_while) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def fetch(
         self,
@@ -188,6 +209,7 @@ class FaultInjectingProvider(BaseProvider):
         **kwargs: Any,
     ) -> Patch:
         self.crash.tick()
+        self._hold()
         if self.latency_s:
             time.sleep(self.latency_s)
         c = spatial.center()

@@ -268,7 +268,12 @@ def test_lock_then_sigkill_then_resume_from_bucket_alone(s3, source, tmp_path, m
     kw = local_kw(source, num_workers=1, fetch_threads=1, chunk_size=1)
     for k in ("show_progress", "temporal"):  # the driver script sets them
         kw.pop(k)
-    slow = {**kw, **faulty_local(source, latency_s=0.7)}
+    # the places after the first two wait until the run is killed: with timing alone a loaded
+    # machine could start the model actor after every place was fetched and finish them all
+    # before the kill (as it did to the Earth Engine killed-driver test)
+    hold = tmp_path / "hold"
+    hold.touch()
+    slow = {**kw, **faulty_local(source, latency_s=0.7, hold_after=2, hold_while=str(hold))}
     first = subprocess.Popen(
         driver_cmd(points(n), **slow, out=url, layout="per_item"),
         env=child_env(),
@@ -291,6 +296,7 @@ def test_lock_then_sigkill_then_resume_from_bucket_alone(s3, source, tmp_path, m
         if first.poll() is None:
             first.kill()
             first.wait()
+        hold.unlink()
     # a place is complete once its sidecar (written after its array) is there
     done_before = [k for k in _objects("killed/pi") if k.endswith(".json") and "/_rs" not in k]
     assert len(done_before) < n  # killed mid-run
