@@ -207,14 +207,6 @@ class ExportPlan:
         return jsonable(self._payload())
 
     @functools.cached_property
-    def _output_plain(self) -> Any:
-        return jsonable(self.output)
-
-    @functools.cached_property
-    def _input_prep_plain(self) -> Any:
-        return jsonable(self.input_prep)
-
-    @functools.cached_property
     def _model_plain(self) -> dict[str, Any]:
         return {m.key: jsonable(m.fingerprint_payload()) for m in self.models}
 
@@ -268,8 +260,8 @@ class ExportPlan:
         return fingerprint_plain(
             {
                 **self._place_identity(index),
-                "output": self._output_plain,
-                "input_prep": self._input_prep_plain,
+                "output": self._payload_plain["output"],
+                "input_prep": self._payload_plain["input_prep"],
                 "model": self._model_plain[model.key],
             }
         )
