@@ -548,9 +548,9 @@ class EEEmulator:
       tools compress and embed the same values).
     * ``pixels_gate(k)``: called before the ``k``-th pixel request (0-based, counted since
       start) is served, in that request's thread; it may block, to hold a request until
-      the client has shown some behaviour (tests of streaming hold the last place's pixels
-      until the first place's file exists, so the outcome does not depend on the
-      machine's load).
+      the client has shown some behaviour (``testing.faults.hold_from``: tests of streaming
+      hold the later places' pixels until a first file exists, so the outcome does not
+      depend on the machine's load).
 
     ``request_log`` holds one dict per request (time, end, path, method, kind, bands, grid,
     status, project, bytes; with ``record_bodies`` also ``body``, the request body exactly as

@@ -16,9 +16,9 @@ Provider settings:
 
 - ``latency_s``: sleep before every fetch (to make runs slow enough to interrupt);
 - ``hold_after`` + ``hold_while``: a count and a path; the process's fetches after its first
-  ``hold_after`` wait while ``hold_while`` exists (at most ``hold_timeout_s``, 300): a test
-  interrupts the run with some places done and the rest not fetched yet, however slowly the
-  machine starts the other actors, then removes the file;
+  ``hold_after`` wait while ``hold_while`` exists (``hold_from``; at most ``hold_timeout_s``,
+  300): a test interrupts the run with some places done and the rest not fetched yet, however
+  slowly the machine starts the other actors, then removes the file;
 - ``fail_items``: list of places (lon, lat) whose fetch raises ``ProviderError``;
 - ``unless_exists``: a path; while it is missing, ``fail_items`` fail (a "fixed later" fault)
   and ``disk_full_after_shards`` applies;
@@ -43,10 +43,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from rs_embed_ray.providers import create_provider, register_provider
 from rs_embed_ray.providers.base import BaseProvider, Patch
 from rs_embed_ray.specs import SensorSpec, SpatialSpec, TemporalSpec
 
+log = logging.getLogger(__name__)
 EXIT_CODE = 17
 PROVIDER = "faulty"
 MODEL = "faulty_spectral_stats"
@@ -147,6 +149,33 @@ def fill_disk_after(after: int, unless_exists: str | None) -> None:
     shards.write_shard = write_shard
 
 
+def hold_from(
+    first_held: int, released: Callable[[], bool], timeout_s: float = 120.0
+) -> Callable[[int], None]:
+    """A hold for the ``k``-th fetch (0-based): from ``first_held`` on, wait until
+    ``released()`` (polled), all holds together at most ``timeout_s`` from the first.
+
+    Tests whose outcome depends on timing (a file written while later places are still being
+    fetched, a driver killed mid-run) hold the later places on a condition with it instead of
+    racing the machine's load; the emulator's ``pixels_gate`` takes it as it is. When the
+    condition never comes (a run that writes everything at the end), the fetches go on after
+    ``timeout_s`` and the test's own assertion fails."""
+    deadline: list[float] = []
+
+    def hold(k: int) -> None:
+        if k < first_held:
+            return
+        if not deadline:
+            deadline.append(time.monotonic() + timeout_s)
+        while not released():
+            if time.monotonic() > deadline[0]:
+                log.warning("hold: not released after %.0f s; going on", timeout_s)
+                return
+            time.sleep(0.05)
+
+    return hold
+
+
 class FaultInjectingProvider(BaseProvider):
     """Backend ``PROVIDER``: the provider ``wraps`` (built with ``inner_options``), with faults.
 
@@ -184,20 +213,16 @@ class FaultInjectingProvider(BaseProvider):
             fill_disk_after(int(disk_full_after_shards), unless_exists)
         self._seen: set[tuple[float, float]] = set()
         self._lock = threading.Lock()
-        self.hold_after, self.hold_while = hold_after, hold_while
-        self.hold_timeout_s = float(hold_timeout_s)
+        self._hold: Callable[[int], None] | None = None
+        if hold_after is not None and hold_while is not None:
+            path = hold_while
+            self._hold = hold_from(hold_after, lambda: not os.path.exists(path), hold_timeout_s)
         self._calls = 0
 
-    def _hold(self) -> None:
-        """Wait while ``hold_while`` exists, after the first ``hold_after`` fetches."""
-        if self.hold_after is None or self.hold_while is None:
-            return
+    def _next_call(self) -> int:
         with self._lock:
             self._calls += 1
-            held = self._calls > self.hold_after
-        deadline = time.monotonic() + self.hold_timeout_s
-        while held and os.path.exists(self.hold_while) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            return self._calls - 1
 
     def fetch(
         self,
@@ -209,7 +234,8 @@ class FaultInjectingProvider(BaseProvider):
         **kwargs: Any,
     ) -> Patch:
         self.crash.tick()
-        self._hold()
+        if self._hold is not None:
+            self._hold(self._next_call())
         if self.latency_s:
             time.sleep(self.latency_s)
         c = spatial.center()

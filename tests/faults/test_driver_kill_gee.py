@@ -16,6 +16,7 @@ import pytest
 
 from rs_embed_ray import PointBuffer, geo
 from rs_embed_ray.testing.ee_emulator import EEEmulator, expected_pixels
+from rs_embed_ray.testing.faults import hold_from
 from tests.faults.conftest import (
     REPO,
     child_env,
@@ -27,7 +28,6 @@ from tests.faults.conftest import (
     state_dir,
     temps,
 )
-from tests.hold_fetches import hold_later_places
 
 pytestmark = pytest.mark.usefixtures("clean_ee_env")
 
@@ -49,7 +49,7 @@ def test_killed_driver_resumes_without_refetching(tmp_path, layout):
         # the later half's pixels wait until the driver is killed: with timing alone a loaded
         # machine (CI) started the model actor after every place was fetched, and all eight
         # were logged before the kill could come
-        emu.pixels_gate = hold_later_places(len(PLACES) // 2, killed.is_set, timeout_s=240)
+        emu.pixels_gate = hold_from(len(PLACES) // 2, killed.is_set, timeout_s=240)
         kw = dict(
             models=["spectral_stats"],
             backend="gee",

@@ -10,7 +10,7 @@ Real exports on the session's Ray cluster: gse grids from the Earth Engine emula
 request in flight. A gse batch goes through the model actor at once, so the overlap needs
 places that arrive over time; timing alone (1 s a request) was not enough on a loaded CI
 machine, where the model actor started after every place was fetched. So the emulator holds
-the later half of the places' pixels until a first file exists (``tests.hold_fetches``): the
+the later half of the places' pixels until a first file exists (``testing.faults.hold_from``): the
 outcome no longer depends on the load, and a final pass still fails.
 """
 
@@ -34,12 +34,12 @@ def _log(state: Path) -> list[dict[str, Any]]:
 def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
     from rs_embed_ray import OutputSpec, PointBuffer, TemporalSpec, export_batch
     from rs_embed_ray.testing.ee_emulator import EEEmulator
-    from tests.hold_fetches import hold_later_places
+    from rs_embed_ray.testing.faults import hold_from
 
     out = module_scratch("items") / "out"
     places = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 120.0) for i in range(N)]
     with EEEmulator(latency_ms=200, retry_after_s=0) as emu:
-        emu.pixels_gate = hold_later_places(N // 2, lambda: any(out.glob("*.npz")))
+        emu.pixels_gate = hold_from(N // 2, lambda: any(out.glob("*.npz")))
         res = export_batch(
             spatials=places,
             temporal=TemporalSpec.year(2022),

@@ -66,7 +66,7 @@ def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
     """One place per region and per batch, two region tasks in flight. (Its values are
     compared with netCDF's below, on the same shards, without Ray.)"""
     from rs_embed_ray.testing.ee_emulator import EEEmulator
-    from tests.hold_fetches import hold_later_places
+    from rs_embed_ray.testing.faults import hold_from
 
     mp = pytest.MonkeyPatch()
     mp.setattr(zs, "REGION_BYTES", 1)  # the driver plans regions: one place each
@@ -77,7 +77,7 @@ def streamed(module_scratch, ray_cluster) -> dict[str, Any]:
         # actor started after every place was fetched), so the test measures the overlap
         # rather than how fast a gse batch goes through the actor or the machine's load
         with EEEmulator(latency_ms=200, retry_after_s=0) as emu:
-            emu.pixels_gate = hold_later_places(N // 2, lambda: _marked_region(folder))
+            emu.pixels_gate = hold_from(N // 2, lambda: _marked_region(folder))
             man = _export(folder / "c", emu.url, "zarr", writer_workers=2)
     finally:
         mp.undo()
