@@ -255,14 +255,21 @@ def make_points(n: int, lon0: float, lat0: float, buffer_m: float, spread_deg: f
     ]
 
 
-def model_bound(models: list[str], weights: dict[str, str], chunk: int, hw: int) -> float:
+def model_bound(
+    models: list[str],
+    weights: dict[str, str],
+    chunk: int,
+    hw: int,
+    device: str = "cpu",
+    precision: str = "auto",
+) -> float:
     """items/s of the slowest model's forward alone on random raw-unit inputs of the run's
-    patch size (hw x hw), batches of ``chunk``, in-process."""
+    patch size (hw x hw), batches of ``chunk``, in-process, on the run's device and precision."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)  # all cores, as the run's model actor
     rates = [
-        forward_rates(m, [chunk], "cpu", "auto", 3.0, side=hw, weights=weights.get(m))[0]
+        forward_rates(m, [chunk], device, precision, 3.0, side=hw, weights=weights.get(m))[0]
         for m in models
     ]
     return min(r["images_per_s"] for r in rates)
@@ -351,12 +358,25 @@ def forward_main(a: argparse.Namespace) -> None:
     """--forward: one JSON line per model and batch size (docs/benchmarks.md's model table)."""
     import torch
 
+    a.device = a.device or "cpu"
     if a.device == "cpu":
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     sizes = [int(b) for b in a.batch_sizes.split(",") if b.strip()]
+    failed = 0
     for spec in [m.strip() for m in a.forward.split(",") if m.strip()]:
-        for row in forward_rates(spec, sizes, a.device, a.precision, a.min_seconds, a.frames):
+        try:
+            rows = forward_rates(spec, sizes, a.device, a.precision, a.min_seconds, a.frames)
+        except Exception as exc:  # one model's failure (a missing extra, OOM) ends only its row
+            failed += 1
+            print(json.dumps({"model": spec, "device": a.device, "error": repr(exc)}), flush=True)
+            continue
+        finally:
+            if a.device.startswith("cuda"):
+                torch.cuda.empty_cache()
+        for row in rows:
             print(json.dumps(row), flush=True)
+    if failed:
+        sys.exit(1)
 
 
 def service_rate(requests: list[dict]) -> tuple[float, float]:
@@ -436,8 +456,17 @@ def main() -> None:
         "model or model:variant), one JSON line per model and batch size",
     )
     ap.add_argument("--batch-sizes", default="1,16", help="for --forward")
-    ap.add_argument("--device", default="cpu", help="for --forward: cpu or cuda")
-    ap.add_argument("--precision", choices=["auto", "float32"], default="auto")
+    ap.add_argument(
+        "--device",
+        help="cpu or cuda: the export's model device and its model bound's (default: the "
+        "export's own default); for --forward, the device timed (default cpu)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "float32"],
+        default=default("precision"),
+        help="auto: mixed precision on GPU; float32: always fp32 (export and --forward)",
+    )
     ap.add_argument("--min-seconds", type=float, default=5.0, help="for --forward")
     ap.add_argument(
         "--frames", type=int, help="for --forward: frames per input of multi-temporal models"
@@ -465,6 +494,7 @@ def main() -> None:
     import ray
 
     from rs_embed_ray import OutputSpec, TemporalSpec, export_batch
+    from rs_embed_ray.models.runtime import resolve_device
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     weights = {m: "random" for m in models if m not in ("spectral_stats", "gse")}
@@ -490,7 +520,10 @@ def main() -> None:
         show_progress=False,
         ee_max_concurrent=a.ee_max_concurrent,
         ee_max_qps=a.ee_max_qps,
+        precision=a.precision,
     )
+    if a.device:
+        kw["device"] = a.device
     emu = None
     if a.backend == "emulator":
         emu = ExternalEmulator(a.latency_ms, a.jitter_ms)
@@ -564,6 +597,8 @@ def main() -> None:
             "num_workers": a.num_workers,
             "fetch_threads": a.fetch_threads,
             "chunk_size": a.chunk_size,
+            "device": a.device or default("device"),
+            "precision": a.precision,
             "wall_s": round(wall, 2),
             "output": a.output,
             "writer_workers": a.writer_workers,
@@ -608,7 +643,15 @@ def main() -> None:
         ray.shutdown()
         if not a.skip_model_bound:
             result["model_bound"] = round(
-                model_bound(models, weights, a.chunk_size, round(2 * a.buffer_m / 10)), 2
+                model_bound(
+                    models,
+                    weights,
+                    a.chunk_size,
+                    round(2 * a.buffer_m / 10),
+                    resolve_device(a.device),
+                    a.precision,
+                ),
+                2,
             )
         bounds = [b for b in (result.get("fetch_bound"), result.get("model_bound")) if b]
         if bounds and result["items_per_s_span"]:
