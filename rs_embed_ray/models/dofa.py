@@ -229,6 +229,24 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
     return sd
 
 
+def check_raw_dn(t: Any) -> None:
+    """Refuse a batch (N, C, H, W) holding an image already scaled to [0, 2]: DOFA expects raw
+    Sentinel-2 SR DN (0..10000). One batched min/max and one host sync for the whole batch."""
+    import torch
+
+    flat = t.reshape(t.shape[0], -1)
+    if flat.shape[1] == 0:
+        return
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    scaled = (lo >= 0.0) & (hi > 0.0) & (hi <= 2.0)
+    if bool(scaled.any()):
+        peak = float(hi[torch.nonzero(scaled)[0, 0]])
+        raise ModelError(
+            f"dofa input looks already scaled (values in [0, {peak:.3f}]); pass raw "
+            "Sentinel-2 SR DN (0..10000)."
+        )
+
+
 class DOFA(TorchEmbedder):
     """DOFA ViT (base by default) on S2 B4,B3,B2,B5,B6,B7,B8,B11,B12 with wavelengths.
 
@@ -275,7 +293,11 @@ class DOFA(TorchEmbedder):
         self._std = torch.from_numpy(stats[:, 1]).to(self.device).view(1, -1, 1, 1)
 
     def preprocess(self, inputs: list[np.ndarray]) -> tuple[Any, list[RoiWindow]]:
-        """Raw DN patches -> (B, C, 224, 224) normalised; plus each input's content window."""
+        """Raw DN patches -> (B, C, 224, 224) normalised; plus each input's content window.
+
+        The host only checks shapes and stacks: NaN/inf zeroing, the already-scaled check and
+        the normalisation run batched on the model's device, so on a GPU the host's per-image
+        work (which capped the forward at about 200 images/s on an H200) is one copy."""
         import torch
         import torch.nn.functional as F
 
@@ -287,19 +309,14 @@ class DOFA(TorchEmbedder):
                 a = a[0]
             if a.ndim != 3 or a.shape[0] != c:
                 raise ModelError(f"dofa expects CHW input with {c} bands, got {tuple(a.shape)}.")
-            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-            hi = float(a.max()) if a.size else 0.0
-            if float(a.min()) >= 0.0 and 0.0 < hi <= 2.0:
-                raise ModelError(
-                    f"dofa input looks already scaled (values in [0, {hi:.3f}]); pass raw "
-                    "Sentinel-2 SR DN (0..10000)."
-                )
             arrays.append(a)
         wins: dict[tuple[int, ...], RoiWindow] = {}  # content window per input shape
 
         def transform(t: Any, shape: tuple[int, ...]) -> Any:
-            t = torch.clamp(t, 0.0, 10000.0) / 10000.0 * 255.0
-            t = (t - self._mean) / self._std
+            t = torch.nan_to_num_(t, nan=0.0, posinf=0.0, neginf=0.0)
+            check_raw_dn(t)
+            # the reference's order of operations, in place: clamp, /1e4, *255, -mean, /std
+            t = t.clamp_(0.0, 10000.0).div_(10000.0).mul_(255.0).sub_(self._mean).div_(self._std)
             t, wins[shape] = square_pad(t)
             if t.shape[-1] != IMAGE_SIZE:
                 t = F.interpolate(

@@ -178,6 +178,9 @@ def stack_by_shape(
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, im in enumerate(images):
         groups.setdefault(tuple(im.shape), []).append(i)
+    if len(groups) == 1:  # the usual batch: one shape, already in order, no second stack
+        (shape,) = groups
+        return transform(torch.from_numpy(np.stack(images)).to(device), shape).contiguous()
     for shape, idx in groups.items():
         t = transform(torch.from_numpy(np.stack([images[i] for i in idx])).to(device), shape)
         for j, i in enumerate(idx):

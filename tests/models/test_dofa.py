@@ -164,3 +164,17 @@ def test_rejects_scaled_or_wrong_input(dofa):
         _embed(dofa, [np.zeros((3, 8, 8), np.float32)], OutputSpec.pooled())
     (z,) = _embed(dofa, [np.zeros((9, 8, 8), np.float32)], OutputSpec.pooled())  # nodata ok
     assert np.isfinite(z.data).all()
+
+
+def test_scaled_image_is_refused_inside_a_raw_batch(dofa):
+    """The check runs batched on the device: one scaled image among raw ones is still found,
+    and NaN/inf count as nodata (zero) before the check, as in the reference."""
+    raw = np.random.default_rng(0).uniform(0, 3000, (9, 8, 8)).astype(np.float32)
+    scaled = np.full((9, 8, 8), 1.5, np.float32)
+    scaled[0, 0, 0] = np.nan  # zeroed first: the image is still in [0, 2]
+    with pytest.raises(ModelError, match=r"already scaled \(values in \[0, 1\.500\]\)"):
+        _embed(dofa, [raw, scaled, raw], OutputSpec.pooled())
+    bad = raw.copy()
+    bad[1, 2, 3], bad[4, 5, 6] = np.inf, np.nan
+    got = _embed(dofa, [bad, raw], OutputSpec.pooled())
+    assert all(np.isfinite(e.data).all() for e in got)
