@@ -13,6 +13,7 @@ Example:
   python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
   python scripts/bench.py --forward remoteclip,dofa:large --batch-sizes 1,16
   python scripts/bench.py --forward satmaepp/s2_10b,olmoearth/s1 --batch-sizes 1,16
+  python scripts/bench.py --forward dofa --batch-sizes 64 --prep-only   # host share alone
   python scripts/bench.py --n 2000 --latency-ms 300 --num-workers 40 --models remoteclip
   python scripts/bench.py --fetch-cpu --n 1000   # CPU per place of one FetchWorker, no Ray
 """
@@ -285,10 +286,13 @@ def forward_rates(
     *,
     side: int | None = None,
     weights: str | None = "random",
+    prep_only: bool = False,
 ) -> list[dict]:
     """images/s of one model's forward alone (``model`` or ``model:variant``), one result per
     batch size: random raw-unit inputs at the model's own image size (one tile each; ``side``
-    overrides it), random weights (asked for explicitly), pooled output, after a warm-up."""
+    overrides it), random weights (asked for explicitly), pooled output, after a warm-up.
+    ``prep_only`` times the model's own ``preprocess`` (raw patches to the network's input
+    tensor on the device) instead: the host's share of a forward."""
     import torch
 
     from rs_embed_ray.models.registry import get_info, load_embedder
@@ -307,6 +311,8 @@ def forward_rates(
     t_load = time.perf_counter()
     emb = load_embedder(name, device=device, weights=weights, model_config=cfg, precision=precision)
     load_s = time.perf_counter() - t_load
+    if prep_only and not callable(getattr(emb, "preprocess", None)):
+        raise ValueError(f"{name} has no preprocess step of its own to time")
     hook = getattr(emb, "resolve_input_image_size", None)
     side = side or int((hook(cfg) if callable(hook) else None) or info.image_size or 224)
     c = len(sensor.bands) if sensor else 3
@@ -332,7 +338,10 @@ def forward_rates(
             torch.cuda.synchronize()
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < min_s or reps < 1:
-            embed_with_prep(emb, xs, **kw)
+            if prep_only:
+                emb.preprocess(xs)
+            else:
+                embed_with_prep(emb, xs, **kw)
             reps += 1
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -340,6 +349,7 @@ def forward_rates(
         out.append(
             {
                 "model": spec,
+                "timed": "preprocess" if prep_only else "embed",
                 "device": device,
                 "precision": precision_label(autocast_dtype(device, precision)),
                 "batch": bs,
@@ -365,7 +375,15 @@ def forward_main(a: argparse.Namespace) -> None:
     failed = 0
     for spec in [m.strip() for m in a.forward.split(",") if m.strip()]:
         try:
-            rows = forward_rates(spec, sizes, a.device, a.precision, a.min_seconds, a.frames)
+            rows = forward_rates(
+                spec,
+                sizes,
+                a.device,
+                a.precision,
+                a.min_seconds,
+                a.frames,
+                prep_only=a.prep_only,
+            )
         except Exception as exc:  # one model's failure (a missing extra, OOM) ends only its row
             failed += 1
             print(json.dumps({"model": spec, "device": a.device, "error": repr(exc)}), flush=True)
@@ -468,6 +486,11 @@ def main() -> None:
         help="auto: mixed precision on GPU; float32: always fp32 (export and --forward)",
     )
     ap.add_argument("--min-seconds", type=float, default=5.0, help="for --forward")
+    ap.add_argument(
+        "--prep-only",
+        action="store_true",
+        help="for --forward: time only the model's preprocess (the host's share of a batch)",
+    )
     ap.add_argument(
         "--frames", type=int, help="for --forward: frames per input of multi-temporal models"
     )
