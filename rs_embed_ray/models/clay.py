@@ -74,7 +74,13 @@ from rs_embed_ray.errors import ModelError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pooled_embedding
-from rs_embed_ray.models.preprocess import RoiWindow, as_chw, square_pad, stack_by_shape
+from rs_embed_ray.models.preprocess import (
+    RoiWindow,
+    as_chw,
+    first_scaled_range,
+    square_pad,
+    stack_by_shape,
+)
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
@@ -396,18 +402,19 @@ class Clay(TorchEmbedder):
 
         arrays = []
         for x in inputs:
-            a = as_chw(x, channels=len(BANDS), model_id="clay")
-            lo, hi = float(a.min()), float(a.max())
-            if lo >= 0.0 and hi <= 2.0:
-                raise ModelError(
-                    f"clay input looks already scaled (values in [{lo:.3f}, {hi:.3f}]); pass "
-                    "raw Sentinel-2 SR DN (0..10000)."
-                )
-            arrays.append(a)
+            arrays.append(as_chw(x, channels=len(BANDS), model_id="clay"))
         wins: dict[tuple[int, ...], RoiWindow] = {}
         size = self.image_size
 
         def transform(t: Any, shape: tuple[int, ...]) -> Any:
+            # the range check runs batched on the model's device (one host sync a batch)
+            scaled = first_scaled_range(t, nodata_ok=False)
+            if scaled is not None:
+                lo, hi = scaled
+                raise ModelError(
+                    f"clay input looks already scaled (values in [{lo:.3f}, {hi:.3f}]); pass "
+                    "raw Sentinel-2 SR DN (0..10000)."
+                )
             t = (t - self._mean) / self._std
             t, wins[shape] = square_pad(t)
             if t.shape[-1] != size:

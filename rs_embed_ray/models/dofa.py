@@ -47,7 +47,12 @@ from rs_embed_ray.errors import ModelError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pooled_embedding
-from rs_embed_ray.models.preprocess import RoiWindow, square_pad, stack_by_shape
+from rs_embed_ray.models.preprocess import (
+    RoiWindow,
+    first_scaled_range,
+    square_pad,
+    stack_by_shape,
+)
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
@@ -229,24 +234,6 @@ def prepare_state_dict(model: Any, sd: dict[str, Any], *, path: str) -> dict[str
     return sd
 
 
-def check_raw_dn(t: Any) -> None:
-    """Refuse a batch (N, C, H, W) holding an image already scaled to [0, 2]: DOFA expects raw
-    Sentinel-2 SR DN (0..10000). One batched min/max and one host sync for the whole batch."""
-    import torch
-
-    flat = t.reshape(t.shape[0], -1)
-    if flat.shape[1] == 0:
-        return
-    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
-    scaled = (lo >= 0.0) & (hi > 0.0) & (hi <= 2.0)
-    if bool(scaled.any()):
-        peak = float(hi[torch.nonzero(scaled)[0, 0]])
-        raise ModelError(
-            f"dofa input looks already scaled (values in [0, {peak:.3f}]); pass raw "
-            "Sentinel-2 SR DN (0..10000)."
-        )
-
-
 class DOFA(TorchEmbedder):
     """DOFA ViT (base by default) on S2 B4,B3,B2,B5,B6,B7,B8,B11,B12 with wavelengths.
 
@@ -314,7 +301,12 @@ class DOFA(TorchEmbedder):
 
         def transform(t: Any, shape: tuple[int, ...]) -> Any:
             t = torch.nan_to_num_(t, nan=0.0, posinf=0.0, neginf=0.0)
-            check_raw_dn(t)
+            scaled = first_scaled_range(t, nodata_ok=True)
+            if scaled is not None:
+                raise ModelError(
+                    f"dofa input looks already scaled (values in [0, {scaled[1]:.3f}]); pass "
+                    "raw Sentinel-2 SR DN (0..10000)."
+                )
             # the reference's order of operations, in place: clamp, /1e4, *255, -mean, /std
             t = t.clamp_(0.0, 10000.0).div_(10000.0).mul_(255.0).sub_(self._mean).div_(self._std)
             t, wins[shape] = square_pad(t)

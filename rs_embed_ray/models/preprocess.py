@@ -72,6 +72,24 @@ def as_chw(x: Any, *, channels: int, model_id: str) -> np.ndarray:
     return a
 
 
+def first_scaled_range(t: Any, *, nodata_ok: bool) -> tuple[float, float] | None:
+    """(min, max) of the first image of the batch ``t`` (N, ...) whose values all lie in
+    [0, 2], i.e. reflectance where raw DN (0..10000) was expected; None when there is none.
+    ``nodata_ok``: an all-zero image is nodata, not scaled. One batched min/max on the
+    tensor's device and one host sync, instead of two host passes per image."""
+    import torch
+
+    flat = t.reshape(t.shape[0], -1)
+    lo, hi = flat.amin(dim=1), flat.amax(dim=1)
+    scaled = (lo >= 0.0) & (hi <= 2.0)
+    if nodata_ok:
+        scaled &= hi > 0.0
+    if not bool(scaled.any()):
+        return None
+    k = int(torch.nonzero(scaled)[0, 0])
+    return float(lo[k]), float(hi[k])
+
+
 def resized_shorter_side_hw(h: int, w: int, size: int) -> tuple[int, int]:
     """torchvision ``Resize(size)`` output size: shorter side -> size, aspect kept (floor)."""
     if w <= h:
@@ -342,6 +360,7 @@ __all__ = [
     "crop_grid",
     "dn_to_uint8_levels",
     "norm_tensors",
+    "first_scaled_range",
     "pil_like_bicubic_resize",
     "resized_shorter_side_hw",
     "roi_is_full",
