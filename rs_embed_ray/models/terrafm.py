@@ -65,7 +65,7 @@ from rs_embed_ray.errors import ModelError
 from rs_embed_ray.models.base import Embedding, ModelInfo
 from rs_embed_ray.models.catalog import CATALOG, S1_FLOAT
 from rs_embed_ray.models.grids import crop_to_roi, grid_embedding, hw_list, pool, pooled_embedding
-from rs_embed_ray.models.preprocess import roi_window_from_meta
+from rs_embed_ray.models.preprocess import roi_window_from_meta, stack_by_shape
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
@@ -228,13 +228,25 @@ class TerraFM(TorchEmbedder):
         self.model = model.to(self.device).eval()
 
     def preprocess(self, inputs: list[np.ndarray]) -> tuple[list[Any], list[str]]:
-        """Raw patches -> (C, 224, 224) tensors and each one's stem (``s1``/``l2a``/``l1c``)."""
+        """Raw patches -> (C, 224, 224) tensors and each one's stem (``s1``/``l2a``/``l1c``).
+
+        Sentinel-2 inputs are stacked once and zeroed, scaled and resized batched on the
+        model's device (the host only copies them); Sentinel-1 keeps its per-image p99."""
         import torch
         import torch.nn.functional as F
 
-        out: list[Any] = []
-        stems: list[str] = []
-        for x in inputs:
+        def resize(t: Any) -> Any:
+            if t.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+                t = F.interpolate(
+                    t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
+                )
+            return t
+
+        out: list[Any] = [None] * len(inputs)
+        stems: list[str] = [self.s2_stem] * len(inputs)
+        s2: list[int] = []
+        arrays: list[np.ndarray] = []
+        for i, x in enumerate(inputs):
             a = np.asarray(x, dtype=np.float32)
             if a.ndim == 4 and a.shape[0] == 1:
                 a = a[0]
@@ -243,18 +255,23 @@ class TerraFM(TorchEmbedder):
                     "terrafm expects (12, H, W) Sentinel-2 (B1..B12 without B10) or (2, H, W) "
                     f"Sentinel-1 VV/VH input, got {tuple(a.shape)}."
                 )
-            a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
             if a.shape[0] == S1_CHANNELS:
-                a, stem = normalize_s1(a), "s1"
+                a = normalize_s1(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0))
+                out[i] = resize(torch.from_numpy(a).to(self.device)[None])[0]
+                stems[i] = "s1"
             else:
-                a, stem = np.clip(a / 10000.0, 0.0, 1.0), self.s2_stem
-            t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)[None]
-            if t.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
-                t = F.interpolate(
-                    t, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False
-                )
-            out.append(t[0])
-            stems.append(stem)
+                s2.append(i)
+                arrays.append(a)
+        if arrays:
+
+            def transform(t: Any, shape: tuple[int, ...]) -> Any:
+                # the reference's clip(nan_to_num(x) / 10000, 0, 1), in place on the device
+                t = torch.nan_to_num_(t, nan=0.0, posinf=0.0, neginf=0.0)
+                return resize(t.div_(10000.0).clamp_(0.0, 1.0))
+
+            x2 = stack_by_shape(arrays, transform, device=self.device)
+            for j, i in enumerate(s2):
+                out[i] = x2[j]
         return out, stems
 
     def forward(self, x: Any, stem: str) -> np.ndarray:
