@@ -7,6 +7,7 @@
 #      the forward-alone bound at batch 64 measured in the same run;
 #   4. every catalog model's forward alone, batch 1/16/64, auto.
 # Random weights (asked for explicitly by bench.py). Usage: scripts/bench_gpu.sh OUT_DIR
+# On a machine without Ray / earthengine-api, build them first with scripts/device_site.sh.
 set -u
 out=${1:?usage: scripts/bench_gpu.sh OUT_DIR}
 mkdir -p "$out"
