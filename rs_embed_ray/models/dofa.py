@@ -296,6 +296,8 @@ class DOFA(TorchEmbedder):
                 a = a[0]
             if a.ndim != 3 or a.shape[0] != c:
                 raise ModelError(f"dofa expects CHW input with {c} bands, got {tuple(a.shape)}.")
+            if 0 in a.shape:
+                raise ModelError(f"dofa got an empty input of shape {tuple(a.shape)}.")
             arrays.append(a)
         wins: dict[tuple[int, ...], RoiWindow] = {}  # content window per input shape
 

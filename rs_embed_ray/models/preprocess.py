@@ -80,6 +80,8 @@ def first_scaled_range(t: Any, *, nodata_ok: bool) -> tuple[float, float] | None
     import torch
 
     flat = t.reshape(t.shape[0], -1)
+    if flat.shape[0] == 0 or flat.shape[1] == 0:
+        return None  # no values: nothing to call scaled (callers refuse empty inputs)
     lo, hi = flat.amin(dim=1), flat.amax(dim=1)
     scaled = (lo >= 0.0) & (hi <= 2.0)
     if nodata_ok:

@@ -162,6 +162,8 @@ def test_rejects_scaled_or_wrong_input(dofa):
         _embed(dofa, [np.full((9, 8, 8), 0.3, np.float32)], OutputSpec.pooled())
     with pytest.raises(ModelError, match="9 bands"):
         _embed(dofa, [np.zeros((3, 8, 8), np.float32)], OutputSpec.pooled())
+    with pytest.raises(ModelError, match="empty input"):
+        _embed(dofa, [np.zeros((9, 0, 8), np.float32)], OutputSpec.pooled())
     (z,) = _embed(dofa, [np.zeros((9, 8, 8), np.float32)], OutputSpec.pooled())  # nodata ok
     assert np.isfinite(z.data).all()
 
