@@ -49,6 +49,7 @@ from rs_embed_ray.models.catalog import CATALOG
 from rs_embed_ray.models.grids import crop_padded, grid_embedding, hw_list, pooled_embedding
 from rs_embed_ray.models.preprocess import (
     RoiWindow,
+    as_chw,
     first_scaled_range,
     square_pad,
     stack_by_shape,
@@ -289,16 +290,7 @@ class DOFA(TorchEmbedder):
         import torch.nn.functional as F
 
         c = len(self.bands)
-        arrays = []
-        for x in inputs:
-            a = np.asarray(x, dtype=np.float32)
-            if a.ndim == 4 and a.shape[0] == 1:
-                a = a[0]
-            if a.ndim != 3 or a.shape[0] != c:
-                raise ModelError(f"dofa expects CHW input with {c} bands, got {tuple(a.shape)}.")
-            if 0 in a.shape:
-                raise ModelError(f"dofa got an empty input of shape {tuple(a.shape)}.")
-            arrays.append(a)
+        arrays = [as_chw(x, channels=c, model_id="dofa", zero_nonfinite=False) for x in inputs]
         wins: dict[tuple[int, ...], RoiWindow] = {}  # content window per input shape
 
         def transform(t: Any, shape: tuple[int, ...]) -> Any:

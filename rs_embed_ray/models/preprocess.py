@@ -56,8 +56,9 @@ class CropGeometry:
         }
 
 
-def as_chw(x: Any, *, channels: int, model_id: str) -> np.ndarray:
-    """Validate one input as float32 CHW (a 1-frame TCHW is squeezed); NaN/inf -> 0."""
+def as_chw(x: Any, *, channels: int, model_id: str, zero_nonfinite: bool = True) -> np.ndarray:
+    """Validate one input as float32 CHW (a 1-frame TCHW is squeezed); NaN/inf -> 0, unless
+    ``zero_nonfinite=False`` (the model zeroes them batched on its device)."""
     a = np.asarray(x, dtype=np.float32)
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
@@ -67,7 +68,7 @@ def as_chw(x: Any, *, channels: int, model_id: str) -> np.ndarray:
         )
     if a.shape[1] < 1 or a.shape[2] < 1:
         raise ModelError(f"{model_id} got an empty input of shape {tuple(a.shape)}.")
-    if not np.isfinite(a).all():
+    if zero_nonfinite and not np.isfinite(a).all():
         a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     return a
 
@@ -80,8 +81,6 @@ def first_scaled_range(t: Any, *, nodata_ok: bool) -> tuple[float, float] | None
     import torch
 
     flat = t.reshape(t.shape[0], -1)
-    if flat.shape[0] == 0 or flat.shape[1] == 0:
-        return None  # no values: nothing to call scaled (callers refuse empty inputs)
     lo, hi = flat.amin(dim=1), flat.amax(dim=1)
     scaled = (lo >= 0.0) & (hi <= 2.0)
     if nodata_ok:
