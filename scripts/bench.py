@@ -620,7 +620,6 @@ def main() -> None:
             "num_workers": a.num_workers,
             "fetch_threads": a.fetch_threads,
             "chunk_size": a.chunk_size,
-            "device": a.device or default("device"),
             "precision": a.precision,
             "wall_s": round(wall, 2),
             "output": a.output,
@@ -664,6 +663,9 @@ def main() -> None:
             per_place_cpu = (mem.total_cpu_s + emu.cpu_s() - emu_cpu0) / a.n
             result["cpu_bound"] = round(cpus / per_place_cpu, 2) if per_place_cpu > 0 else None
         ray.shutdown()
+        # the device the model ran on ("auto" resolved as the export did); torch is imported
+        # only now, so it is not in the driver's measured memory
+        result["device"] = resolve_device(a.device)
         if not a.skip_model_bound:
             result["model_bound"] = round(
                 model_bound(
@@ -671,7 +673,7 @@ def main() -> None:
                     weights,
                     a.chunk_size,
                     round(2 * a.buffer_m / 10),
-                    resolve_device(a.device),
+                    result["device"],
                     a.precision,
                 ),
                 2,
