@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+python -m pip install -q "pip==26.3"
 # constraints.txt pins every package to the set the suite last passed with, and
 # --prefer-binary keeps pip off source builds (a CI run once failed building rioxarray from
 # its sdist when the index offered no wheel it would take).
