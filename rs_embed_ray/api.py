@@ -51,7 +51,8 @@ def plan_export(options: ExportOptions | None = None, /, **kwargs: Any) -> Expor
     plan = build_plan(o)
     if not o.save_inputs and not o.save_embeddings:
         raise ModelError("Nothing to export: save_inputs and save_embeddings are both False.")
-    check_ray_address(o.ray_address)
+    if o.executor != "local":  # local runs without Ray: no cluster to reach
+        check_ray_address(o.ray_address)
     return plan
 
 
@@ -103,6 +104,7 @@ def export_batch(
     show_progress: bool = D.show_progress,
     input_prep: InputPrepSpec | str = D.input_prep,
     ray_address: str | None = D.ray_address,
+    executor: str = D.executor,
     source: str | None = D.source,
     weights: dict[str, str] | None = D.weights,
     model_configs: dict[str, dict[str, Any]] | None = D.model_configs,
@@ -141,7 +143,9 @@ def export_batch(
       :class:`~rs_embed_ray.errors.ExportStopped`; places that had finished are written
       first, and ``resume=True`` continues from there.
 
-    Ours, after the seed's: ``ray_address`` (cluster; default local), ``source`` (raster
+    Ours, after the seed's: ``ray_address`` (cluster; default local), ``executor``
+    ("auto": threads of this process for up to 1,000 places when no Ray cluster is given or
+    running, else Ray; "ray"; "local"), ``source`` (raster
     file/folder for ``backend="local"``), ``weights`` ({model: path | "random"}),
     ``model_configs`` ({model: {option: value}}), ``precision`` ("auto" | "float32"),
     ``provider_options``, ``fetch_threads`` (threads per fetch actor), ``ee_max_concurrent``
@@ -196,6 +200,7 @@ def export_npz(
     show_progress: bool = D.show_progress,
     resume: bool = D.resume,
     ray_address: str | None = D.ray_address,
+    executor: str = D.executor,
     source: str | None = D.source,
     weights: dict[str, str] | None = D.weights,
     model_configs: dict[str, dict[str, Any]] | None = D.model_configs,

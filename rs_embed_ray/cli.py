@@ -199,6 +199,14 @@ def main(verbose: int) -> None:
 )
 @click.option("--address", "ray_address", help="Ray address (default: local, or RAY_ADDRESS).")
 @click.option(
+    "--executor",
+    type=click.Choice(["auto", "ray", "local"]),
+    default=default("executor"),
+    show_default=True,
+    help="Where the stages run: ray (actors and tasks), local (threads of this process, no "
+    "Ray), auto (local for up to 1,000 places when no Ray cluster is given or running).",
+)
+@click.option(
     "--ee-max-concurrent",
     type=int,
     default=default("ee_max_concurrent"),
@@ -294,6 +302,7 @@ _SAME_NAME = (
     "input_prep",
     "precision",
     "ray_address",
+    "executor",
     "ee_max_concurrent",
     "ee_max_qps",
     "ee_quota_actor",

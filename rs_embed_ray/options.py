@@ -119,6 +119,9 @@ class ExportOptions:
     input_prep: InputPrepSpec | str = "resize"
     # ours
     ray_address: str | None = None
+    # where the stages run: "ray", "local" (threads of this process) or "auto" (local for a
+    # small job on one machine, pipeline.executor)
+    executor: str = "auto"
     source: str | None = None
     weights: dict[str, str] | None = None
     model_configs: dict[str, dict[str, Any]] | None = None
@@ -266,6 +269,7 @@ class RunOptions:
     continue_on_error: bool
     show_progress: bool
     ray_address: str | None
+    executor: str  # "auto" | "ray" | "local" (pipeline.executor.choose)
 
     @staticmethod
     def of(o: ExportOptions) -> RunOptions:
@@ -295,6 +299,7 @@ class RunOptions:
             continue_on_error=bool(o.continue_on_error),
             show_progress=bool(o.show_progress),
             ray_address=o.ray_address,
+            executor=str(o.executor),
         )
 
 

@@ -76,6 +76,7 @@ _STRINGS = (
     "format",
     "precision",
     "ray_address",
+    "executor",
     "ee_quota_actor",
     "dtype",
 )
@@ -206,6 +207,7 @@ def check_call(args: Mapping[str, Any]) -> None:
     if args.get("precision", "auto") not in ("auto", "float32"):
         raise ModelError(f"precision must be 'auto' or 'float32', got {args['precision']!r}.")
     check_quota_actor_name(args.get("ee_quota_actor"))
+    check_executor(args)
     if "dtype" in args:
         try:
             check_dtype(args["dtype"])
@@ -469,6 +471,31 @@ def _address_of(address: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+EXECUTORS = ("auto", "ray", "local")  # pipeline.executor
+
+
+def check_executor(args: dict[str, Any]) -> None:
+    """``executor`` is one of EXECUTORS; ``local`` runs without Ray, so it cannot take a Ray
+    address or share a quota actor."""
+    name = args.get("executor", "auto")
+    if name not in EXECUTORS:
+        raise ModelError(
+            f"executor must be one of {', '.join(EXECUTORS)} (CLI --executor), got {name!r}."
+        )
+    if name != "local":
+        return
+    if args.get("ray_address") is not None:
+        raise ModelError(
+            "executor='local' runs in this process, without Ray, but ray_address (CLI "
+            "--address) names a cluster: drop one of them."
+        )
+    if args.get("ee_quota_actor"):
+        raise ModelError(
+            "executor='local' runs without Ray, but ee_quota_actor shares a quota through a Ray "
+            "actor: drop one of them, or use executor='ray'."
+        )
+
+
 def check_ray_address(address: str | None) -> None:
     """A given address must answer: a TCP probe (seconds) instead of Ray's own minute of
     retries and its traceback. ``auto`` needs a cluster started on this machine."""
@@ -511,6 +538,7 @@ __all__ = [
     "check_not_inputs",
     "check_output_location",
     "check_patch_sizes",
+    "check_executor",
     "check_ray_address",
     "check_source",
     "max_patch_bytes",

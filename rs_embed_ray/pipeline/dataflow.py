@@ -5,7 +5,6 @@ one stage to a dataset; the runner decides which stages run, in which order, on 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,9 +19,11 @@ from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
 from rs_embed_ray.pipeline.heap import HeapTrimmer
 from rs_embed_ray.pipeline.infer import ModelWorker
+from rs_embed_ray.pipeline.progress import progress
 from rs_embed_ray.pipeline.sizing import (
     FetchSizing,
     InferSizing,
+    fetch_sizing,
     item_writer_batch,
     n_blocks,
     writers,
@@ -30,6 +31,8 @@ from rs_embed_ray.pipeline.sizing import (
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.specs import spatial_to_dict
+
+NAME = "ray"
 
 
 def configure_data_context() -> None:
@@ -46,17 +49,6 @@ def configure_data_context() -> None:
 def cluster_resources() -> tuple[float, float]:
     res = ray.cluster_resources()
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
-
-
-@contextlib.contextmanager
-def progress(total: int, desc: str, enabled: bool) -> Iterator[Any]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit="item", disable=not enabled or total <= 0, leave=True)
-    try:
-        yield bar
-    finally:
-        bar.close()
 
 
 def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> Any:
@@ -211,10 +203,13 @@ class TaskWindow:
         self.limit = max(1, limit)
         self.pending: list[Any] = []
 
+    def has_room(self) -> bool:
+        return len(self.pending) < self.limit
+
     def submit(self, *args: Any) -> list[Any]:
         """Start one task (waiting while the window is full); the results that finished."""
         done = []
-        while len(self.pending) >= self.limit:
+        while not self.has_room():
             ready, self.pending = ray.wait(self.pending, num_returns=1)
             done += ray.get(ready)
         self.pending.append(self.task.remote(*args))
@@ -249,3 +244,19 @@ def task_map(concurrency: int) -> Callable[[Callable[[Any], Any], list[Any]], li
         return [results[i] for i in range(len(jobs))]
 
     return run
+
+
+__all__ = [
+    "NAME",
+    "TaskWindow",
+    "batches",
+    "cluster_resources",
+    "configure_data_context",
+    "fetch_sizing",
+    "fetch_stage",
+    "finalize_stage",
+    "infer_stage",
+    "place_rows",
+    "progress",
+    "task_map",
+]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,10 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def current_node() -> str:
-    """The Ray node this worker runs on (recorded in the log: where each step ran)."""
+    """The Ray node this worker runs on (recorded in the log: where each step ran); "" in
+    process (``inprocess``), where asking Ray would start it."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
     try:
-        import ray
-
         return str(ray.get_runtime_context().get_node_id())
     except Exception:
         return ""

@@ -1,17 +1,17 @@
-"""Region writer tasks that run while the stages still run (issue 18): the driver offers each
+"""Region writers that run while the stages still run (issue 18): the driver offers each
 batch's records to the combined file's stream (``io.stream.CombinedStream``), and every region
-whose places are all final is written by a Ray task, at most ``writer_workers`` in flight,
-overlapping the fetch and forward of later batches. Each finished region is recorded in the
-run's log (kind ``region``, ``done_at``: when its task finished, on the task's clock).
+whose places are all final is written by the executor's writer window (Ray tasks, or threads
+in process), at most ``writer_workers`` in flight, overlapping the fetch and forward of later
+batches. Each finished region is recorded in the run's log (kind ``region``, ``done_at``:
+when it finished, on the writer's clock).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
-
-import ray
 
 from rs_embed_ray.io.state import Record, RunState
 from rs_embed_ray.io.stream import CombinedStream, Tables
@@ -20,18 +20,31 @@ log = logging.getLogger(__name__)
 REGION = "region"  # the run log's kind of a region written while batches finished
 
 
-class RegionWriters:
-    """A bounded pool of region tasks fed by a ``CombinedStream``."""
+def write_region(fn: Callable[[Any], Any], pos: int, job: Any) -> tuple[int, Any, str]:
+    """One region: ``(pos, result, "")``, or ``(pos, None, error)``: a failed region is
+    written again by the final step, so its error does not stop the run."""
+    try:
+        return pos, fn(job), ""
+    except Exception as exc:
+        return pos, None, f"{type(exc).__name__}: {exc}"
 
-    def __init__(self, stream: CombinedStream, concurrency: int, state: RunState) -> None:
+
+class RegionWriters:
+    """A bounded window of region writes fed by a ``CombinedStream``; ``window`` is the
+    executor's ``TaskWindow`` class."""
+
+    def __init__(
+        self, stream: CombinedStream, concurrency: int, state: RunState, window: Any
+    ) -> None:
         self.stream = stream
-        self.concurrency = max(1, int(concurrency))
         self.state = state
         fn = stream.sink.region_fn
         assert fn is not None
-        self.task = ray.remote(num_cpus=0.1, max_retries=0)(fn)
+        self.fn = fn
+        self.window = window(write_region, max(1, int(concurrency)), num_cpus=0.1)
         self.queue: deque[Any] = deque()
-        self.running: dict[Any, Any] = {}  # object ref -> job
+        self.running: dict[int, Any] = {}  # position -> job
+        self.next_pos = 0
         self.done: set[Any] = set()
 
     def offer(
@@ -42,37 +55,35 @@ class RegionWriters:
         key: str | None = None,
         indices: list[int] | None = None,
     ) -> None:
-        """New records: queue the regions they complete, start what the pool allows."""
+        """New records: queue the regions they complete, start what the window allows."""
         self.queue.extend(self.stream.update(patch_src, embed_src, kind, key, indices))
         self._pump(block=False)
 
-    def _collect(self, refs: list[Any]) -> None:
+    def _collect(self, results: list[tuple[int, Any, str]]) -> None:
         recs = []
-        for ref in refs:
-            job = self.running.pop(ref)
-            try:
-                res = ray.get(ref)
-            except Exception as exc:  # the final step writes it again
-                log.warning("combined: a region task failed (%s); it is rewritten at the end", exc)
+        for pos, res, error in results:
+            job = self.running.pop(pos)
+            if error:
+                log.warning(
+                    "combined: a region write failed (%s); it is rewritten at the end", error
+                )
                 continue
             self.done.add(job)
             recs.append(
                 Record(REGION, str(res["marks"]), int(res["region"]), "ok", "", done_at=res["at"])
             )
-        self.state.append(recs)
+        if recs:
+            self.state.append(recs)
 
     def _pump(self, block: bool) -> None:
-        while True:
-            if self.running:
-                ready, _ = ray.wait(list(self.running), num_returns=len(self.running), timeout=0)
-                self._collect(ready)
-            while self.queue and len(self.running) < self.concurrency:
-                job = self.queue.popleft()
-                self.running[self.task.remote(job)] = job
-            if not block or not self.running:
-                return
-            ready, _ = ray.wait(list(self.running), num_returns=1)
-            self._collect(ready)
+        self._collect(self.window.poll())
+        while self.queue and (block or self.window.has_room()):
+            job = self.queue.popleft()
+            pos, self.next_pos = self.next_pos, self.next_pos + 1
+            self.running[pos] = job
+            self._collect(self.window.submit(self.fn, pos, job))  # waits while full
+        if block:
+            self._collect(self.window.drain())
 
     def finish(self) -> frozenset[Any]:
         """Wait for every queued and running region; the jobs that were written."""
@@ -81,8 +92,6 @@ class RegionWriters:
         return frozenset(self.done)
 
     def abandon(self) -> None:
-        """The run stops: let running tasks end (a resume adopts what they marked)."""
+        """The run stops: let running writes end (a resume adopts what they marked)."""
         self.queue.clear()
-        if self.running:
-            ray.wait(list(self.running), num_returns=len(self.running))
-            self._collect(list(self.running))
+        self._collect(self.window.drain())

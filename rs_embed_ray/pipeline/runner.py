@@ -9,11 +9,11 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 from typing import Any
 
 import numpy as np
-import ray
 
 from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
@@ -25,19 +25,13 @@ from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.stac import write_stac
 from rs_embed_ray.io.state import Record, RunState
 from rs_embed_ray.io.stream import CombinedStream
-from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
+from rs_embed_ray.pipeline.executor import choose, flow_of
 from rs_embed_ray.pipeline.fetch import with_retries
 from rs_embed_ray.pipeline.heap import release_free_heap
-from rs_embed_ray.pipeline.quiet import (
-    init_kwargs,
-    quiet_ray_data,
-    ray_log_level,
-    spend_actor_arg_warning,
-)
 from rs_embed_ray.pipeline.regions import RegionWriters
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
-from rs_embed_ray.pipeline.sizing import fetch_sizing, infer_sizing, item_writer_batch, morton
+from rs_embed_ray.pipeline.sizing import infer_sizing, item_writer_batch, morton
 from rs_embed_ray.pipeline.stac_run import stac_run
 from rs_embed_ray.pipeline.write import finalize_items
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
@@ -56,6 +50,15 @@ def ensure_ray(address: str | None) -> None:
     """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process.
 
     Ray's own output stays off the terminal unless asked for (``pipeline.quiet``)."""
+    import ray
+
+    from rs_embed_ray.pipeline.quiet import (
+        init_kwargs,
+        quiet_ray_data,
+        ray_log_level,
+        spend_actor_arg_warning,
+    )
+
     level = ray_log_level()
     if not ray.is_initialized():
         local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
@@ -67,12 +70,14 @@ def ensure_ray(address: str | None) -> None:
 
 
 class Runner:
-    """One export run over a plan: what is left, the stages, the final files."""
+    """One export run over a plan: what is left, the stages, the final files. ``flow``: the
+    executor's stage module (``dataflow``, Ray; ``inprocess``, threads); default Ray."""
 
-    def __init__(self, plan: ExportPlan, state: RunState | None = None) -> None:
+    def __init__(self, plan: ExportPlan, state: RunState | None = None, flow: Any = None) -> None:
         self.plan = plan
+        self.flow = flow if flow is not None else flow_of("ray")
         self.state = state if state is not None else RunState(plan.state_dir)
-        self.cpus, self.gpus = flow.cluster_resources()
+        self.cpus, self.gpus = self.flow.cluster_resources()
         self.device = self._resolve_device()
         self.log = RunLog(plan, self.state, self.device)
         self.earlier = EarlierRun(plan, self.state, self.device)
@@ -81,7 +86,7 @@ class Runner:
         self.regions: RegionWriters | None = None  # combined regions written as batches finish
         # per_item: the files of places whose every step is done, written while the run goes on
         self.items: ManifestList | None = None
-        self._item_writers: flow.TaskWindow | None = None
+        self._item_writers: Any = None  # the executor's TaskWindow
         self._item_ctx: dict[str, Any] = {}
 
     # -- setup ---------------------------------------------------------------------------
@@ -90,7 +95,8 @@ class Runner:
         if dev == "auto":
             return "cuda" if self.gpus > 0 else "cpu"
         if dev.startswith("cuda") and self.gpus <= 0:
-            raise ModelError(f"device={dev!r} but the Ray cluster has no GPU; use device='auto'.")
+            where = "the Ray cluster" if self.flow.NAME == "ray" else "this machine"
+            raise ModelError(f"device={dev!r} but {where} has no GPU; use device='auto'.")
         return dev
 
     def _ctx(self) -> dict[str, Any]:
@@ -161,16 +167,16 @@ class Runner:
         p = self.plan
         uses_quota = provider_capability(p.backend, "uses_request_quota", target=p.provider_target)
         quota = p.run.quota if uses_quota else None
-        size = fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
+        size = self.flow.fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
         shard_dir = str(self.state.shard_dir("patches", group.key))
         quota_kw = self._quota_kwargs(size.actors, size.threads)
-        return flow.fetch_stage(ds, p, group, shard_dir, size, quota_kw)
+        return self.flow.fetch_stage(ds, p, group, shard_dir, size, quota_kw)
 
     def _infer_op(self, ds: Any, model: ModelRequest, n: int) -> Any:
         """INFER then the embedding-shard writer, for one model."""
         size = infer_sizing(self.device, self.cpus, self.gpus)
         shard_dir = str(self.state.shard_dir("embeds", model.key))
-        return flow.infer_stage(ds, self.plan, model, self.device, size, shard_dir, n)
+        return self.flow.infer_stage(ds, self.plan, model, self.device, size, shard_dir, n)
 
     def _consume_patches(self, group: FetchGroup, batch: dict[str, Any], prefix: str = "") -> None:
         p = self.plan
@@ -207,7 +213,8 @@ class Runner:
         )
         stream = CombinedStream(self._ctx(), p.out_path, places)
         if stream.enabled:
-            self.regions = RegionWriters(stream, p.run.write.writers, self.state)
+            writers = p.run.write.writers
+            self.regions = RegionWriters(stream, writers, self.state, self.flow.TaskWindow)
             self.regions.offer(self.log.patch_src, self.log.embed_src)  # resumed steps
 
     def _offer(self, kind: str, key: str, recs: list[Record]) -> None:
@@ -228,18 +235,20 @@ class Runner:
             todo = sorted(todo, key=lambda i: morton(p.spatials[i].center()))
         desc = f"fetch[{group.sensor.collection}]"
         if first is None:
-            ds = self._fetch_op(flow.place_rows(p, todo), group, len(todo), chained=False)
-            with flow.progress(len(todo), desc, p.run.show_progress) as bar:
-                for batch in flow.batches(ds):
+            ds = self._fetch_op(self.flow.place_rows(p, todo), group, len(todo), chained=False)
+            with self.flow.progress(len(todo), desc, p.run.show_progress) as bar:
+                for batch in self.flow.batches(ds):
                     self._consume_patches(group, batch)
                     self._write_finished(batch[col.INDEX])
                     bar.update(len(batch[col.INDEX]))
             return
         embed = {col.EMBED: lambda i: not self.log.ok(EMBED, first.key, i)}
-        ds = self._fetch_op(flow.place_rows(p, todo, **embed), group, len(todo), chained=True)
+        ds = self._fetch_op(self.flow.place_rows(p, todo, **embed), group, len(todo), chained=True)
         ds = self._infer_op(ds, first, len(todo))
-        with flow.progress(len(todo), f"{desc}+infer[{first.name}]", p.run.show_progress) as bar:
-            for batch in flow.batches(ds):
+        with self.flow.progress(
+            len(todo), f"{desc}+infer[{first.name}]", p.run.show_progress
+        ) as bar:
+            for batch in self.flow.batches(ds):
                 self._consume_patches(group, batch, prefix=col.FETCH_PREFIX)
                 self._consume_embeds(first, batch)
                 self._write_finished(batch[col.INDEX])
@@ -262,9 +271,9 @@ class Runner:
             return
         src = self.log.patch_src[key] if key else {}
         shard = {col.SHARD: lambda i: src[i]["shard"] if key else ""}
-        ds = self._infer_op(flow.place_rows(p, run, **shard), model, len(run))
-        with flow.progress(len(run), f"infer[{model.name}]", p.run.show_progress) as bar:
-            for batch in flow.batches(ds):
+        ds = self._infer_op(self.flow.place_rows(p, run, **shard), model, len(run))
+        with self.flow.progress(len(run), f"infer[{model.name}]", p.run.show_progress) as bar:
+            for batch in self.flow.batches(ds):
                 bar.update(self._consume_embeds(model, batch))
                 self._write_finished(batch[col.INDEX])
 
@@ -353,7 +362,7 @@ class Runner:
             return
         if self._item_writers is None:
             w = self.plan.run.write
-            self._item_writers = flow.TaskWindow(finalize_items, w.writers)
+            self._item_writers = self.flow.TaskWindow(finalize_items, w.writers)
             self._item_ctx = self._ctx()
         step = item_writer_batch(self.plan.run.write)
         for lo in range(0, len(done), step):
@@ -380,12 +389,12 @@ class Runner:
         self._drain_item_writers()
         written = set(todo) - set(out.missing())
         todo = [i for i in todo if i not in written]  # written while the run went on
-        with flow.progress(len(todo), "write", p.run.show_progress) as bar:
+        with self.flow.progress(len(todo), "write", p.run.show_progress) as bar:
             for lo in range(0, len(todo), FINAL_SLICE):
                 rows = [self._item_payload(i) for i in todo[lo : lo + FINAL_SLICE]]
-                ds = flow.finalize_stage(rows, p, ctx)
+                ds = self.flow.finalize_stage(rows, p, ctx)
                 del rows  # the dataset holds them now
-                for batch in flow.batches(ds):
+                for batch in self.flow.batches(ds):
                     self._record_written(batch, out)
                     bar.update(len(batch[col.INDEX]))
 
@@ -421,7 +430,7 @@ class Runner:
                 embed_src=lg.embed_src,
                 fingerprint=p.run_fingerprint(),
                 temporals=self._temporals(),
-                parallel_map=flow.task_map(p.run.write.writers),
+                parallel_map=self.flow.task_map(p.run.write.writers),
                 done_jobs=done,
             ),
             retry.max_retries,
@@ -504,23 +513,34 @@ def run_plan(plan: ExportPlan) -> ManifestList | dict[str, Any]:
     state = RunState(plan.state_dir)
     state.acquire()  # a second run on this output is refused at once, before Ray starts
     try:
-        ensure_ray(plan.run.ray_address)
+        flow = flow_of(choose(plan))
+        if flow.NAME == "ray":
+            ensure_ray(plan.run.ray_address)
         flow.configure_data_context()
-        runner = Runner(plan, state)
+        runner = Runner(plan, state, flow)
     except BaseException:
         state.release()
         raise
     try:
         return runner.run()
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)  # the original exception, with its own message
-        if isinstance(cause, RSEmbedRayError):  # OutputWriteError, ProviderError, ModelError
+    except Exception as exc:
+        cause = _task_cause(exc)
+        if cause is not None:
             raise cause from None
-        raise
-    except OSError as exc:  # the driver's own writes: the combined file, final.json
-        if is_storage_error(exc):
+        # the driver's own writes: the combined file, final.json
+        if isinstance(exc, OSError) and is_storage_error(exc):
             raise output_write_error(exc, plan.out_path) from exc
         raise
+
+
+def _task_cause(exc: BaseException) -> RSEmbedRayError | None:
+    """A Ray task's own error (OutputWriteError, ProviderError, ModelError), with its own
+    message, out of the RayTaskError that carried it to the driver."""
+    ray = sys.modules.get("ray")
+    if ray is None or not isinstance(exc, ray.exceptions.RayTaskError):
+        return None
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RSEmbedRayError) else None
 
 
 __all__ = ["run_plan", "ensure_ray", "StageFailed"]
