@@ -71,6 +71,7 @@ def child(a: argparse.Namespace) -> None:
         save_inputs=True,
         output=OutputSpec.pooled(),
         device=a.device,
+        executor=a.executor,
         backend="gee",
         provider_options={"url": a.emulator_url},
         show_progress=False,
@@ -142,6 +143,8 @@ def ours_cmd(a: argparse.Namespace, layout: str, out: Path, url: str) -> list[st
         str(a.chunk_size),
         "--device",
         a.device,
+        "--executor",
+        a.executor,
         "--anchor-dir",
         str(a.anchor_dir),
         "--ckpt-dir",
@@ -290,6 +293,12 @@ def main() -> None:
     ap.add_argument("--num-workers", type=int, default=8)
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--executor",
+        default="auto",
+        choices=["auto", "ray", "local"],
+        help="our executor (auto: in process at these sizes, as a user gets by default)",
+    )
     ap.add_argument("--anchor-dir", type=Path, default=default_anchor_dir())
     ap.add_argument("--anchor-python", default=default_anchor_python())
     ap.add_argument(
