@@ -485,6 +485,13 @@ def main() -> None:
         default=default("precision"),
         help="auto: mixed precision on GPU; float32: always fp32 (export and --forward)",
     )
+    ap.add_argument(
+        "--executor",
+        choices=["ray", "local", "auto"],
+        default="ray",
+        help="ray: start Ray here first (as the figures before the in-process executor); "
+        "local: threads of this process, no Ray; auto: as a user's export decides",
+    )
     ap.add_argument("--min-seconds", type=float, default=5.0, help="for --forward")
     ap.add_argument(
         "--prep-only",
@@ -571,7 +578,9 @@ def main() -> None:
     logging.getLogger("rs_embed_ray").setLevel(logging.INFO)
     write_s = WriteTime()
     logging.getLogger("rs_embed_ray.pipeline.runner").addHandler(write_s)
-    ray.init(include_dashboard=False, log_to_driver=False)
+    if a.executor == "ray":
+        ray.init(include_dashboard=False, log_to_driver=False)
+    kw["executor"] = a.executor
     try:
         with PeakRSS(exclude=(emu.proc.pid,) if emu is not None else ()) as mem:
             t0 = time.perf_counter()
@@ -611,6 +620,7 @@ def main() -> None:
         )
         cpus = os.cpu_count() or 1
         result = {
+            "executor": a.executor,
             "n": a.n,
             "models": models,
             "layout": a.layout,
