@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,12 @@ def global_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# netCDF-C is not thread-safe and netCDF4-python releases the GIL around its calls: writers in
+# threads of one process (the in-process executor's per-item writers) take turns, each
+# holding this from its file's creation to its close
+LIBRARY_LOCK = threading.Lock()
+
+
 class NetcdfWriter:
     """Create variables with fixed shapes, then fill them (whole or by rows); atomic commit.
 
@@ -104,7 +111,13 @@ class NetcdfWriter:
         self.path = storage.as_path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self.ds = netCDF4.Dataset(self._tmp, "w", format="NETCDF4")
+        LIBRARY_LOCK.acquire()
+        self._locked = True
+        try:
+            self.ds = netCDF4.Dataset(self._tmp, "w", format="NETCDF4")
+        except BaseException:
+            self._unlock()
+            raise
         self.ds.setncatts(global_attrs(attrs or {}))
         self._dim_sizes: dict[str, int] = {}
         self.variables: list[str] = []
@@ -184,12 +197,19 @@ class NetcdfWriter:
         if manifest is not None:
             self.ds.setncattr("rs_embed_ray_manifest", json.dumps(manifest, ensure_ascii=False))
         self.ds.close()
+        self._unlock()
         self._ctx.__exit__(None, None, None)
+
+    def _unlock(self) -> None:
+        if self._locked:
+            self._locked = False
+            LIBRARY_LOCK.release()
 
     def abort(self) -> None:
         try:
             self.ds.close()
         finally:
+            self._unlock()
             try:
                 raise RuntimeError("aborted")
             except RuntimeError as exc:

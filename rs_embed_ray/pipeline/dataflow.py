@@ -46,7 +46,8 @@ def configure_data_context() -> None:
     ctx.raise_original_map_exception = True
 
 
-def cluster_resources() -> tuple[float, float]:
+def cluster_resources(device: str = "auto") -> tuple[float, float]:
+    """The cluster's CPUs and GPUs (``device``: as ``inprocess.cluster_resources`` takes it)."""
     res = ray.cluster_resources()
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 

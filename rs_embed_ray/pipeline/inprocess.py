@@ -11,6 +11,7 @@ runner picks this module or ``dataflow`` (``executor.choose``); it has the same 
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import queue
@@ -39,16 +40,25 @@ NAME = "local"
 _END = object()  # the end of a stage's results
 
 
-def cluster_resources() -> tuple[float, float]:
-    """This process's cores, and the GPUs torch sees (0 without CUDA)."""
+def cluster_resources(device: str = "auto") -> tuple[float, float]:
+    """This process's cores, and the GPUs torch sees (0 without CUDA). With ``device="cpu"``
+    torch is not asked: importing it here (about 1.2 s) would hold back the first fetch,
+    while the model's thread imports it anyway."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
-    return float(max(1, cpus)), float(visible_gpus())
+    gpus = 0 if device == "cpu" else visible_gpus()
+    return float(max(1, cpus)), float(gpus)
 
 
 def visible_gpus() -> int:
+    """The GPUs torch sees; torch is imported only where a GPU's device node exists (NVIDIA,
+    or ROCm's /dev/kfd), so a CPU-only machine does not pay for it before the first fetch."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return 0
+    if not (glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd")):
+        return 0
     import torch
 
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
@@ -244,8 +254,12 @@ class _Running:
     def run(self, upstream: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
         batches = _rebatch(upstream, self.stage.batch_size)
         if self.stage.calls <= 1:
-            call = self.fn()
+            call = None
             for batch in batches:
+                # the first batch is asked for before waiting on the worker: pulling it
+                # starts the upstream stage, so the fetch runs while the model loads
+                if call is None:
+                    call = self.fn()
                 yield call(batch)
             return
         yield from self._parallel(batches)

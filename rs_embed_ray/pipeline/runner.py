@@ -77,7 +77,7 @@ class Runner:
         self.plan = plan
         self.flow = flow if flow is not None else flow_of("ray")
         self.state = state if state is not None else RunState(plan.state_dir)
-        self.cpus, self.gpus = self.flow.cluster_resources()
+        self.cpus, self.gpus = self.flow.cluster_resources(plan.device)
         self.device = self._resolve_device()
         self.log = RunLog(plan, self.state, self.device)
         self.earlier = EarlierRun(plan, self.state, self.device)
