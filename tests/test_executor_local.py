@@ -47,22 +47,32 @@ def npz_arrays(path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def nc_arrays(path) -> dict[str, np.ndarray]:
+    with xr.open_dataset(path) as ds:
+        return {k: ds[k].values for k in ds.data_vars}
+
+
 @pytest.mark.usefixtures("ray_cluster")
-def test_per_item_files_equal_ray(tmp_path, raster_source, remoteclip_ckpt):
+@pytest.mark.parametrize("fmt", ["npz", "netcdf"])
+def test_per_item_files_equal_ray(tmp_path, raster_source, remoteclip_ckpt, fmt):
+    """netcdf: three writer threads in one process (netCDF-C is not thread-safe; the writers
+    take turns, io.netcdf.LIBRARY_LOCK)."""
     spatials = points(7)
     runs = {}
     for ex in ("ray", "local"):
         out = tmp_path / ex
         runs[ex] = export_batch(
-            **kw(raster_source, remoteclip_ckpt, executor=ex),
+            **kw(raster_source, remoteclip_ckpt, executor=ex, writer_workers=3),
             spatials=spatials,
             out=str(out),
             layout="per_item",
+            format=fmt,
         )
     assert [m["status"] for m in runs["local"]] == ["ok"] * 7
+    ext, read = (".npz", npz_arrays) if fmt == "npz" else (".nc", nc_arrays)
     for i in range(7):
-        a = npz_arrays(tmp_path / "local" / f"p{i:05d}.npz")
-        b = npz_arrays(tmp_path / "ray" / f"p{i:05d}.npz")
+        a = read(tmp_path / "local" / f"p{i:05d}{ext}")
+        b = read(tmp_path / "ray" / f"p{i:05d}{ext}")
         assert a.keys() == b.keys() and len(a) == 4
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=f"p{i:05d} {k}")

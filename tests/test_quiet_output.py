@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import points
 
 RAY_NOISE = (
@@ -22,7 +24,7 @@ RAY_NOISE = (
 )
 
 
-def run_cli(tmp_path, raster_source, out, **env):
+def run_cli(tmp_path, raster_source, out, *extra, **env):
     pts = tmp_path / "p.csv"
     pts.write_text(
         "lon,lat,buffer_m\n" + "".join(f"{p.lon},{p.lat},{p.buffer_m}\n" for p in points(3))
@@ -49,6 +51,7 @@ def run_cli(tmp_path, raster_source, out, **env):
         "--num-workers",
         "2",
         "--no-progress",
+        *extra,
     ]
     full_env = {**os.environ, "RAY_AUTH_MODE": "disabled", **env}
     full_env.pop("RAY_ADDRESS", None)
@@ -57,8 +60,10 @@ def run_cli(tmp_path, raster_source, out, **env):
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=300)
 
 
-def test_default_cli_run_prints_no_ray_logging(tmp_path, raster_source):
-    res = run_cli(tmp_path, raster_source, tmp_path / "quiet")
+@pytest.mark.parametrize("executor", ["ray", "auto"])
+def test_default_cli_run_prints_no_ray_logging(tmp_path, raster_source, executor):
+    """``ray``: Ray started and silenced; ``auto`` (the default): 3 places run in process."""
+    res = run_cli(tmp_path, raster_source, tmp_path / "quiet", "--executor", executor)
     assert res.returncode == 0, res.stderr
     assert res.stderr == "", res.stderr
     assert json.loads(res.stdout)["status_counts"] == {"ok": 3}
