@@ -28,6 +28,7 @@ from rs_embed_ray.pipeline.sizing import (
     n_blocks,
     writers,
 )
+from rs_embed_ray.pipeline.worker_args import fetch_worker_kwargs, model_worker_kwargs
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.specs import spatial_to_dict
@@ -90,20 +91,7 @@ def fetch_stage(
     the actors' share of the Earth Engine quota (``Runner._quota_kwargs``)."""
     return ds.map_batches(
         FetchWorker,
-        fn_constructor_kwargs={
-            "backend": plan.backend,
-            "provider_target": plan.provider_target,
-            "provider_options": plan.provider_options,
-            "sensor": jsonable(group.sensor),
-            "n_frames": group.n_frames,
-            "temporal": jsonable(plan.temporal),
-            "shard_dir": shard_dir,
-            "options": plan.run.fetch,
-            "retry": plan.run.retry,
-            "threads": size.threads,
-            **quota,
-            "frame_bins": group.frame_bins,
-        },
+        fn_constructor_kwargs=fetch_worker_kwargs(plan, group, shard_dir, size.threads, quota),
         compute=ActorPoolStrategy(
             size=size.actors,
             max_tasks_in_flight_per_actor=CALLS_PER_ACTOR,
@@ -133,23 +121,9 @@ def infer_stage(
     own_shards = size.gpus_per_actor == 0
     ds = ds.map_batches(
         ModelWorker,
-        fn_constructor_kwargs={
-            "model_id": model.model_id,
-            "weights": model.weights,
-            "model_config": model.model_config,
-            "device": device,
-            "options": infer,
-            "retry": plan.run.retry,
-            "output": jsonable(plan.output),
-            "temporal": jsonable(plan.temporal),
-            "input_prep": jsonable(plan.input_prep),
-            "channels": list(model.channels) if model.channels is not None else None,
-            "torch_threads": size.torch_threads,
-            "name": model.name,
-            "fetch_key": model.fetch_key,
-            "target": model.target,
-            "shard_dir": shard_dir if own_shards else None,
-        },
+        fn_constructor_kwargs=model_worker_kwargs(
+            plan, model, device, size.torch_threads, shard_dir if own_shards else None
+        ),
         compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
         num_gpus=size.gpus_per_actor,
         num_cpus=1,

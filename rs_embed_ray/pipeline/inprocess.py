@@ -32,6 +32,7 @@ from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.progress import progress
 from rs_embed_ray.pipeline.sizing import FetchSizing, InferSizing, item_writer_batch
 from rs_embed_ray.pipeline.sizing import fetch_sizing as ray_fetch_sizing
+from rs_embed_ray.pipeline.worker_args import fetch_worker_kwargs, model_worker_kwargs
 from rs_embed_ray.pipeline.write import finalize_items
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
 from rs_embed_ray.specs import spatial_to_dict
@@ -138,20 +139,7 @@ def fetch_stage(
 ) -> LocalDataset:
     """FETCH: one ``FetchWorker`` with ``size.threads`` threads; enough calls at once to keep
     them all busy while a call waits on its slowest place."""
-    kwargs = {
-        "backend": plan.backend,
-        "provider_target": plan.provider_target,
-        "provider_options": plan.provider_options,
-        "sensor": jsonable(group.sensor),
-        "n_frames": group.n_frames,
-        "temporal": jsonable(plan.temporal),
-        "shard_dir": shard_dir,
-        "options": plan.run.fetch,
-        "retry": plan.run.retry,
-        "threads": size.threads,
-        **quota,
-        "frame_bins": group.frame_bins,
-    }
+    kwargs = fetch_worker_kwargs(plan, group, shard_dir, size.threads, quota)
     calls = max(CALLS_PER_ACTOR, math.ceil(2 * size.threads / max(1, size.batch)))
     return ds.then(Stage(FetchWorker, kwargs, size.batch, calls, construct=True))
 
@@ -166,25 +154,8 @@ def infer_stage(
     n: int,
 ) -> LocalDataset:
     """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards."""
-    infer = plan.run.infer
-    kwargs = {
-        "model_id": model.model_id,
-        "weights": model.weights,
-        "model_config": model.model_config,
-        "device": device,
-        "options": infer,
-        "retry": plan.run.retry,
-        "output": jsonable(plan.output),
-        "temporal": jsonable(plan.temporal),
-        "input_prep": jsonable(plan.input_prep),
-        "channels": list(model.channels) if model.channels is not None else None,
-        "torch_threads": size.torch_threads,
-        "name": model.name,
-        "fetch_key": model.fetch_key,
-        "target": model.target,
-        "shard_dir": shard_dir,
-    }
-    return ds.then(Stage(ModelWorker, kwargs, infer.batch_size, 1, construct=True))
+    kwargs = model_worker_kwargs(plan, model, device, size.torch_threads, shard_dir)
+    return ds.then(Stage(ModelWorker, kwargs, plan.run.infer.batch_size, 1, construct=True))
 
 
 def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, Any]) -> Any:

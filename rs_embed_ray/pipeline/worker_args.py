@@ -1,0 +1,58 @@
+"""What the FETCH and INFER workers are built with, for a plan: one place for both executors
+(``dataflow`` passes these to Ray's actors, ``inprocess`` to its threads). No ray."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rs_embed_ray.io.manifest import jsonable
+from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+
+
+def fetch_worker_kwargs(
+    plan: ExportPlan, group: FetchGroup, shard_dir: str, threads: int, quota: dict[str, Any]
+) -> dict[str, Any]:
+    """``FetchWorker``'s keywords: one sensor group's fetch, ``threads`` requests in flight,
+    ``quota`` its share of the Earth Engine quota (``Runner._quota_kwargs``)."""
+    return {
+        "backend": plan.backend,
+        "provider_target": plan.provider_target,
+        "provider_options": plan.provider_options,
+        "sensor": jsonable(group.sensor),
+        "n_frames": group.n_frames,
+        "temporal": jsonable(plan.temporal),
+        "shard_dir": shard_dir,
+        "options": plan.run.fetch,
+        "retry": plan.run.retry,
+        "threads": threads,
+        **quota,
+        "frame_bins": group.frame_bins,
+    }
+
+
+def model_worker_kwargs(
+    plan: ExportPlan,
+    model: ModelRequest,
+    device: str,
+    torch_threads: int,
+    shard_dir: str | None,
+) -> dict[str, Any]:
+    """``ModelWorker``'s keywords for one model; ``shard_dir`` set: it writes its own
+    embedding shards there."""
+    return {
+        "model_id": model.model_id,
+        "weights": model.weights,
+        "model_config": model.model_config,
+        "device": device,
+        "options": plan.run.infer,
+        "retry": plan.run.retry,
+        "output": jsonable(plan.output),
+        "temporal": jsonable(plan.temporal),
+        "input_prep": jsonable(plan.input_prep),
+        "channels": list(model.channels) if model.channels is not None else None,
+        "torch_threads": torch_threads,
+        "name": model.name,
+        "fetch_key": model.fetch_key,
+        "target": model.target,
+        "shard_dir": shard_dir,
+    }
