@@ -14,9 +14,8 @@ python -m pip install -q "pip==26.3"
 # constraints.txt pins every package to the set the suite last passed with, and
 # --prefer-binary keeps pip off source builds (a CI run once failed building rioxarray from
 # its sdist when the index offered no wheel it would take).
-PIP_INSTALL=(python -m pip install -q --prefer-binary -c constraints.txt)
-"${PIP_INSTALL[@]}" "torch==2.14.1" "torchvision==0.29.1"
-"${PIP_INSTALL[@]}" -e '.[all,dev,oracle]'
+python -m pip install -q --prefer-binary -c constraints.txt "torch==2.14.1" "torchvision==0.29.1"
+python -m pip install -q --prefer-binary -c constraints.txt -e '.[all,dev,oracle]'
 # An editable install leaves the package uncompiled, and with PYTHONDONTWRITEBYTECODE set
 # (as on these machines) every Ray worker process compiles it again as it starts (about 2-3 s
 # later to the first embedding at 64 places, docs/benchmarks.md); a wheel install compiles
