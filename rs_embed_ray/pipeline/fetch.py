@@ -1,4 +1,5 @@
-"""FetchWorker: a Ray Data callable class that fetches patches and writes them to shards.
+"""FetchWorker: the callable class of the FETCH stage (a Ray Data actor, or threads of the
+driver with the in-process executor) that fetches patches and writes them to shards.
 
 One provider per actor (initialised once). Patches go straight to a shard file on the
 output's storage, so only small status rows travel through the object store. A failing

@@ -1,4 +1,5 @@
-"""ModelWorker: a Ray Data callable class that embeds cached patches, one forward per batch.
+"""ModelWorker: the callable class of the INFER stage (a Ray Data actor, or the driver with the
+in-process executor) that embeds cached patches, one forward per batch.
 
 Weights are loaded once, in ``__init__``. A batch whose forward raises is re-run one place
 at a time so that only the bad places fail; every place comes back as a row with its status.

@@ -1,7 +1,8 @@
 """Writer stages: embedding shards after inference, and the per-item export files.
 
-Both run as Ray tasks next to the data, so writes never stall the inference actor and the
-driver's disk is never assumed; files go through the atomic-write helper.
+Both run as Ray tasks next to the data (threads with the in-process executor), so writes never
+stall the inference and the driver's disk is never assumed; files go through the atomic-write
+helper.
 """
 
 from __future__ import annotations
