@@ -42,6 +42,16 @@ def kw(source, ckpt, **extra):
     return d
 
 
+def same_export_arrays(a: np.ndarray, b: np.ndarray, key: str) -> None:
+    """Inputs bit for bit; embeddings to float32 rounding: which places share a forward batch
+    differs from run to run on Ray (unordered streaming), and a batch of another size can take
+    another matmul kernel (seen: 3e-6 apart at most)."""
+    if "embedding" in key:
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=key)
+    else:
+        np.testing.assert_array_equal(a, b, err_msg=key)
+
+
 def npz_arrays(path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -75,12 +85,12 @@ def test_per_item_files_equal_ray(tmp_path, raster_source, remoteclip_ckpt, fmt)
         b = read(tmp_path / "ray" / f"p{i:05d}{ext}")
         assert a.keys() == b.keys() and len(a) == 4
         for k in a:
-            np.testing.assert_array_equal(a[k], b[k], err_msg=f"p{i:05d} {k}")
+            same_export_arrays(a[k], b[k], f"p{i:05d} {k}")
         ma = json.loads((tmp_path / "local" / f"p{i:05d}.json").read_text())
         mb = json.loads((tmp_path / "ray" / f"p{i:05d}.json").read_text())
-        assert [m["embedding"]["sha1"] for m in ma["models"]] == [
-            m["embedding"]["sha1"] for m in mb["models"]
-        ]
+        for a_model, b_model in zip(ma["models"], mb["models"], strict=True):
+            assert a_model["input"] == b_model["input"]
+            assert a_model["embedding"]["shape"] == b_model["embedding"]["shape"]
 
 
 @pytest.mark.usefixtures("ray_cluster")
@@ -104,7 +114,7 @@ def test_combined_equal_ray(tmp_path, raster_source, remoteclip_ckpt, fmt, name)
     try:
         assert set(a.data_vars) == set(b.data_vars) and len(a.data_vars) >= 4
         for k in a.data_vars:
-            np.testing.assert_array_equal(a[k].values, b[k].values, err_msg=k)
+            same_export_arrays(a[k].values, b[k].values, k)
     finally:
         a.close()
         b.close()
