@@ -243,3 +243,26 @@ def test_task_window_bounds_calls_and_raises_their_errors():
     win.submit(7)
     with pytest.raises(ValueError, match="seven"):
         win.drain()
+
+
+def test_stopping_early_ends_every_stage_thread():
+    """The consumer stops after one batch (a stopped run): the feeder and the calls end,
+    none left blocked on a slot."""
+    import threading
+    import time
+
+    from rs_embed_ray.pipeline.inprocess import LocalDataset, Stage, batches
+
+    def slow(batch):
+        time.sleep(0.05)
+        return batch
+
+    blocks = tuple({"index": np.arange(i, i + 2)} for i in range(0, 40, 2))
+    stream = batches(LocalDataset(blocks, (Stage(slow, {}, 2, calls=3),)))
+    first = next(stream)
+    assert len(first["index"]) == 2
+    stream.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "stage-feed" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "a stage's feeder thread did not end"
+        time.sleep(0.02)

@@ -244,16 +244,28 @@ class _Running:
             room.release()
             results.put(fut)
 
+        def submit(call: Callable[[dict[str, Any]], Any], batch: dict[str, Any]) -> bool:
+            """Start one call once a slot is free; False when the stage is stopping. The
+            call's end gives its slot back; a call that never starts gives it back here."""
+            while not room.acquire(timeout=0.1):
+                if self.stop.is_set():
+                    return False
+            started = False
+            try:
+                if not self.stop.is_set():
+                    self.pool.submit(call, batch).add_done_callback(done)
+                    started = True
+            finally:
+                if not started:
+                    room.release()
+            return started
+
         def feed() -> None:
             try:
                 call = self.fn()
                 for batch in batches:
-                    while not room.acquire(timeout=0.1):
-                        if self.stop.is_set():
-                            return
-                    if self.stop.is_set():
+                    if not submit(call, batch):
                         return
-                    self.pool.submit(call, batch).add_done_callback(done)
             except BaseException as exc:  # the upstream's or the constructor's error
                 results.put(exc)
             finally:
