@@ -5,7 +5,6 @@ one stage to a dataset; the runner decides which stages run, in which order, on 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +13,6 @@ import pyarrow as pa
 import ray
 from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
-from rs_embed_ray.io.manifest import jsonable
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
 from rs_embed_ray.pipeline.heap import HeapTrimmer
@@ -28,10 +26,13 @@ from rs_embed_ray.pipeline.sizing import (
     n_blocks,
     writers,
 )
-from rs_embed_ray.pipeline.worker_args import fetch_worker_kwargs, model_worker_kwargs
+from rs_embed_ray.pipeline.worker_args import (
+    fetch_worker_kwargs,
+    model_worker_kwargs,
+    place_columns,
+)
 from rs_embed_ray.pipeline.write import finalize_items, write_embed_shard
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
-from rs_embed_ray.specs import spatial_to_dict
 
 NAME = "ray"
 
@@ -62,17 +63,11 @@ def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) 
     places, near a gigabyte at a million) while Ray Data copied the rows into its own
     blocks; this peaks at about 100 (tests/test_place_rows.py)."""
     n = n_blocks(len(todo), 4, plan.run.block_rows)
-    own_windows = plan.temporals is not None
     tables = []
     for part in np.array_split(np.asarray(todo, dtype=np.int64), n):
-        places = part.tolist()
-        spatial = [json.dumps(spatial_to_dict(plan.spatials[i])) for i in places]
-        columns: dict[str, Any] = {col.INDEX: pa.array(part), col.SPATIAL: pa.array(spatial)}
-        if own_windows:
-            windows = [json.dumps(jsonable(plan.temporal_of(i))) for i in places]
-            columns[col.TEMPORAL] = pa.array(windows, pa.string())
-        for name, value_of in cols.items():
-            columns[name] = pa.array([value_of(i) for i in places])
+        columns: dict[str, Any] = {col.INDEX: pa.array(part)}
+        for name, values in place_columns(plan, part.tolist(), cols).items():
+            columns[name] = pa.array(values, pa.string() if name == col.TEMPORAL else None)
         tables.append(pa.table(columns))
     # from_blocks: the blocks as they are, their metadata made here (from_arrow would start
     # one Ray task per block to read it)

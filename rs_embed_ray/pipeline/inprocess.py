@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from rs_embed_ray.io.manifest import jsonable
 from rs_embed_ray.options import FetchOptions, QuotaOptions
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
@@ -32,10 +31,13 @@ from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.progress import progress
 from rs_embed_ray.pipeline.sizing import FetchSizing, InferSizing, item_writer_batch
 from rs_embed_ray.pipeline.sizing import fetch_sizing as ray_fetch_sizing
-from rs_embed_ray.pipeline.worker_args import fetch_worker_kwargs, model_worker_kwargs
+from rs_embed_ray.pipeline.worker_args import (
+    fetch_worker_kwargs,
+    model_worker_kwargs,
+    place_columns,
+)
 from rs_embed_ray.pipeline.write import finalize_items
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
-from rs_embed_ray.specs import spatial_to_dict
 
 NAME = "local"
 _END = object()  # the end of a stage's results
@@ -100,22 +102,13 @@ def _column(values: list[Any]) -> np.ndarray:
 
 def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> LocalDataset:
     """The rows ``dataflow.place_rows`` makes, as numpy batches of ``block_rows`` places."""
-    import json
-
     step = max(1, plan.run.block_rows)
-    own_windows = plan.temporals is not None
     blocks = []
     for lo in range(0, len(todo), step):
         places = todo[lo : lo + step]
-        block: dict[str, np.ndarray] = {
-            col.INDEX: np.asarray(places, dtype=np.int64),
-            col.SPATIAL: _column([json.dumps(spatial_to_dict(plan.spatials[i])) for i in places]),
-        }
-        if own_windows:
-            windows = [json.dumps(jsonable(plan.temporal_of(i))) for i in places]
-            block[col.TEMPORAL] = np.asarray(windows, dtype=object)
-        for name, value_of in cols.items():
-            block[name] = _column([value_of(i) for i in places])
+        block = {col.INDEX: np.asarray(places, dtype=np.int64)}
+        for name, values in place_columns(plan, places, cols).items():
+            block[name] = _column(values)
         blocks.append(block)
     return LocalDataset(tuple(blocks))
 

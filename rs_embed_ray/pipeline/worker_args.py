@@ -1,12 +1,33 @@
-"""What the FETCH and INFER workers are built with, for a plan: one place for both executors
-(``dataflow`` passes these to Ray's actors, ``inprocess`` to its threads). No ray."""
+"""What the FETCH and INFER workers are built with, and the place rows they read, for a plan:
+one place for both executors (``dataflow`` hands them to Ray's actors, ``inprocess`` to its
+threads). No ray."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from rs_embed_ray.io.manifest import jsonable
+from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
+from rs_embed_ray.specs import spatial_to_dict
+
+
+def place_columns(
+    plan: ExportPlan, places: list[int], cols: dict[str, Callable[[int], Any]]
+) -> dict[str, list[Any]]:
+    """The row columns of ``places`` besides INDEX: SPATIAL (JSON), TEMPORAL (JSON, only when
+    places have windows of their own; else the stages use the run's), and ``cols``: name ->
+    value of place i."""
+    out: dict[str, list[Any]] = {
+        col.SPATIAL: [json.dumps(spatial_to_dict(plan.spatials[i])) for i in places]
+    }
+    if plan.temporals is not None:
+        out[col.TEMPORAL] = [json.dumps(jsonable(plan.temporal_of(i))) for i in places]
+    for name, value_of in cols.items():
+        out[name] = [value_of(i) for i in places]
+    return out
 
 
 def fetch_worker_kwargs(
