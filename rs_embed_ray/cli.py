@@ -20,6 +20,7 @@ from rs_embed_ray.io.manifest_list import ManifestList
 from rs_embed_ray.io.quantize import DTYPES
 from rs_embed_ray.io.storage import STORE_CLIENT_LOGGERS, is_remote
 from rs_embed_ray.options import ExportOptions, default
+from rs_embed_ray.validation import EXECUTORS
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -200,7 +201,7 @@ def main(verbose: int) -> None:
 @click.option("--address", "ray_address", help="Ray address (default: local, or RAY_ADDRESS).")
 @click.option(
     "--executor",
-    type=click.Choice(["auto", "ray", "local"]),
+    type=click.Choice(list(EXECUTORS)),
     default=default("executor"),
     show_default=True,
     help="Where the stages run: ray (actors and tasks), local (threads of this process, no "

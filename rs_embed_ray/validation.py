@@ -471,7 +471,7 @@ def _address_of(address: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-EXECUTORS = ("auto", "ray", "local")  # pipeline.executor
+EXECUTORS = ("auto", "ray", "local")  # what each runs: pipeline.executor
 
 
 def check_executor(args: dict[str, Any]) -> None:

@@ -14,10 +14,10 @@ from rs_embed_ray.plan import ExportPlan
 
 log = logging.getLogger(__name__)
 
-EXECUTORS = ("auto", "ray", "local")
-# auto runs in process up to this many places: past it, one process's GIL-bound fetch
-# decoding (tens of ms of CPU a place) would hold back the model, and Ray's start-up is
-# a small part of the run (docs/benchmarks.md, "In-process executor")
+# The option's values are checked at plan time (validation.EXECUTORS). auto runs in process
+# up to this many places: past it, one process's GIL-bound fetch decoding (tens of ms of CPU
+# a place) would hold back the model, and Ray's start-up is a small part of the run
+# (docs/benchmarks.md, "In-process executor").
 LOCAL_MAX_PLACES = 1000
 
 
