@@ -7,7 +7,6 @@ then rows), so a combined file of a million places never sits in memory.
 from __future__ import annotations
 
 import io
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,26 +15,21 @@ import numpy as np
 
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.atomic import atomic_path
-
-# zlib level of compressed members. Still DEFLATE, so any npz reader opens the files as
-# before. Level 1 takes 45 ms of CPU for a 9x224x224 float32 input where numpy's
-# savez_compressed (level 6) takes 72 ms, for 0.3% more bytes (docs/benchmarks.md). That CPU
-# is taken from the forward on a small machine and from the host on a GPU one.
-DEFLATE_LEVEL = 1
+from rs_embed_ray.io.zipdeflate import ZipWriter
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], compress: bool = True) -> None:
-    """Write a whole npz atomically (no pickles); compressed members at ``DEFLATE_LEVEL``."""
+    """Write a whole npz atomically (no pickles); compressed members are DEFLATE
+    (``zipdeflate``: ISA-L when installed), as ``np.savez_compressed`` writes them."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         if not compress:
             np.savez(fh, **dict(arrays))
             return
-        with zipfile.ZipFile(
-            fh, "w", zipfile.ZIP_DEFLATED, compresslevel=DEFLATE_LEVEL, allowZip64=True
-        ) as zf:
-            for key, arr in arrays.items():
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+        zf = ZipWriter(fh)
+        for key, arr in arrays.items():
+            with zf.member(f"{key}.npy") as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+        zf.close()
 
 
 def array_to_bytes(arr: np.ndarray) -> bytes:
@@ -63,11 +57,8 @@ class NpzStreamWriter:
         self.path = storage.as_path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
-        level = DEFLATE_LEVEL if compress else None
-        self._zip = zipfile.ZipFile(
-            self._tmp, "w", compression=mode, compresslevel=level, allowZip64=True
-        )
+        self._fh = open(self._tmp, "wb")  # closed by commit() or abort()
+        self._zip = ZipWriter(self._fh, compress)
         self.keys: list[str] = []
 
     def add(self, key: str, arr: np.ndarray) -> None:
@@ -88,7 +79,7 @@ class NpzStreamWriter:
         """
         dt = np.dtype(dtype)
         shape = tuple(row_shape) if n_rows is None else (int(n_rows), *row_shape)
-        with self._zip.open(f"{key}.npy", "w", force_zip64=True) as fh:
+        with self._zip.member(f"{key}.npy") as fh:
             np.lib.format.write_array_header_2_0(fh, _header(shape, dt))
             written = 0
             for row in rows:
@@ -105,10 +96,11 @@ class NpzStreamWriter:
 
     def commit(self) -> None:
         self._zip.close()
+        self._fh.close()
         self._ctx.__exit__(None, None, None)
 
     def abort(self) -> None:
-        self._zip.close()
+        self._fh.close()
         try:
             raise RuntimeError("aborted")
         except RuntimeError as exc:
