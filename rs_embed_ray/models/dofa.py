@@ -57,9 +57,8 @@ from rs_embed_ray.models.preprocess import (
 from rs_embed_ray.models.runtime import (
     Batch,
     TorchEmbedder,
-    build_seeded,
+    build_loaded,
     check_state_dict,
-    load_prepared,
     strip_prefix,
     to_numpy,
     tokens_to_grid,
@@ -270,8 +269,9 @@ class DOFA(TorchEmbedder):
         resolved = self._resolve_weights(
             weights, filename=VARIANTS[self.variant]["file"], hf_repo=HF_REPO
         )
-        model = build_seeded(build_dofa, self.variant)
-        model = load_prepared(model, resolved.path, prepare_state_dict)
+        model = build_loaded(
+            build_dofa, self.variant, path=resolved.path, prepare=prepare_state_dict
+        )
         self.model = model.to(self.device).eval()
         self._waves = torch.tensor(
             [S2_WAVELENGTH_UM[b] for b in bands], dtype=torch.float32, device=self.device

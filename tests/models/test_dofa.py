@@ -180,3 +180,39 @@ def test_scaled_image_is_refused_inside_a_raw_batch(dofa):
     bad[1, 2, 3], bad[4, 5, 6] = np.inf, np.nan
     got = _embed(dofa, [bad, raw], OutputSpec.pooled())
     assert all(np.isfinite(e.data).all() for e in got)
+
+
+def test_built_on_meta_and_loaded_equals_random_init_then_load(dofa_ckpt):
+    """build_loaded skips the random init; every tensor must still come from the file."""
+    from rs_embed_ray.models.dofa import build_dofa, prepare_state_dict
+    from rs_embed_ray.models.runtime import build_loaded, build_seeded, load_prepared
+
+    fast = build_loaded(build_dofa, "base", path=dofa_ckpt, prepare=prepare_state_dict)
+    slow = load_prepared(build_seeded(build_dofa, "base"), dofa_ckpt, prepare_state_dict)
+    a, b = fast.state_dict(), slow.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].device.type == "cpu" and a[k].dtype == b[k].dtype, k
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_build_loaded_keeps_init_of_non_persistent_buffers(tmp_path):
+    """A buffer no checkpoint holds would be left uninitialised on the fast path: such a
+    module is built with its random init and then loaded."""
+    from torch import nn
+
+    from rs_embed_ray.models.runtime import build_loaded, build_seeded
+
+    class WithTable(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.register_buffer("table", torch.arange(5.0), persistent=False)
+
+    path = tmp_path / "w.pt"
+    torch.save(WithTable().state_dict(), path)
+    m = build_loaded(WithTable, path=path, prepare=lambda model, sd, path: sd)
+    assert torch.equal(m.table, torch.arange(5.0))
+    assert torch.equal(m.lin.weight, torch.load(path)["lin.weight"])
+    no_path = build_loaded(WithTable, path=None, prepare=lambda model, sd, path: sd)
+    assert torch.equal(no_path.lin.weight, build_seeded(WithTable).lin.weight)
