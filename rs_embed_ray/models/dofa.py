@@ -19,8 +19,9 @@ published state dict, so ``earthflow/DOFA`` ``DOFA_ViT_base_e100.pth`` loads by 
   embedding exported before is wrong; the pair fingerprint carries the code version, so a
   resumed run re-embeds them). ``tests/oracle/test_oracle_dofa.py`` checks the whole network
   against torchgeo's ``DOFA`` on the same checkpoint.
-* ``cls_token``, fixed 2-D sin-cos ``pos_embed``, 12 (base) / 24 (large) timm ``Block``s
-  (qkv bias, LayerNorm eps 1e-6), ``fc_norm``.
+* ``cls_token``, fixed 2-D sin-cos ``pos_embed``, 12 (base) / 24 (large) ViT blocks
+  (``models/vit_block``: timm's ``Block`` with its names and arithmetic, qkv bias, LayerNorm
+  eps 1e-6, without importing timm), ``fc_norm``.
 
 Outputs: pooled = ``fc_norm(mean of patch tokens)``; grid = patch tokens of the last block,
 no final norm. Pretraining checkpoints store ``norm`` (no ``fc_norm``): it is loaded into
@@ -38,7 +39,6 @@ there; applying it keeps ROI and full-frame vectors in the same space).
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -63,6 +63,7 @@ from rs_embed_ray.models.runtime import (
     to_numpy,
     tokens_to_grid,
 )
+from rs_embed_ray.models.vit_block import vit_block
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,6 @@ def sincos_2d(dim: int, side: int) -> Any:
 def build_dofa(variant: str = "base") -> Any:
     """The DOFA encoder as an ``nn.Module`` (random init; no download)."""
     import torch
-    from timm.models.vision_transformer import Block
     from torch import nn
 
     if variant not in VARIANTS:
@@ -196,14 +196,11 @@ def build_dofa(variant: str = "base") -> Any:
             self.patch_embed = DynamicPatchEmbed()
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             self.pos_embed = nn.Parameter(sincos_2d(dim, side).unsqueeze(0), requires_grad=False)
-            norm = partial(nn.LayerNorm, eps=1e-6)
+            heads = int(cfg["num_heads"])
             self.blocks = nn.ModuleList(
-                [
-                    Block(dim, int(cfg["num_heads"]), 4.0, qkv_bias=True, norm_layer=norm)
-                    for _ in range(int(cfg["depth"]))
-                ]
+                [vit_block(dim, heads, 4.0, eps=1e-6) for _ in range(int(cfg["depth"]))]
             )
-            self.fc_norm = norm(dim)
+            self.fc_norm = nn.LayerNorm(dim, eps=1e-6)
             nn.init.normal_(self.cls_token, std=0.02)
 
         def forward_tokens(self, x: Any, wavelengths_um: Any) -> Any:
