@@ -19,7 +19,8 @@ state dict, so ``ibm-nasa-geospatial/Prithvi-EO-2.0-100M-TL`` ``Prithvi_EO_V2_10
   frame, added to that frame's tokens; ``location_embed_enc``: ``scale * [sincos(lat; D/2) |
   sincos(lon; D/2)]`` added to every patch token; ``scale`` is a learned scalar (``TL`` =
   ``coords_scale_learn``). The CLS token gets neither;
-* ``cls_token``; ``depth`` timm ``Block``s (qkv bias, ``nn.LayerNorm`` eps 1e-5); ``norm``.
+* ``cls_token``; ``depth`` ViT blocks (``models/vit_block``: timm's ``Block``, qkv bias,
+  ``nn.LayerNorm`` eps 1e-5); ``norm``.
 
 Variants (``model_config["variant"]``): ``prithvi_eo_v2_100_tl`` (768-D, 12 blocks, patch 16,
 default), ``prithvi_eo_v2_300_tl`` (1024-D, 24 blocks, patch 16), ``prithvi_eo_v2_600_tl``
@@ -83,6 +84,7 @@ from rs_embed_ray.models.runtime import (
     strip_prefix,
     to_numpy,
 )
+from rs_embed_ray.models.vit_block import vit_block
 from rs_embed_ray.specs import BBox, PointBuffer, SpatialSpec, TemporalSpec, window_of
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,6 @@ def sincos_1d_torch(dim: int, pos: Any) -> Any:
 def build_prithvi_encoder(variant: str = DEFAULT_VARIANT) -> Any:
     """The Prithvi-EO-2.0 TL encoder as an ``nn.Module`` (random init; no download)."""
     import torch
-    from timm.models.vision_transformer import Block
     from torch import nn
 
     cfg = VARIANTS[normalize_variant(variant)]
@@ -230,11 +231,9 @@ def build_prithvi_encoder(variant: str = DEFAULT_VARIANT) -> Any:
             self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
             table = torch.from_numpy(pos_embed_3d(dim, PRETRAIN_FRAMES, side, side))
             self.register_buffer("pos_embed", table.unsqueeze(0))
+            heads = int(cfg["num_heads"])
             self.blocks = nn.ModuleList(
-                [
-                    Block(dim, int(cfg["num_heads"]), 4.0, qkv_bias=True, norm_layer=nn.LayerNorm)
-                    for _ in range(int(cfg["depth"]))
-                ]
+                [vit_block(dim, heads, 4.0, eps=1e-5) for _ in range(int(cfg["depth"]))]
             )
             self.norm = nn.LayerNorm(dim)
             self._pos_cache: dict[tuple[int, int, int, str], Any] = {}

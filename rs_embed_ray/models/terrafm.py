@@ -15,7 +15,7 @@ dict, so ``TerraFM-B.pth`` loads by name and shape:
 * ``cls_token``, learned ``pos_embed`` (1, 197, 768) added to [CLS, patches];
 * 12 DINO blocks (``norm1``, ``attn.qkv`` (bias), ``attn.proj``, ``norm2``, ``mlp.fc1``,
   ``mlp.fc2``; GELU; LayerNorm eps 1e-6, as ``terrafm_base`` builds them) -- the same math
-  and key names as timm's ``Block``, which is used; ``norm`` (eps 1e-6). The projection's
+  and key names as timm's ``Block`` (``models/vit_block``); ``norm`` (eps 1e-6). The projection's
   ``norm_input`` keeps torch's default eps 1e-5, as in the official ``TokenProjection``.
   Before code version 2 the blocks and ``norm`` used eps 1e-5 (about 8e-5 max abs).
 
@@ -75,6 +75,7 @@ from rs_embed_ray.models.runtime import (
     strip_prefix,
     to_numpy,
 )
+from rs_embed_ray.models.vit_block import vit_block
 from rs_embed_ray.specs import SensorSpec
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,6 @@ L2A_NOTE = (
 def build_terrafm_base() -> Any:
     """The TerraFM-B encoder as an ``nn.Module`` (random init; no download)."""
     import torch
-    from timm.models.vision_transformer import Block
     from torch import nn
 
     class TokenProjection(nn.Module):
@@ -145,10 +145,7 @@ def build_terrafm_base() -> Any:
             self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, EMBED_DIM))
             norm = partial(nn.LayerNorm, eps=LN_EPS)
             self.blocks = nn.ModuleList(
-                [
-                    Block(EMBED_DIM, NUM_HEADS, 4.0, qkv_bias=True, norm_layer=norm)
-                    for _ in range(DEPTH)
-                ]
+                [vit_block(EMBED_DIM, NUM_HEADS, 4.0, eps=LN_EPS) for _ in range(DEPTH)]
             )
             self.norm = norm(EMBED_DIM)
             nn.init.trunc_normal_(self.pos_embed, std=0.02)

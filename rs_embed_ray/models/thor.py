@@ -19,8 +19,8 @@ by name and shape:
   tokens get an auxiliary embedding: a 1-D sin-cos of the patch's ground size
   (``patch * GSD / (4 * 10 m)``) in the first ``D - band_dim`` dims and the group's
   ``band_embed`` (a fixed sin-cos over the group index, stored in the file) in the rest;
-* the groups' tokens are concatenated (no CLS) and run through timm ``Block`` s (LayerNorm
-  eps 1e-6) with an additive 2-D ALiBi bias: ``-slope_h * |p_i - p_j|`` between patch
+* the groups' tokens are concatenated (no CLS) and run through timm ``Block`` s
+  (``models/vit_block``, LayerNorm eps 1e-6) with an additive 2-D ALiBi bias: ``-slope_h * |p_i - p_j|`` between patch
   centres in metres, divided by the largest patch ground size; ``encoder_slopes`` are the
   ALiBi head slopes;
 * features are the last block's tokens without the final ``norm`` (the TerraTorch wrapper's
@@ -81,6 +81,7 @@ from rs_embed_ray.models.runtime import (
     to_numpy,
 )
 from rs_embed_ray.models.terrafm import normalize_s1
+from rs_embed_ray.models.vit_block import vit_block
 from rs_embed_ray.specs import SensorSpec
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,6 @@ def resize_kernel(w: Any, new: int) -> Any:
 def build_thor(variant: str = "base") -> Any:
     """The THOR v1 encoder of ``variant`` as an ``nn.Module`` (random init; no download)."""
     import torch
-    from timm.models.vision_transformer import Block
     from torch import nn
 
     if variant not in VARIANTS:
@@ -296,7 +296,7 @@ def build_thor(variant: str = "base") -> Any:
             )
             norm = partial(nn.LayerNorm, eps=LN_EPS)
             self.blocks = nn.ModuleList(
-                [Block(dim, heads, 4.0, qkv_bias=True, norm_layer=norm) for _ in range(depth)]
+                [vit_block(dim, heads, 4.0, eps=LN_EPS) for _ in range(depth)]
             )
             self.norm = norm(dim)
             for m in self.modules():

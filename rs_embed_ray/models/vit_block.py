@@ -32,11 +32,11 @@ def _block_class() -> type:
             self.qkv = nn.Linear(dim, dim * 3, bias=True)
             self.proj = nn.Linear(dim, dim)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
             b, n, c = x.shape
             qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-            x = F.scaled_dot_product_attention(q, k, v)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
             return self.proj(x.transpose(1, 2).reshape(b, n, c))
 
     class Mlp(nn.Module):
@@ -57,8 +57,9 @@ def _block_class() -> type:
             self.norm2 = nn.LayerNorm(dim, eps=eps)
             self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x + self.attn(self.norm1(x))
+        def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+            """``attn_mask``: a boolean mask or an additive bias, as timm passes it to SDPA."""
+            x = x + self.attn(self.norm1(x), attn_mask)
             return x + self.mlp(self.norm2(x))
 
     return Block

@@ -37,3 +37,22 @@ def test_same_names_init_and_outputs_as_timm(dim, heads):
     x = torch.randn(3, 197, dim)
     with torch.inference_mode():
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["additive", "boolean"])
+def test_attention_mask_as_timm_passes_it(kind):
+    """THOR passes an additive ALiBi bias; a boolean mask goes through SDPA the same way."""
+    torch.manual_seed(5)
+    theirs = _timm_block(64, 4).eval()
+    ours = vit_block(64, 4).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 10, 64)
+    if kind == "additive":
+        mask = -torch.rand(1, 4, 10, 10) * 3.0
+    else:
+        mask = torch.rand(10, 10) > 0.3
+        mask.fill_diagonal_(True)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            ours(x, attn_mask=mask), theirs(x, attn_mask=mask), rtol=1e-5, atol=1e-5
+        )
