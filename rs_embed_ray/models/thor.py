@@ -20,9 +20,9 @@ by name and shape:
   (``patch * GSD / (4 * 10 m)``) in the first ``D - band_dim`` dims and the group's
   ``band_embed`` (a fixed sin-cos over the group index, stored in the file) in the rest;
 * the groups' tokens are concatenated (no CLS) and run through timm ``Block`` s
-  (``models/vit_block``, LayerNorm eps 1e-6) with an additive 2-D ALiBi bias: ``-slope_h * |p_i - p_j|`` between patch
-  centres in metres, divided by the largest patch ground size; ``encoder_slopes`` are the
-  ALiBi head slopes;
+  (``models/vit_block``, LayerNorm eps 1e-6) with an additive 2-D ALiBi bias:
+  ``-slope_h * |p_i - p_j|`` between patch centres in metres, divided by the largest patch
+  ground size; ``encoder_slopes`` are the ALiBi head slopes;
 * features are the last block's tokens without the final ``norm`` (the TerraTorch wrapper's
   ``forward_intermediates(..., intermediates_only=True)``; ``norm.*`` is loaded, unused).
 
