@@ -2,7 +2,7 @@
 # The GPU rows of docs/benchmarks.md in one go, for a machine with one CUDA device:
 #   1. DOFA base forward alone, batch 1/16/64, mixed precision (auto) and float32;
 #   2. the anchor workload (256 places, DOFA base, latency 300 +- 50 ms, 8 workers, chunk 16)
-#      exported with --device cuda, both layouts;
+#      exported with --device cuda, both layouts, on Ray and with the default executor;
 #   3. a model-bound export (latency 0, chunk 64 = the bound's batch), auto and float32, with
 #      the forward-alone bound at batch 64 measured in the same run;
 #   4. every catalog model's forward alone, batch 1/16/64, auto.
@@ -23,8 +23,11 @@ bench --forward dofa --batch-sizes 1,16,64 --device cuda --precision float32 --m
   | tee -a "$out/forward_dofa.jsonl"
 anchor=(--n 256 --models dofa --buffer-m 1120 --latency-ms 250 --jitter-ms 100
         --num-workers 8 --chunk-size 16 --device cuda)
-for layout in per_item combined; do
-  bench "${anchor[@]}" --layout "$layout" | tee -a "$out/export.jsonl"
+# ray: as the session-12 rows; auto: what a user gets on one GPU at this size (in process)
+for executor in ray auto; do
+  for layout in per_item combined; do
+    bench "${anchor[@]}" --layout "$layout" --executor "$executor" | tee -a "$out/export.jsonl"
+  done
 done
 bound=(--n 2048 --models dofa --buffer-m 1120 --latency-ms 0 --num-workers 16
        --chunk-size 64 --device cuda --no-save-inputs)
