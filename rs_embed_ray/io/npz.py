@@ -19,13 +19,10 @@ from rs_embed_ray.io.zipdeflate import ZipWriter
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray], compress: bool = True) -> None:
-    """Write a whole npz atomically (no pickles); compressed members are DEFLATE
-    (``zipdeflate``: ISA-L when installed), as ``np.savez_compressed`` writes them."""
+    """Write a whole npz atomically (no pickles): members DEFLATE-compressed (``zipdeflate``:
+    ISA-L when installed), as ``np.savez_compressed`` writes them, or stored, as ``np.savez``."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        if not compress:
-            np.savez(fh, **dict(arrays))
-            return
-        zf = ZipWriter(fh)
+        zf = ZipWriter(fh, compress)
         for key, arr in arrays.items():
             with zf.member(f"{key}.npy") as member:
                 np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)

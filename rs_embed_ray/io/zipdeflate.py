@@ -63,7 +63,8 @@ def compressobj() -> Any:
 
 @dataclass
 class _Entry:
-    name: bytes
+    raw_name: bytes
+    flags: int  # bit 11: the name is UTF-8 (an ASCII name needs no flag)
     method: int
     offset: int
     crc: int = 0
@@ -116,7 +117,8 @@ class ZipWriter:
         """The body of member ``name``; its CRC and sizes are written when the block ends."""
         if self._closed:
             raise ValueError("the zip is closed")
-        entry = _Entry(name.encode("utf-8"), self._method, self._fh.tell())
+        flags = 0 if name.isascii() else 0x800
+        entry = _Entry(name.encode("utf-8"), flags, self._method, self._fh.tell())
         self._fh.write(self._local_header(entry))
         body = _Member(self._fh, entry)
         yield body
@@ -124,7 +126,7 @@ class ZipWriter:
         end = self._fh.tell()
         self._fh.seek(entry.offset + _CRC_AT)
         self._fh.write(struct.pack("<I", entry.crc))
-        self._fh.seek(entry.offset + _LOCAL.size + len(entry.name))
+        self._fh.seek(entry.offset + _LOCAL.size + len(entry.raw_name))
         self._fh.write(_LOCAL_ZIP64.pack(1, 16, entry.size, entry.compressed))
         self._fh.seek(end)
         self._entries.append(entry)
@@ -141,14 +143,14 @@ class ZipWriter:
                     0x02014B50,
                     _MADE_BY,
                     _VERSION,
-                    self._flags(e),
+                    e.flags,
                     e.method,
                     self._time,
                     self._date,
                     e.crc,
                     _U32,
                     _U32,
-                    len(e.name),
+                    len(e.raw_name),
                     _CENTRAL_ZIP64.size,
                     0,
                     0,
@@ -157,7 +159,7 @@ class ZipWriter:
                     _U32,
                 )
             )
-            self._fh.write(e.name)
+            self._fh.write(e.raw_name)
             self._fh.write(_CENTRAL_ZIP64.pack(1, 24, e.size, e.compressed, e.offset))
         end = self._fh.tell()
         count, size = len(self._entries), end - start
@@ -194,22 +196,14 @@ class ZipWriter:
         head = _LOCAL.pack(
             0x04034B50,
             _VERSION,
-            self._flags(e),
+            e.flags,
             e.method,
             self._time,
             self._date,
             0,
             _U32,
             _U32,
-            len(e.name),
+            len(e.raw_name),
             _LOCAL_ZIP64.size,
         )
-        return head + e.name + _LOCAL_ZIP64.pack(1, 16, 0, 0)
-
-    @staticmethod
-    def _flags(e: _Entry) -> int:
-        try:
-            e.name.decode("ascii")
-            return 0
-        except UnicodeDecodeError:
-            return 0x800  # the name is UTF-8
+        return head + e.raw_name + _LOCAL_ZIP64.pack(1, 16, 0, 0)
