@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from rs_embed_ray.io import storage
+from rs_embed_ray.io.handover import Handover
 from rs_embed_ray.io.npz import write_npz
+from rs_embed_ray.io.zipread import NpzMembers
 
 
 def write_shard(path: str | Path, items: Mapping[int, tuple[np.ndarray, dict[str, Any]]]) -> None:
@@ -30,19 +32,21 @@ def write_shard(path: str | Path, items: Mapping[int, tuple[np.ndarray, dict[str
 
 
 class ShardReader:
-    """Reads items from shards, keeping a few files open (places arrive mostly in order)."""
+    """Reads items from shards, keeping a few files open (places arrive mostly in order).
+    Given a ``handover``, an item handed over there is taken from it instead of its shard."""
 
-    def __init__(self, max_open: int = 8) -> None:
-        self._open: OrderedDict[str, Any] = OrderedDict()
+    def __init__(self, max_open: int = 8, handover: Handover | None = None) -> None:
+        self._open: OrderedDict[str, NpzMembers] = OrderedDict()
         self.max_open = max_open
+        self.handover = handover
 
-    def _file(self, path: str) -> Any:
+    def _file(self, path: str) -> NpzMembers:
         fh = self._open.pop(path, None)
         if fh is None:
             if storage.is_remote(path):  # one GET of the whole shard (a few MB at most)
-                fh = np.load(io.BytesIO(storage.read_bytes(storage.as_path(path))))
+                fh = NpzMembers(io.BytesIO(storage.read_bytes(storage.as_path(path))))
             else:
-                fh = np.load(path, allow_pickle=False)
+                fh = NpzMembers(path)
             while len(self._open) >= self.max_open:
                 _, old = self._open.popitem(last=False)
                 old.close()
@@ -50,24 +54,32 @@ class ShardReader:
         return fh
 
     def read(self, path: str | Path, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        if self.handover is not None:
+            item = self.handover.take(str(path), index)
+            if item is not None:
+                return item
         fh = self._file(str(path))
-        arr = fh[f"d{index}"]
-        meta = json.loads(bytes(fh[f"m{index}"]).decode("utf-8"))
+        arr = fh.array(f"d{index}")
+        meta = json.loads(fh.array(f"m{index}").tobytes().decode("utf-8"))
         return arr, meta
 
     def read_meta(self, path: str | Path, index: int) -> dict[str, Any]:
         """The item's meta only (its array is not read)."""
-        return json.loads(bytes(self._file(str(path))[f"m{index}"]).decode("utf-8"))
+        if self.handover is not None:
+            item = self.handover.take(str(path), index)
+            if item is not None:
+                return item[1]
+        return json.loads(self._file(str(path)).array(f"m{index}").tobytes().decode("utf-8"))
 
     def has(self, path: str | Path, index: int) -> bool:
         """True if the shard holds a readable copy of ``index`` (its CRC checked): a shard
         cut short or corrupted by a crash answers False, so resume redoes that step."""
         try:
             fh = self._file(str(path))
-            if f"d{index}" not in fh.files:
+            if f"d{index}" not in fh:
                 return False
-            fh[f"d{index}"]  # reading the member checks its CRC
-            fh[f"m{index}"]
+            fh.raw(f"d{index}")  # reading the member checks its CRC
+            fh.array(f"m{index}")
             return True
         except Exception:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
             old = self._open.pop(str(path), None)

@@ -54,6 +54,11 @@ def backend() -> str:
     return "zlib" if _isal is None else "isal"
 
 
+# ISA-L's CRC-32 (the same polynomial as zlib's) is about 15x faster: 0.04 against 0.64 ms for
+# a 2.4 MB member here; every member's data goes through it, stored shards included
+crc32 = zlib.crc32 if _isal is None else _isal.crc32
+
+
 def compressobj() -> Any:
     """A raw-DEFLATE compressor (no zlib header), as zip members hold."""
     if _isal is not None:
@@ -83,7 +88,7 @@ class _Member:
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         entry = self._entry
-        entry.crc = zlib.crc32(view, entry.crc)
+        entry.crc = crc32(view, entry.crc)
         entry.size += len(view)
         out = view if self._compressor is None else self._compressor.compress(view)
         entry.compressed += len(out)
