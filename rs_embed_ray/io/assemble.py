@@ -103,16 +103,21 @@ def _item_entry(
             if patch_src["status"] != "ok":
                 err = prefetch_error(m["name"], index, m["fetch_key"], patch_src.get("error"))
                 raise _Recorded(err)
-            x, fmeta = reader.read(patch_src["shard"], index)
+            # the patch's array is read only for the input it stores (once per input)
+            new_input = ctx["save_inputs"] and m["input_key"] not in stored_inputs
+            if new_input:
+                x, fmeta = reader.read(patch_src["shard"], index)
+            else:
+                fmeta = reader.read_meta(patch_src["shard"], index)
             inspection = fmeta.pop(INSPECTION_META, None)
             if fmeta:
                 entry["fetch_meta"] = fmeta
             if ctx["save_inputs"]:
-                if m["input_key"] in stored_inputs:
+                if not new_input:
                     entry["input"] = {**stored_inputs[m["input_key"]], "dedup_reused": True}
                 else:
                     key = f"input_chw__{m['key']}"
-                    arrays[key] = select_channels(x, m["channels"]).astype(np.float32)
+                    arrays[key] = select_channels(x, m["channels"]).astype(np.float32, copy=False)
                     entry["input"] = _ref(key, arrays[key])
                     if inspection is not None:  # input checks ran (fail_on_bad_input)
                         entry["input"]["inspection"] = inspection

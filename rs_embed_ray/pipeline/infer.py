@@ -15,6 +15,7 @@ import numpy as np
 
 from rs_embed_ray.errors import ModelError
 from rs_embed_ray.inspection import INSPECTION_META
+from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.manifest import error_text, prefetch_error
 from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
@@ -66,6 +67,8 @@ class ModelWorker:
         fetch_key: str | None = None,
         target: str | None = None,
         shard_dir: str | None = None,
+        hand_over_inputs: bool = False,
+        hand_over_embeddings: bool = False,
     ) -> None:
         import torch
 
@@ -94,6 +97,9 @@ class ModelWorker:
         self.model_name = name or model_id
         self.fetch_key = fetch_key
         self.shard_dir = shard_dir  # set: write the embedding shard here (write_embed_shard)
+        # the in-process executor's per-item writer takes these from io.handover (no re-read)
+        self.hand_over_inputs = hand_over_inputs
+        self.hand_over_embeddings = hand_over_embeddings
 
     def _embed(
         self,
@@ -132,7 +138,8 @@ class ModelWorker:
             for k in (*col.RESULT, col.NODE):
                 out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
         if self.shard_dir is not None:  # the arrays as they are, no bytes round trip
-            return embed_shard_rows(out, {b.indices[j]: v for j, v in good.items()}, self.shard_dir)
+            ok = {b.indices[j]: v for j, v in good.items()}
+            return embed_shard_rows(out, ok, self.shard_dir, self.hand_over_embeddings)
         emb, meta = [b""] * b.n, [""] * b.n
         for j, (data, m) in good.items():
             emb[j] = array_to_bytes(data)
@@ -165,9 +172,14 @@ class ModelWorker:
                 continue
             try:
                 arr, fmeta = self.reader.read(str(shard), idx)
+                model_arr = arr
                 if self.channels is not None:
-                    arr = np.take(arr, self.channels, axis=-3)
-                b.inputs[j] = np.ascontiguousarray(arr, dtype=np.float32)
+                    model_arr = np.take(arr, self.channels, axis=-3)
+                model_arr = np.ascontiguousarray(model_arr, dtype=np.float32)
+                if self.hand_over_inputs:  # as read; the model may change its own in place
+                    kept = arr.copy() if model_arr is arr else arr
+                    HANDOVER.put(str(shard), idx, kept, fmeta)
+                b.inputs[j] = model_arr
                 b.fmetas[j] = {k: v for k, v in fmeta.items() if k != INSPECTION_META}
             except Exception as exc:  # a torn or missing shard fails only this place
                 b.status[j], b.error[j] = col.STATUS_FAILED, error_text(exc)

@@ -146,8 +146,11 @@ def infer_stage(
     shard_dir: str,
     n: int,
 ) -> LocalDataset:
-    """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards."""
+    """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards and
+    hands its patches and embeddings to the per-item writer threads (``io.handover``)."""
     kwargs = model_worker_kwargs(plan, model, device, size.torch_threads, shard_dir)
+    per_item = plan.layout == "per_item"
+    kwargs.update(hand_over_inputs=per_item and plan.save_inputs, hand_over_embeddings=per_item)
     return ds.then(Stage(ModelWorker, kwargs, plan.run.infer.batch_size, 1, construct=True))
 
 

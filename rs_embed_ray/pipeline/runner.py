@@ -19,6 +19,7 @@ from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
 from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_json
 from rs_embed_ray.io.formats import Places
+from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.lazy import PerPlace
 from rs_embed_ray.io.manifest import jsonable, package_version, utc_ts
 from rs_embed_ray.io.manifest_list import ManifestList
@@ -458,6 +459,8 @@ class Runner:
                 self.log.write_run("failed", 0)
             raise
         finally:
+            # what the model handed over and no writer took (failed places) is not kept
+            HANDOVER.clear()
             self.state.release()
 
     def _run(self) -> ManifestList | dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.assemble import sidecar_path, write_item
 from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
+from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.manifest import array_sha1
 from rs_embed_ray.io.npz import array_from_bytes
 from rs_embed_ray.io.shards import ShardReader, write_shard
@@ -42,9 +43,11 @@ def embed_shard_rows(
     batch: dict[str, np.ndarray],
     ok: dict[int, tuple[np.ndarray, dict[str, Any]]],
     shard_dir: str,
+    hand_over: bool = False,
 ) -> dict[str, np.ndarray]:
     """Write the ok places' ``(embedding, meta)`` to one shard; return small status rows.
-    A CPU model actor calls this itself, with its arrays as they are."""
+    A CPU model actor calls this itself, with its arrays as they are; ``hand_over``: also
+    give them to this process's per-item writer (``io.handover``)."""
     shape = [
         json.dumps(list(ok[int(i)][0].shape)) if int(i) in ok else "" for i in batch[col.INDEX]
     ]
@@ -54,6 +57,9 @@ def embed_shard_rows(
         path = storage.as_path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
         write_shard(path, ok)
         shard = str(path)
+        if hand_over:
+            for i, (arr, meta) in ok.items():
+                HANDOVER.put(shard, i, np.ascontiguousarray(arr, dtype=np.float32), meta)
     return {
         col.INDEX: np.asarray(batch[col.INDEX], dtype=np.int64),
         col.STATUS: np.asarray(batch[col.STATUS], dtype=object),
@@ -79,7 +85,7 @@ def _discard_item(ctx: dict[str, Any], name: str) -> None:
 
 def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
     """Write each place's final file + sidecar; return its manifest as JSON."""
-    reader = ShardReader()
+    reader = ShardReader(handover=HANDOVER)  # what this process's model handed over
     out_index, out_status, out_manifest = [], [], []
     try:
         for idx, payload in zip(batch[col.INDEX], batch[col.PAYLOAD], strict=True):
