@@ -32,7 +32,11 @@ class Handover:
         self._items: OrderedDict[tuple[str, int], tuple[np.ndarray, str]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.taken = 0  # items the writers got from here (counted for the run's log)
+        # for the run's log: items the writers got from here, items dropped past the bound,
+        # and the most bytes held at once
+        self.taken = 0
+        self.dropped = 0
+        self.peak_bytes = 0
 
     def put(self, path: str, index: int, arr: np.ndarray, meta: dict[str, Any]) -> None:
         """Hold ``arr`` (not copied: the caller gives up writing to it) and the meta as the
@@ -48,6 +52,8 @@ class Handover:
             while self._bytes > self.max_bytes and self._items:
                 _, (dropped, _) = self._items.popitem(last=False)
                 self._bytes -= dropped.nbytes
+                self.dropped += 1
+            self.peak_bytes = max(self.peak_bytes, self._bytes)
 
     def take(self, path: str, index: int) -> tuple[np.ndarray, dict[str, Any]] | None:
         """The item, removed from here; None when it is not here (read its shard)."""
@@ -62,10 +68,19 @@ class Handover:
     def held_bytes(self) -> int:
         return self._bytes
 
-    def clear(self) -> None:
+    def clear(self) -> dict[str, int]:
+        """Drop what is held; return the counts since the last clear, and reset them."""
         with self._lock:
+            stats = {
+                "taken": self.taken,
+                "dropped": self.dropped,
+                "left": len(self._items),
+                "peak_mb": self.peak_bytes // 2**20,
+            }
             self._items.clear()
             self._bytes = 0
+            self.taken = self.dropped = self.peak_bytes = 0
+        return stats
 
 
 HANDOVER = Handover()  # the process's one: shard paths are unique to their run

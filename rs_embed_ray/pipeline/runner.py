@@ -460,7 +460,9 @@ class Runner:
             raise
         finally:
             # what the model handed over and no writer took (failed places) is not kept
-            HANDOVER.clear()
+            stats = HANDOVER.clear()
+            if stats["taken"] or stats["dropped"]:
+                log.info("handover: %s", stats)
             self.state.release()
 
     def _run(self) -> ManifestList | dict[str, Any]:
