@@ -166,6 +166,16 @@ class ExportPlan:
     def model(self, key: str) -> ModelRequest:
         return next(m for m in self.models if m.key == key)
 
+    def last_model_key(self) -> str | None:
+        """The model whose embedding stage runs last, in the runner's order (each group's
+        first member with its fetch, then the other models in order); None without
+        embeddings. Its stage is the one after which a place's file can be written."""
+        if not self.save_embeddings or not self.models:
+            return None
+        chained = {g.members[0] for g in self.groups}
+        later = [m.key for m in self.models if m.key not in chained]
+        return later[-1] if later else self.groups[-1].members[0]
+
     def group(self, key: str) -> FetchGroup:
         return next(g for g in self.groups if g.key == key)
 

@@ -120,3 +120,32 @@ def test_in_process_per_item_reads_each_patch_once(
         for k, v in arrays.items():
             assert v.dtype == arrays0[k].dtype
             np.testing.assert_array_equal(v, arrays0[k], err_msg=f"{name} {k}")
+
+
+@pytest.mark.parametrize(
+    "models,last",
+    [
+        (["spectral_stats"], "spectral_stats"),
+        # one group's first member runs with its fetch; the others after every fetch
+        (["remoteclip", "dofa", "galileo", "spectral_stats"], "spectral_stats"),
+        # galileo (frames) is a group of its own: both run chained, galileo's group last
+        (["spectral_stats", "galileo"], "galileo"),
+    ],
+)
+def test_the_last_stage_is_the_one_that_hands_over(tmp_path, models, last):
+    from rs_embed_ray.api import plan_export
+    from tests.test_fingerprint_parts import tiny_raster_source
+
+    plan = plan_export(
+        spatials=points(2),
+        temporal=WINDOW,
+        out=str(tmp_path / "o"),
+        layout="per_item",
+        backend="local",
+        source=str(tiny_raster_source(tmp_path)),
+        models=models,
+        weights={m: "random" for m in models if m in ("dofa", "galileo", "remoteclip")},
+    )
+    chained = [g.members[0] for g in plan.groups]
+    assert plan.last_model_key() == last
+    assert (last in chained) == (len(chained) == len(models))

@@ -146,11 +146,13 @@ def infer_stage(
     shard_dir: str,
     n: int,
 ) -> LocalDataset:
-    """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards and
-    hands its patches and embeddings to the per-item writer threads (``io.handover``)."""
+    """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards. The
+    last model's stage also hands its patches and embeddings to the per-item writer threads
+    (``io.handover``): a place's file is written right after that stage, while an earlier
+    model's items would wait, held, for the later models."""
     kwargs = model_worker_kwargs(plan, model, device, size.torch_threads, shard_dir)
-    per_item = plan.layout == "per_item"
-    kwargs.update(hand_over_inputs=per_item and plan.save_inputs, hand_over_embeddings=per_item)
+    hand = plan.layout == "per_item" and plan.last_model_key() == model.key
+    kwargs.update(hand_over_inputs=hand and plan.save_inputs, hand_over_embeddings=hand)
     return ds.then(Stage(ModelWorker, kwargs, plan.run.infer.batch_size, 1, construct=True))
 
 
