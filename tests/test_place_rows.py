@@ -13,7 +13,7 @@ from rs_embed_ray import TemporalSpec
 from rs_embed_ray.api import plan_export
 from rs_embed_ray.pipeline import dataflow as flow
 from rs_embed_ray.pipeline import schema as col
-from rs_embed_ray.pipeline.sizing import n_blocks
+from rs_embed_ray.pipeline.sizing import call_places, n_blocks
 from rs_embed_ray.specs import spatial_from_dict, temporal_from_dict
 from tests.conftest import points
 
@@ -48,7 +48,7 @@ def test_rows_of_a_shared_window(ray_cluster, tmp_path) -> None:
     plan = _plan(tmp_path, 40, chunk_size=4)
     todo = list(range(0, 40, 3))
     ds = flow.place_rows(plan, todo, **{col.SHARD: lambda i: f"s{i}", col.EMBED: lambda i: i > 9})
-    assert ds.num_blocks() == n_blocks(len(todo), 4, plan.run.block_rows)
+    assert ds.num_blocks() == n_blocks(len(todo), 4, call_places(plan.run.block_rows, len(todo)))
     rows = _rows(ds)
     assert sorted(rows) == todo
     for i, row in rows.items():

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rs_embed_ray import PointBuffer, TemporalSpec
 from rs_embed_ray.api import plan_export
@@ -150,9 +152,23 @@ def test_fetch_and_writer_batches():
     far = dataclasses.replace(near, spatial_batching=False)
     # a short run still spreads over every actor: 10 places, 4 actors -> 2 per call
     assert sizing.fetch_batch(far, 10, 4) == 2
-    assert sizing.item_writer_batch(WriteOptions(2, 300, True)) == sizing.MAX_CALL_PLACES
+    assert sizing.item_writer_batch(WriteOptions(2, 300, True), 10) == sizing.MAX_CALL_PLACES
+    assert sizing.item_writer_batch(WriteOptions(2, 16, True), 5_000) == 16  # chunk_size
     assert sizing.writers(8, 10, 4) == 3  # never more writers than batches
     assert sizing.n_blocks(10_000_000, 4) == sizing.MAX_BLOCKS
+
+
+@given(chunk=st.integers(1, 200), n=st.integers(0, 10_000_000))
+def test_calls_grow_for_long_runs_within_their_bounds(chunk, n):
+    """A stage makes at most about MAX_CALLS calls where MAX_CALL_PLACES allows it, and a
+    call never takes fewer places than chunk_size asks (nor more than MAX_CALL_PLACES)."""
+    per = sizing.call_places(chunk, n)
+    assert per == min(chunk, sizing.MAX_CALL_PLACES) or per > chunk
+    assert 1 <= per <= sizing.MAX_CALL_PLACES
+    calls = -(-n // per)
+    assert calls <= sizing.MAX_CALLS or per == sizing.MAX_CALL_PLACES
+    if n <= sizing.MAX_CALLS * chunk:  # short runs keep the user's chunk_size
+        assert per == min(chunk, sizing.MAX_CALL_PLACES)
 
 
 def test_morton_keeps_neighbours_together():

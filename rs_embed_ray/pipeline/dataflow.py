@@ -21,6 +21,7 @@ from rs_embed_ray.pipeline.progress import progress
 from rs_embed_ray.pipeline.sizing import (
     FetchSizing,
     InferSizing,
+    call_places,
     fetch_sizing,
     item_writer_batch,
     n_blocks,
@@ -62,7 +63,7 @@ def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) 
     row dict per place peaked at about 870 bytes of Python objects a place (17 MB at 20,000
     places, near a gigabyte at a million) while Ray Data copied the rows into its own
     blocks; this peaks at about 100 (tests/test_place_rows.py)."""
-    n = n_blocks(len(todo), 4, plan.run.block_rows)
+    n = n_blocks(len(todo), 4, call_places(plan.run.block_rows, len(todo)))
     tables = []
     for part in np.array_split(np.asarray(todo, dtype=np.int64), n):
         columns: dict[str, Any] = {col.INDEX: pa.array(part)}
@@ -143,7 +144,7 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
     """The per-item writer: rows of (INDEX, PAYLOAD) -> (INDEX, STATUS, MANIFEST)."""
     w = plan.run.write
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks(len(rows), w.writers))
-    batch = item_writer_batch(w)
+    batch = item_writer_batch(w, plan.n_items)
     return ds.map_batches(
         finalize_items,
         fn_kwargs={"ctx": ctx},

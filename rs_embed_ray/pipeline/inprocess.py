@@ -29,7 +29,7 @@ from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
 from rs_embed_ray.pipeline.heap import HeapTrimmer
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.progress import progress
-from rs_embed_ray.pipeline.sizing import FetchSizing, InferSizing, item_writer_batch
+from rs_embed_ray.pipeline.sizing import FetchSizing, InferSizing, call_places, item_writer_batch
 from rs_embed_ray.pipeline.sizing import fetch_sizing as ray_fetch_sizing
 from rs_embed_ray.pipeline.worker_args import (
     fetch_worker_kwargs,
@@ -102,7 +102,7 @@ def _column(values: list[Any]) -> np.ndarray:
 
 def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> LocalDataset:
     """The rows ``dataflow.place_rows`` makes, as numpy batches of ``block_rows`` places."""
-    step = max(1, plan.run.block_rows)
+    step = call_places(plan.run.block_rows, len(todo))
     blocks = []
     for lo in range(0, len(todo), step):
         places = todo[lo : lo + step]
@@ -163,7 +163,9 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
         col.INDEX: np.asarray([r[col.INDEX] for r in rows], dtype=np.int64),
         col.PAYLOAD: np.asarray([r[col.PAYLOAD] for r in rows], dtype=object),
     }
-    stage = Stage(finalize_items, {"ctx": ctx}, item_writer_batch(w), max(1, w.writers))
+    stage = Stage(
+        finalize_items, {"ctx": ctx}, item_writer_batch(w, plan.n_items), max(1, w.writers)
+    )
     return LocalDataset((block,), (stage,))
 
 

@@ -365,7 +365,7 @@ class Runner:
             w = self.plan.run.write
             self._item_writers = self.flow.TaskWindow(finalize_items, w.writers)
             self._item_ctx = self._ctx()
-        step = item_writer_batch(self.plan.run.write)
+        step = item_writer_batch(self.plan.run.write, self.plan.n_items)
         for lo in range(0, len(done), step):
             rows = [self._item_payload(i) for i in done[lo : lo + step]]
             batch = {
