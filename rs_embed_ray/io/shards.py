@@ -53,11 +53,13 @@ class ShardReader:
         self._open[path] = fh
         return fh
 
+    def _handed_over(self, path: str | Path, index: int) -> tuple[np.ndarray, dict] | None:
+        return None if self.handover is None else self.handover.take(str(path), index)
+
     def read(self, path: str | Path, index: int) -> tuple[np.ndarray, dict[str, Any]]:
-        if self.handover is not None:
-            item = self.handover.take(str(path), index)
-            if item is not None:
-                return item
+        item = self._handed_over(path, index)
+        if item is not None:
+            return item
         fh = self._file(str(path))
         arr = fh.array(f"d{index}")
         meta = json.loads(fh.array(f"m{index}").tobytes().decode("utf-8"))
@@ -65,10 +67,9 @@ class ShardReader:
 
     def read_meta(self, path: str | Path, index: int) -> dict[str, Any]:
         """The item's meta only (its array is not read)."""
-        if self.handover is not None:
-            item = self.handover.take(str(path), index)
-            if item is not None:
-                return item[1]
+        item = self._handed_over(path, index)
+        if item is not None:
+            return item[1]
         return json.loads(self._file(str(path)).array(f"m{index}").tobytes().decode("utf-8"))
 
     def has(self, path: str | Path, index: int) -> bool:

@@ -5,12 +5,13 @@ Why: reading one 12x224x224 float32 patch back from a shard took about 1 ms of C
 copies. Every patch is read by the model and again by the per-item writer. Here the
 directory is parsed once by ``zipfile``; a stored member is read straight into a writable
 buffer, its CRC checked with ISA-L's CRC-32 when installed (``zipdeflate.crc32``), and its
-npy header parsed once per distinct header. Compressed members go through ``zipfile``.
+npy header parsed once per distinct header (cached). Compressed members go through ``zipfile``.
 Object arrays are refused, as ``np.load(allow_pickle=False)`` refuses them.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zipfile
@@ -23,7 +24,6 @@ from rs_embed_ray.io.zipdeflate import crc32
 _LOCAL_SIG = b"PK\x03\x04"
 _LOCAL_HEADER = 30  # bytes before the name and extra field of a local header
 _NPY_MAGIC = b"\x93NUMPY"
-_HEADERS_KEPT = 256  # distinct npy headers remembered (a shard has one or two)
 
 
 class NpzMembers:
@@ -38,7 +38,6 @@ class NpzMembers:
             raise
         self.files = [n.removesuffix(".npy") for n in self._zf.namelist()]
         self._keys = set(self.files)
-        self._headers: dict[bytes, tuple[tuple[int, ...], bool, np.dtype]] = {}
 
     def __contains__(self, key: str) -> bool:
         return key in self._keys
@@ -76,13 +75,7 @@ class NpzMembers:
         start = 8 + struct.calcsize(size_fmt)
         (header_len,) = struct.unpack_from(size_fmt, buf, 8)
         header = bytes(buf[: start + header_len])
-        parsed = self._headers.get(header)
-        if parsed is None:
-            parsed = _parse_header(header)
-            if len(self._headers) >= _HEADERS_KEPT:
-                self._headers.clear()
-            self._headers[header] = parsed
-        shape, fortran, dtype = parsed
+        shape, fortran, dtype = _parse_header(header)
         count = int(np.prod(shape, dtype=np.int64))
         arr = np.frombuffer(buf, dtype=dtype, count=count, offset=len(header))
         return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
@@ -92,6 +85,7 @@ class NpzMembers:
         self._fh.close()
 
 
+@functools.lru_cache(maxsize=256)  # a shard's members share one or two headers
 def _parse_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
     """numpy's own parser (safe literal evaluation, its checks), on the header alone."""
     fp = io.BytesIO(header)
