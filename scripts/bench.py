@@ -88,6 +88,25 @@ def rss_anon(pid: int) -> int | None:
     return None
 
 
+def process_role(p: psutil.Process) -> str:
+    """A Ray process's role from its title (``ray::FetchWorker.fetch`` -> ``FetchWorker``;
+    ``ray::IDLE`` -> ``ray worker``), else its program's name (raylet, gcs_server, ...)."""
+    try:
+        argv = p.cmdline()
+    except psutil.Error:
+        return "other"
+    if not argv:
+        return "other"
+    head = argv[0]
+    if head.startswith("ray::"):
+        title = head[5:].split()[0].split(".")[0]
+        return "ray worker" if title in ("IDLE", "") else title
+    prog = Path(head).name
+    if prog.startswith("python") and len(argv) > 1:
+        return Path(argv[1]).name if not argv[1].startswith("-") else " ".join(argv[1:3])
+    return prog
+
+
 class PeakRSS:
     """Samples the RSS of this process (or ``pid``) and all its descendants (the local Ray
     cluster); ``exclude`` pids (the emulator) are not the export's memory. The driver's
@@ -99,6 +118,7 @@ class PeakRSS:
         self.pid = pid
         self.exclude = set(exclude)
         self.cpu_s: dict[int, float] = {}  # pid -> user+system seconds, last sample
+        self.role: dict[int, str] = {}  # pid -> what it was last seen doing (process_role)
         self.every_s = every_s
         self.peak_total = 0
         self.peak_driver = 0
@@ -133,6 +153,7 @@ class PeakRSS:
                 continue
             total += rss
             self.cpu_s[p.pid] = t.user + t.system
+            self.role[p.pid] = "driver" if p.pid == me.pid else process_role(p)
             if p.pid == me.pid:
                 driver = rss
         anon = rss_anon(me.pid)
@@ -145,6 +166,15 @@ class PeakRSS:
     def total_cpu_s(self) -> float:
         """CPU seconds of the driver and the Ray processes (until their last sample)."""
         return sum(self.cpu_s.values())
+
+    def cpu_s_by_role(self) -> dict[str, float]:
+        """CPU seconds by role (driver, raylet, an actor's class, ...): where a place's CPU
+        goes on Ray, which one total cannot say."""
+        out: dict[str, float] = {}
+        for pid, s in self.cpu_s.items():
+            r = self.role.get(pid, "other")
+            out[r] = out.get(r, 0.0) + s
+        return out
 
     def __enter__(self) -> PeakRSS:
         me = psutil.Process(self.pid)
@@ -650,6 +680,11 @@ def main() -> None:
             # CPU the export spent per place (driver + Ray processes): with the emulator's
             # share it bounds what this machine's cores can serve, whatever the latency
             "cpu_ms_per_item": round(1000 * mem.total_cpu_s / a.n, 2),
+            "cpu_ms_per_item_by_role": {
+                r: round(1000 * c / a.n, 2)
+                for r, c in sorted(mem.cpu_s_by_role().items(), key=lambda kv: -kv[1])
+                if c > 0
+            },
             "cpus": cpus,
         }
         if emu is not None:

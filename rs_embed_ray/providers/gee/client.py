@@ -28,6 +28,7 @@ from rs_embed_ray.providers.gee.failures import (
     classify_error,
     redact,
 )
+from rs_embed_ray.providers.gee.transport import LimitedHttp
 from rs_embed_ray.providers.ratelimit import Limiter, LimiterTimeout
 
 log = logging.getLogger(__name__)
@@ -42,89 +43,6 @@ EMULATOR_PROJECT = "emulator"
 
 _EE_LOCK = threading.RLock()
 _ACTIVE: object | None = None  # the token of the client that configured ee last
-
-
-def _as_sent(request: Any) -> Any:
-    """The session's auth: the request as the ee client sent it, with google-auth's bearer
-    token in its Authorization header. With no auth set, requests looks ``~/.netrc`` up on
-    every call, and Basic credentials found there for the host replace the token
-    (tests/ee/test_transport_auth.py); the lookups were also 4 % of a W = 32 run's active
-    samples in py-spy (docs/benchmarks.md, "Session 15")."""
-    return request
-
-
-class _LimitedHttp:
-    """An httplib2-like transport (what the ee client accepts as ``http_transport``).
-
-    Holds a limiter slot for the whole request, counts requests per thread for the patch
-    meta, and uses one requests.Session per thread.
-    """
-
-    def __init__(self, limiter: Limiter, timeout_s: float | None, acquire_timeout_s: float | None):
-        self.limiter = limiter
-        self.timeout_s = timeout_s
-        self.acquire_timeout_s = acquire_timeout_s
-        self._local = threading.local()
-        self._sessions: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _session(self) -> Any:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
-
-            s = requests.Session()
-            s.auth = _as_sent  # no ~/.netrc lookup per request (see _as_sent)
-            self._local.session = s
-            with self._lock:
-                self._sessions.append(s)
-        return s
-
-    def thread_requests(self) -> int:
-        return getattr(self._local, "count", 0)
-
-    def request(
-        self,
-        uri: str,
-        method: str = "GET",
-        body: Any = None,
-        headers: dict[str, str] | None = None,
-        redirections: int | None = None,
-        connection_type: Any = None,
-        **_: Any,
-    ) -> tuple[Any, bytes]:
-        import httplib2
-        import requests
-
-        session = self._session()
-        self._local.count = self.thread_requests() + 1
-        with self.limiter.slot(self.acquire_timeout_s):
-            try:
-                resp = session.request(
-                    method, uri, data=body, headers=headers, timeout=self.timeout_s
-                )
-                content = resp.content
-            except requests.exceptions.Timeout as exc:
-                raise TimeoutError(
-                    f"Earth Engine request timed out after {self.timeout_s} s"
-                ) from exc
-            except (
-                requests.exceptions.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-            ) as exc:
-                raise ConnectionError(
-                    f"Earth Engine connection failed: {type(exc).__name__}"
-                ) from exc
-        out = dict(resp.headers)
-        out["status"] = resp.status_code
-        return httplib2.Response(out), content
-
-    def close(self) -> None:
-        with self._lock:
-            sessions, self._sessions = self._sessions, []
-        for s in sessions:
-            with contextlib.suppress(Exception):
-                s.close()
 
 
 @contextlib.contextmanager
@@ -187,7 +105,7 @@ class EEClient:
         self._token = object()
         self._init_lock = threading.Lock()
         self._ready = False
-        self._transport: _LimitedHttp | None = None
+        self._transport: LimitedHttp | None = None
         self._secrets: tuple[str, ...] = ()
         self._local = threading.local()
         self.url: str = self._resolve_url()
@@ -269,7 +187,7 @@ class EEClient:
         token = getattr(creds, "token", None)
         self._secrets = (token,) if isinstance(token, str) else ()
         if self._transport is None:
-            self._transport = _LimitedHttp(self.limiter, self.timeout_s, self.acquire_timeout_s)
+            self._transport = LimitedHttp(self.limiter, self.timeout_s, self.acquire_timeout_s)
         transport = self._transport
 
         def init() -> None:

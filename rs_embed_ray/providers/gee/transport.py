@@ -1,0 +1,153 @@
+"""The HTTP transport the ee client sends through: a quota slot per request, on urllib3.
+
+Why urllib3 and not a requests.Session: the ee client hands us a finished request (URL,
+method, body, and headers with google-auth's bearer token), so of requests' work only the
+connection pool is needed. The rest ran again for every request: environment proxies and CA
+bundle looked up, hooks, cookies, a ``~/.netrc`` lookup that replaced the bearer token with
+Basic credentials for a host named there (tests/ee/test_transport_auth.py). Loopback
+measurement, 2,000 requests a mode: 1.35 ms of client CPU a request through a Session,
+0.78 ms through urllib3 (docs/benchmarks.md, "Session 16").
+
+What requests did once per request is done here once per transport, with requests' own
+rules: the proxy for the endpoint from the environment (``HTTPS_PROXY``, ``NO_PROXY``, ...),
+the CA bundle (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's), its default
+headers under the client's. Retries stay the provider's (``EEClient.call``): urllib3 retries
+nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+from rs_embed_ray.providers.ratelimit import Limiter
+
+POOL_SIZE = 128  # kept-alive connections a host (more threads than this only reconnect)
+
+
+def _tls_options() -> dict[str, Any]:
+    """Certificate checks as requests makes them (``verify=True`` with ``trust_env``)."""
+    import requests.certs
+
+    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    ca = ca or requests.certs.where()
+    key = "ca_cert_dir" if os.path.isdir(ca) else "ca_certs"
+    return {"cert_reqs": "CERT_REQUIRED", key: ca}
+
+
+def pool_for(url: str) -> Any:
+    """A thread-safe urllib3 pool manager for ``url``: through the proxy the environment
+    names for it (as requests would choose it), else direct."""
+    import requests.utils
+    import urllib3
+
+    kw: dict[str, Any] = {"num_pools": 4, "maxsize": POOL_SIZE, "block": False}
+    if urlsplit(url).scheme == "https":
+        kw.update(_tls_options())
+    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+    if not proxy:
+        return urllib3.PoolManager(**kw)
+    user, password = requests.utils.get_auth_from_url(proxy)
+    if proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as in requests
+
+        return SOCKSProxyManager(proxy, username=user or None, password=password or None, **kw)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}") if user else None
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **kw)
+
+
+class LimitedHttp:
+    """An httplib2-like transport (what the ee client accepts as ``http_transport``).
+
+    Holds a limiter slot for the whole request and counts requests per thread for the patch
+    meta. One pool manager per endpoint, shared by the threads.
+    """
+
+    def __init__(self, limiter: Limiter, timeout_s: float | None, acquire_timeout_s: float | None):
+        self.limiter = limiter
+        self.timeout_s = timeout_s
+        self.acquire_timeout_s = acquire_timeout_s
+        self._local = threading.local()
+        self._pools: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._defaults: dict[str, str] | None = None
+
+    def _pool(self, uri: str) -> Any:
+        parts = urlsplit(uri)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.get(origin)
+                if pool is None:
+                    pool = self._pools[origin] = pool_for(origin)
+        return pool
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        """requests' default headers (User-Agent, Accept-Encoding, ...) under the caller's."""
+        if self._defaults is None:
+            import requests.utils
+
+            self._defaults = dict(requests.utils.default_headers())
+        out = dict(self._defaults)
+        if headers:
+            low = {k.lower() for k in headers}
+            out = {k: v for k, v in out.items() if k.lower() not in low}
+            out.update(headers)
+        return out
+
+    def thread_requests(self) -> int:
+        return getattr(self._local, "count", 0)
+
+    def request(
+        self,
+        uri: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        redirections: int | None = None,
+        connection_type: Any = None,
+        **_: Any,
+    ) -> tuple[Any, bytes]:
+        import httplib2
+        import urllib3.exceptions as ux
+
+        pool = self._pool(uri)
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        sent = self._headers(headers)
+        self._local.count = self.thread_requests() + 1
+        with self.limiter.slot(self.acquire_timeout_s):
+            try:
+                resp = pool.urlopen(
+                    method,
+                    uri,
+                    body=body,
+                    headers=sent,
+                    timeout=self.timeout_s,
+                    retries=False,  # ours are EEClient.call's
+                    preload_content=True,
+                )
+            except ux.NewConnectionError as exc:  # before TimeoutError: it subclasses it
+                raise ConnectionError(
+                    f"Earth Engine connection failed: {type(exc).__name__}"
+                ) from exc
+            except ux.TimeoutError as exc:
+                raise TimeoutError(
+                    f"Earth Engine request timed out after {self.timeout_s} s"
+                ) from exc
+            except (ux.ProtocolError, ux.SSLError, ux.ProxyError) as exc:
+                raise ConnectionError(
+                    f"Earth Engine connection failed: {type(exc).__name__}"
+                ) from exc
+        out: dict[str, Any] = dict(resp.headers)
+        out["status"] = resp.status
+        return httplib2.Response(out), resp.data
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = self._pools, {}
+        for p in pools.values():
+            p.clear()
