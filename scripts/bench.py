@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -124,9 +124,8 @@ class PeakRSS:
         self.peak_total = 0
         self.peak_driver = 0
         self.peak_driver_anon: int | None = None
-        # (epoch s, CPU s of the export's processes, CPU s of the excluded ones) a sample
-        self.series: list[tuple[float, float, float]] = []
-        self.role_series: list[dict[str, float]] = []  # cpu_s_by_role() a sample
+        # (epoch s, the export's CPU s by role, the excluded processes' CPU s) a sample
+        self.series: list[tuple[float, dict[str, float], float]] = []
         # CPU seconds of the sampler thread itself: the instrument's, not the export's, so
         # taken off this process's figures when it measures itself (about 8 ms a second)
         self.own_cpu_s = 0.0
@@ -172,8 +171,7 @@ class PeakRSS:
             self.peak_driver_anon = max(self.peak_driver_anon or 0, anon)
         self.peak_driver = max(self.peak_driver, driver)
         self.peak_total = max(self.peak_total, total)
-        self.series.append((time.time(), sum(self.cpu_s.values()), self._excluded_cpu_s()))
-        self.role_series.append(self.cpu_s_by_role())
+        self.series.append((time.time(), self.cpu_s_by_role(), self._excluded_cpu_s()))
 
     def _excluded_cpu_s(self) -> float:
         out = 0.0
@@ -182,22 +180,6 @@ class PeakRSS:
                 t = psutil.Process(pid).cpu_times()
                 out += t.user + t.system
         return out
-
-    def cpu_between(self, t0: float, t1: float) -> tuple[float, float]:
-        """CPU seconds (export, excluded) spent between epoch times ``t0`` and ``t1``, read
-        off the samples (linear between two)."""
-
-        def at(t: float, k: int) -> float:
-            pts = self.series
-            if t <= pts[0][0]:
-                return pts[0][k]
-            for (ta, *va), (tb, *vb) in itertools.pairwise(pts):
-                if ta <= t <= tb:
-                    f = (t - ta) / (tb - ta) if tb > ta else 1.0
-                    return va[k - 1] + f * (vb[k - 1] - va[k - 1])
-            return pts[-1][k]
-
-        return at(t1, 1) - at(t0, 1), at(t1, 2) - at(t0, 2)
 
     @property
     def total_cpu_s(self) -> float:
@@ -492,45 +474,40 @@ def steady_window(state_dir: Path, kind: str, key: str) -> tuple[float, float, i
     return ts[a], ts[b], b - a
 
 
-def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
-    """(items/s between 10% and 90% of the step's records, median gap) from the log."""
-    from rs_embed_ray.io.state import RunState
-
-    ts = sorted(
-        r["ts"]
-        for r in RunState(state_dir).read_log()
-        if r["kind"] == kind and r["key"] == key and "ts" in r
-    )
-    if len(ts) < 10:
+def rate_of(window: tuple[float, float, int] | None) -> tuple[float, float]:
+    """(places/s, seconds) of a ``steady_window``."""
+    if window is None:
         return float("nan"), float("nan")
-    a, b = int(0.1 * len(ts)), int(0.9 * len(ts))
-    dt = ts[b] - ts[a]
-    return ((b - a) / dt if dt > 0 else float("inf")), dt
+    dt = window[1] - window[0]
+    return (window[2] / dt if dt > 0 else float("inf")), dt
 
 
-def steady_cpu_ms_by_role(
-    mem: PeakRSS, window: tuple[float, float, int] | None
-) -> dict[str, float] | None:
-    """``steady_cpu_ms`` of the export by role, the samples nearest the window's ends."""
-    if window is None or window[2] <= 0 or len(mem.series) < 2:
-        return None
-    ts = [t for t, *_ in mem.series]
+def steady_rate(state_dir: Path, kind: str, key: str) -> tuple[float, float]:
+    """(items/s between 10% and 90% of the step's records, their seconds) from the log."""
+    return rate_of(steady_window(state_dir, kind, key))
+
+
+def steady_cpu(mem: PeakRSS, window: tuple[float, float, int] | None) -> dict[str, Any]:
+    """CPU ms a place in the steady ``window``, between the samples nearest its ends: the
+    export's (``total``, ``by_role``) and the excluded processes' (``excluded``, the
+    emulator). Empty when the run was too short to have a window."""
+    if window is None or window[2] <= 0 or window[1] <= window[0] or len(mem.series) < 2:
+        return {}
+    ts = [t for t, _, _ in mem.series]
     a = min(range(len(ts)), key=lambda i: abs(ts[i] - window[0]))
     b = min(range(len(ts)), key=lambda i: abs(ts[i] - window[1]))
     if b <= a:
-        return None
+        return {}
     n = window[2] * (ts[b] - ts[a]) / (window[1] - window[0])  # places in [ts[a], ts[b]]
-    r0, r1 = mem.role_series[a], mem.role_series[b]
-    out = {r: round(1000 * (c - r0.get(r, 0.0)) / n, 2) for r, c in r1.items()}
-    return dict(sorted(((r, v) for r, v in out.items() if v > 0.005), key=lambda kv: -kv[1]))
-
-
-def steady_cpu_ms(mem: PeakRSS, window: tuple[float, float, int] | None, k: int) -> float | None:
-    """CPU ms a place in the steady ``window``: the export's (``k`` 0) or the excluded
-    processes' (``k`` 1, the emulator)."""
-    if window is None or window[2] <= 0 or len(mem.series) < 2:
-        return None
-    return round(1000 * mem.cpu_between(window[0], window[1])[k] / window[2], 2)
+    (_, r0, e0), (_, r1, e1) = mem.series[a], mem.series[b]
+    by_role = {r: 1000 * (c - r0.get(r, 0.0)) / n for r, c in r1.items()}
+    return {
+        "total": round(sum(by_role.values()), 2),
+        "by_role": {
+            r: round(v, 2) for r, v in sorted(by_role.items(), key=lambda kv: -kv[1]) if v > 0.005
+        },
+        "excluded": round(1000 * (e1 - e0) / n, 2),
+    }
 
 
 class WriteTime(logging.Handler):
@@ -702,8 +679,9 @@ def main() -> None:
         )
         from rs_embed_ray.io.keys import sanitize_key
 
-        rate, _ = steady_rate(state, "embed", sanitize_key(models[-1]))
         window = steady_window(state, "embed", sanitize_key(models[-1]))
+        rate, _ = rate_of(window)
+        steady = steady_cpu(mem, window)
         all_ts = [
             r["ts"]
             for r in __import__("rs_embed_ray.io.state", fromlist=["RunState"])
@@ -762,8 +740,8 @@ def main() -> None:
             # the same per place in the steady window alone (10-90 % of the last model's
             # places): what a place costs once the actors are up, without Ray's start-up
             # and shutdown, so what a million places cost apiece
-            "cpu_ms_per_item_steady": steady_cpu_ms(mem, window, 0),
-            "cpu_ms_per_item_steady_by_role": steady_cpu_ms_by_role(mem, window),
+            "cpu_ms_per_item_steady": steady.get("total"),
+            "cpu_ms_per_item_steady_by_role": steady.get("by_role"),
             "cpu_ms_per_item_by_role": {
                 r: round(1000 * c / a.n, 2)
                 for r, c in sorted(mem.cpu_s_by_role().items(), key=lambda kv: -kv[1])
@@ -788,7 +766,7 @@ def main() -> None:
                 ee_pixel_requests_per_s_steady=round(service_rate(px)[0], 2),
                 ee_mean_in_flight_steady=round(service_rate(px)[1], 2),
                 emulator_cpu_ms_per_item=round(1000 * (emu.cpu_s() - emu_cpu0) / a.n, 2),
-                emulator_cpu_ms_per_item_steady=steady_cpu_ms(mem, window, 1),
+                emulator_cpu_ms_per_item_steady=steady.get("excluded"),
             )
             per_place_cpu = (mem.total_cpu_s + emu.cpu_s() - emu_cpu0) / a.n
             result["cpu_bound"] = round(cpus / per_place_cpu, 2) if per_place_cpu > 0 else None

@@ -27,26 +27,21 @@ from rs_embed_ray.providers.ratelimit import Limiter
 POOL_SIZE = 128  # kept-alive connections a host (more threads than this only reconnect)
 
 
-def _tls_options() -> dict[str, Any]:
-    """Certificate checks as requests makes them (``verify=True`` with ``trust_env``)."""
-    import requests.certs
-
-    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    ca = ca or requests.certs.where()
-    key = "ca_cert_dir" if os.path.isdir(ca) else "ca_certs"
-    return {"cert_reqs": "CERT_REQUIRED", key: ca}
-
-
 def pool_for(url: str) -> Any:
-    """A thread-safe urllib3 pool manager for ``url``: through the proxy the environment
-    names for it (as requests would choose it), else direct."""
-    import requests.utils
+    """A thread-safe urllib3 pool manager for ``url``, with the proxy and CA bundle the
+    environment gives it by requests' own rules (``Session.merge_environment_settings``:
+    ``HTTPS_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, else certifi's)."""
+    import requests
     import urllib3
 
+    with requests.Session() as s:
+        env = s.merge_environment_settings(url, {}, None, None, None)
     kw: dict[str, Any] = {"num_pools": 4, "maxsize": POOL_SIZE, "block": False}
     if urlsplit(url).scheme == "https":
-        kw.update(_tls_options())
-    proxy = requests.utils.select_proxy(url, requests.utils.get_environ_proxies(url))
+        ca = requests.certs.where() if env["verify"] is True else env["verify"]
+        kw["cert_reqs"] = "CERT_REQUIRED"
+        kw["ca_cert_dir" if os.path.isdir(ca) else "ca_certs"] = ca
+    proxy = requests.utils.select_proxy(url, env["proxies"])
     if not proxy:
         return urllib3.PoolManager(**kw)
     user, password = requests.utils.get_auth_from_url(proxy)
@@ -66,13 +61,15 @@ class LimitedHttp:
     """
 
     def __init__(self, limiter: Limiter, timeout_s: float | None, acquire_timeout_s: float | None):
+        import requests.utils
+
         self.limiter = limiter
         self.timeout_s = timeout_s
         self.acquire_timeout_s = acquire_timeout_s
         self._local = threading.local()
         self._pools: dict[str, Any] = {}
         self._lock = threading.Lock()
-        self._defaults: dict[str, str] | None = None
+        self._defaults = dict(requests.utils.default_headers())  # User-Agent, Accept-Encoding...
 
     def _pool(self, uri: str) -> Any:
         parts = urlsplit(uri)
@@ -86,17 +83,12 @@ class LimitedHttp:
         return pool
 
     def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
-        """requests' default headers (User-Agent, Accept-Encoding, ...) under the caller's."""
-        if self._defaults is None:
-            import requests.utils
-
-            self._defaults = dict(requests.utils.default_headers())
-        out = dict(self._defaults)
-        if headers:
-            low = {k.lower() for k in headers}
-            out = {k: v for k, v in out.items() if k.lower() not in low}
-            out.update(headers)
-        return out
+        """requests' default headers under the caller's (a name in either case overrides)."""
+        low = {k.lower() for k in headers or ()}
+        return {
+            **{k: v for k, v in self._defaults.items() if k.lower() not in low},
+            **(headers or {}),
+        }
 
     def thread_requests(self) -> int:
         return getattr(self._local, "count", 0)
@@ -130,17 +122,14 @@ class LimitedHttp:
                     retries=False,  # ours are EEClient.call's
                     preload_content=True,
                 )
-            except ux.NewConnectionError as exc:  # before TimeoutError: it subclasses it
+            # NewConnectionError first: urllib3 makes it a TimeoutError too
+            except (ux.NewConnectionError, ux.ProtocolError, ux.SSLError, ux.ProxyError) as exc:
                 raise ConnectionError(
                     f"Earth Engine connection failed: {type(exc).__name__}"
                 ) from exc
             except ux.TimeoutError as exc:
                 raise TimeoutError(
                     f"Earth Engine request timed out after {self.timeout_s} s"
-                ) from exc
-            except (ux.ProtocolError, ux.SSLError, ux.ProxyError) as exc:
-                raise ConnectionError(
-                    f"Earth Engine connection failed: {type(exc).__name__}"
                 ) from exc
         out: dict[str, Any] = dict(resp.headers)
         out["status"] = resp.status
