@@ -2,12 +2,13 @@
 so that each patch is read from its shard once after the fetch (by the model) and not again
 by the writer (issue 17, item 3).
 
-With the in-process executor the model thread and the writer threads share a process: the
-model puts each place's patch (as read, before its forward) and embedding (as written) here,
-keyed by shard path and place index, and the writer takes them. Holding them is bounded
-(``MAX_BYTES``, oldest dropped first); an item not here, because it was dropped, never put
-(Ray's processes) or taken already, is read from its shard as before. So dropping is always
-safe, and the runner clears what is left when a run ends.
+The last model's stage puts each place's patch (as read, before its forward) and embedding
+(as written) here, keyed by shard path and place index, and the writer of the same process
+takes them: the writer threads with the in-process executor, the model actor itself on Ray
+(``pipeline.write.write_due_items``). Holding them is bounded (``MAX_BYTES``, oldest dropped
+first); an item not here, because it was dropped, never put (a writer task in another
+process) or taken already, is read from its shard as before. So dropping is always safe, and
+the runner clears what is left when a run ends.
 """
 
 from __future__ import annotations

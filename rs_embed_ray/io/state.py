@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 LOG_NAME = "log.jsonl"
 RUN_NAME = "run.json"
 LOCK_NAME = "lock"
+# present while a stopping run writes what finished: a model actor writing per-item files
+# (``pipeline.write.write_due_items``) starts no more once it is here
+STOPPING_NAME = "stopping"
 # same values as rs_embed_ray.plan (not imported: plan imports the model registry)
 STATE_DIR_PER_ITEM = "_rs_embed_ray"
 STATE_SUFFIX_COMBINED = ".rs_embed_ray"
@@ -147,7 +150,18 @@ class RunState:
         self._lock_fd = fd
         self._lock_key = key
         self._locked = True
+        with contextlib.suppress(FileNotFoundError):
+            self.stop_marker.unlink()  # an earlier run's
         self._clean_temps()
+
+    @property
+    def stop_marker(self) -> Path:
+        return self.folder / STOPPING_NAME
+
+    def mark_stopping(self) -> None:
+        """Tell this run's workers it is stopping (``stop_marker``); never raises."""
+        with contextlib.suppress(OSError):
+            self.stop_marker.touch()
 
     def _busy_message(self, other: dict[str, Any], same_process: bool = False) -> str:
         who = "this process" if same_process else f"pid {other.get('pid', '?')}"
@@ -362,6 +376,13 @@ class RemoteRunState(RunState):
         self._lock_key = key
         self._locked = True
         held.start_heartbeat()
+
+    @property
+    def stop_marker(self) -> Any:
+        return None  # workers on other machines would not see a marker here
+
+    def mark_stopping(self) -> None:
+        pass
 
     def release(self) -> None:
         if self._locked:

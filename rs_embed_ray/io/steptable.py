@@ -7,6 +7,7 @@ per place. It reads and writes like ``dict[int, {"status", "shard", "error", "sh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable, Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -17,6 +18,17 @@ from rs_embed_ray.io.lazy import LazySequence
 Src = dict[str, Any]  # one step's result: {"status", "shard" (absolute), "error", "shape"}
 
 _ABSENT = -1
+
+
+def step_src(status: Any, shard: Any, error: Any, shape: Any) -> Src:
+    """A step's result as a stage returns it (``schema.RESULT``: status, error text, shard
+    path, shape as JSON; "" when absent) in the form the tables and writers read."""
+    return {
+        "status": str(status),
+        "shard": str(shard),
+        "error": str(error) or None,
+        "shape": json.loads(shape) if shape else None,
+    }
 
 
 class _Interned:
@@ -135,4 +147,4 @@ class StepRows(LazySequence):
         return i, self.table[i]
 
 
-__all__ = ["Src", "StepRows", "StepTable"]
+__all__ = ["Src", "StepRows", "StepTable", "step_src"]

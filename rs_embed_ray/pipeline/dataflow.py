@@ -108,17 +108,24 @@ def infer_stage(
     size: InferSizing,
     shard_dir: str,
     n: int,
+    item_ctx: dict[str, Any] | None = None,
 ) -> Any:
     """INFER (one actor per GPU, or one CPU actor) then WRITE (tasks) for one model; a CPU
-    actor writes its embedding shards itself."""
+    actor writes its embedding shards itself and, given ``item_ctx`` (the last model of a
+    per_item run, ``model_writes_items``), the files of the places it finishes."""
     infer = plan.run.infer
     # a CPU actor writes its own shards: a writer task per batch would start more worker
     # processes on the same cores the forward needs
-    own_shards = size.gpus_per_actor == 0
+    own_shards = model_writes_items(size)
     ds = ds.map_batches(
         ModelWorker,
         fn_constructor_kwargs=model_worker_kwargs(
-            plan, model, device, size.torch_threads, shard_dir if own_shards else None
+            plan,
+            model,
+            device,
+            size.torch_threads,
+            shard_dir if own_shards else None,
+            item_ctx=item_ctx if own_shards else None,
         ),
         compute=ActorPoolStrategy(size=size.actors, max_tasks_in_flight_per_actor=2),
         num_gpus=size.gpus_per_actor,
@@ -138,6 +145,13 @@ def infer_stage(
         batch_size=None,
         batch_format="numpy",
     )
+
+
+def model_writes_items(size: InferSizing) -> bool:
+    """Whether the model actor writes its own shards, and so can write the per-item files of
+    the places it finishes: a CPU actor. A GPU actor hands them to writer tasks, which keep
+    the writes off the GPU's time."""
+    return size.gpus_per_actor == 0
 
 
 def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, Any]) -> Any:
@@ -227,6 +241,7 @@ __all__ = [
     "fetch_stage",
     "finalize_stage",
     "infer_stage",
+    "model_writes_items",
     "place_rows",
     "progress",
     "task_map",

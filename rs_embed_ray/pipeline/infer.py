@@ -25,7 +25,7 @@ from rs_embed_ray.options import InferOptions, RetryOptions
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import current_node, with_retries
 from rs_embed_ray.pipeline.sizing import node_threads
-from rs_embed_ray.pipeline.write import embed_shard_rows
+from rs_embed_ray.pipeline.write import embed_shard_rows, write_due_items
 from rs_embed_ray.specs import (
     InputPrepSpec,
     OutputSpec,
@@ -69,6 +69,8 @@ class ModelWorker:
         shard_dir: str | None = None,
         hand_over_inputs: bool = False,
         hand_over_embeddings: bool = False,
+        item_ctx: dict[str, Any] | None = None,
+        model_key: str | None = None,
     ) -> None:
         import torch
 
@@ -100,6 +102,10 @@ class ModelWorker:
         # the in-process executor's per-item writer takes these from io.handover (no re-read)
         self.hand_over_inputs = hand_over_inputs
         self.hand_over_embeddings = hand_over_embeddings
+        # set (Ray, the last model's CPU actor, per_item): write the files this stage
+        # finishes here (``write.write_due_items``), handing over only theirs
+        self.item_ctx = item_ctx
+        self.model_key = model_key or model_id
 
     def _embed(
         self,
@@ -139,7 +145,15 @@ class ModelWorker:
                 out[col.fetched(k)] = np.asarray(batch[k], dtype=object)
         if self.shard_dir is not None:  # the arrays as they are, no bytes round trip
             ok = {b.indices[j]: v for j, v in good.items()}
-            return embed_shard_rows(out, ok, self.shard_dir, self.hand_over_embeddings)
+            hand = {b.indices[j] for j in good if b.due[j]} if self.hand_over_embeddings else ()
+            rows = embed_shard_rows(out, ok, self.shard_dir, hand)
+            if self.item_ctx is not None and col.ITEM in batch:
+                write_due_items(rows, batch, self.item_ctx, self.model_key, self.fetch_key)
+                if (rows[col.WRITTEN] == col.STATUS_OUTPUT_ERROR).any():
+                    # the output took no more writes and the run stops: the batches still
+                    # queued here write no files while it does
+                    self.item_ctx = None
+            return rows
         emb, meta = [b""] * b.n, [""] * b.n
         for j, (data, m) in good.items():
             emb[j] = array_to_bytes(data)
@@ -176,7 +190,8 @@ class ModelWorker:
                 if self.channels is not None:
                     model_arr = np.take(arr, self.channels, axis=-3)
                 model_arr = np.ascontiguousarray(model_arr, dtype=np.float32)
-                if self.hand_over_inputs:  # as read; the model may change its own in place
+                if self.hand_over_inputs and b.due[j]:
+                    # as read: the model may change its own copy in place
                     kept = arr.copy() if model_arr is arr else arr
                     HANDOVER.put(str(shard), idx, kept, fmeta)
                 b.inputs[j] = model_arr
@@ -253,3 +268,6 @@ class _Rows:
         self.tkeys: list[str | None] = [str(t) for t in tcol] if tcol is not None else [None] * n
         # chained after the fetch stage: the batch carries the fetch's own result columns
         self.chained = col.SHA1 in batch
+        # places whose file the per-item writer will want next (all, unless the rows say)
+        items = batch.get(col.ITEM)
+        self.due = [bool(t) for t in items] if items is not None else [True] * n

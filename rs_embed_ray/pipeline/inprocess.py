@@ -145,15 +145,25 @@ def infer_stage(
     size: InferSizing,
     shard_dir: str,
     n: int,
+    item_ctx: dict[str, Any] | None = None,
 ) -> LocalDataset:
     """INFER: one ``ModelWorker`` in this process; it writes its own embedding shards. The
     last model's stage also hands its patches and embeddings to the per-item writer threads
     (``io.handover``): a place's file is written right after that stage, while an earlier
-    model's items would wait, held, for the later models."""
-    kwargs = model_worker_kwargs(plan, model, device, size.torch_threads, shard_dir)
+    model's items would wait, held, for the later models. ``item_ctx`` set: the model writes
+    the files of the places it finishes itself, as Ray's CPU actor does (not by default here,
+    ``model_writes_items``)."""
     hand = plan.layout == "per_item" and plan.last_model_key() == model.key
-    kwargs.update(hand_over_inputs=hand and plan.save_inputs, hand_over_embeddings=hand)
+    kwargs = model_worker_kwargs(
+        plan, model, device, size.torch_threads, shard_dir, hand_over=hand, item_ctx=item_ctx
+    )
     return ds.then(Stage(ModelWorker, kwargs, plan.run.infer.batch_size, 1, construct=True))
+
+
+def model_writes_items(size: InferSizing) -> bool:
+    """Never here: the writer threads share the model's process, so its hand-over already
+    spares them the reads, and they write while the model runs (``infer_stage``)."""
+    return False
 
 
 def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, Any]) -> Any:
@@ -370,6 +380,7 @@ __all__ = [
     "fetch_stage",
     "finalize_stage",
     "infer_stage",
+    "model_writes_items",
     "place_rows",
     "progress",
     "task_map",

@@ -5,7 +5,6 @@ step stops the run. No ray: the Ray stages hand it their result rows.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 from rs_embed_ray.errors import ExportStopped
 from rs_embed_ray.io.manifest import package_version, prefetch_error, utc_ts
 from rs_embed_ray.io.state import Record, RunState
-from rs_embed_ray.io.steptable import StepTable
+from rs_embed_ray.io.steptable import StepTable, step_src
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.plan import ExportPlan, ModelRequest
 from rs_embed_ray.resume import Sources
@@ -53,27 +52,23 @@ class RunLog:
             *cols, nodes, done_at, strict=True
         ):
             i = int(idx)
+            src = step_src(status, shard, error, shape)
             rel = os.path.relpath(str(shard), str(self.state.folder)) if shard else None
             rec = Record(
                 kind=kind,
                 key=key,
                 index=i,
-                status=str(status),
+                status=src["status"],
                 fp=fp(i),
                 shard=rel,
-                error=str(error) or None,
-                shape=json.loads(shape) if shape else None,
+                error=src["error"],
+                shape=src["shape"],
                 sha1=str(sha) or None,
                 node=str(node) or None,
                 done_at=round(float(at), 3) if at is not None else None,
             )
             recs.append(rec)
-            table[key][i] = {
-                "status": rec.status,
-                "shard": str(shard),
-                "error": rec.error,
-                "shape": rec.shape,
-            }
+            table[key][i] = src
         self.state.append(recs)
         return recs
 
@@ -140,20 +135,16 @@ class RunLog:
         table = self.patch_src if kind == PATCH else self.embed_src
         return table[key].status_is(index, col.STATUS_OK)
 
-    def finished(self, todo: list[int]) -> list[int]:
-        """Places whose every step (fetch for saved inputs, each model) is ok."""
+    def finished(
+        self, todo: list[int], assume: frozenset[tuple[str, str]] = frozenset()
+    ) -> list[int]:
+        """Places whose every step (fetch for saved inputs, each model) is ok; the steps in
+        ``assume`` ((kind, key), the ones a stage is about to run) are counted as ok."""
         p = self.plan
-        done = []
-        for i in todo:
-            ok = True
-            for m in p.models:
-                if p.save_inputs and m.fetch_key:
-                    ok &= self.ok(PATCH, m.fetch_key, i)
-                if p.save_embeddings:
-                    ok &= self.ok(EMBED, m.key, i)
-            if ok:
-                done.append(i)
-        return done
+        needed = [(PATCH, m.fetch_key) for m in p.models if p.save_inputs and m.fetch_key]
+        needed += [(EMBED, m.key) for m in p.models if p.save_embeddings]
+        needed = [s for s in dict.fromkeys(needed) if s not in assume]
+        return [i for i in todo if all(self.ok(kind, key, i) for kind, key in needed)]
 
     def run_info(self, status: str, skipped: int) -> dict[str, Any]:
         """run.json: the run's status, counts and what it was asked."""

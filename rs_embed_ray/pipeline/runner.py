@@ -17,7 +17,12 @@ import numpy as np
 
 from rs_embed_ray.errors import ExportStopped, ModelError, RSEmbedRayError
 from rs_embed_ray.io.assemble import write_combined
-from rs_embed_ray.io.atomic import is_storage_error, output_write_error, write_json
+from rs_embed_ray.io.atomic import (
+    OutputWriteError,
+    is_storage_error,
+    output_write_error,
+    write_json,
+)
 from rs_embed_ray.io.formats import Places
 from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.lazy import PerPlace
@@ -119,6 +124,7 @@ class Runner:
             "input_prep": jsonable(p.input_prep),
             "package_version": package_version(),
             "dtype": p.dtype,
+            "stop_marker": str(marker) if (marker := self.state.stop_marker) else None,
             "models": [
                 {
                     "name": m.name,
@@ -177,9 +183,41 @@ class Runner:
         """INFER then the embedding-shard writer, for one model."""
         size = infer_sizing(self.device, self.cpus, self.gpus)
         shard_dir = str(self.state.shard_dir("embeds", model.key))
-        return self.flow.infer_stage(ds, self.plan, model, self.device, size, shard_dir, n)
+        ctx = self._ctx() if self._model_writes_items(model) else None
+        return self.flow.infer_stage(ds, self.plan, model, self.device, size, shard_dir, n, ctx)
 
-    def _consume_patches(self, group: FetchGroup, batch: dict[str, Any], prefix: str = "") -> None:
+    def _model_writes_items(self, model: ModelRequest) -> bool:
+        """Whether ``model``'s stage writes the per-item files of the places it finishes
+        itself (the last model's CPU actor on Ray, ``flow.model_writes_items``)."""
+        p = self.plan
+        return (
+            p.layout == "per_item"
+            and p.last_model_key() == model.key
+            and self.flow.model_writes_items(infer_sizing(self.device, self.cpus, self.gpus))
+        )
+
+    def _due_items(self, model: ModelRequest, group: FetchGroup | None = None) -> dict[str, Any]:
+        """The ITEM column of ``model``'s stage (chained after ``group``'s fetch, or alone)
+        when it writes the files it finishes: each place's payload less what the stage
+        makes, or "" when another step of the place is not ok."""
+        if not self._model_writes_items(model):
+            return {}
+        p = self.plan
+        made = {(EMBED, model.key)} | ({(PATCH, group.key)} if group is not None else set())
+        assume = frozenset(made)
+
+        def item(i: int) -> str:
+            if not self.log.finished([i], assume):
+                return ""
+            due = {"name": p.names[i], "fingerprint": p.item_fingerprint(i)}
+            return json.dumps({**due, "sources": self._sources(i)})
+
+        return {col.ITEM: item}
+
+    def _consume_patches(
+        self, group: FetchGroup, batch: dict[str, Any], prefix: str = ""
+    ) -> list[Record]:
+        """Log a batch's patches; the caller stops the run on a failed one (``fail_fast``)."""
         p = self.plan
         rows = {k: batch[prefix + k] for k in col.RESULT}
         rows[col.INDEX] = batch[col.INDEX]
@@ -187,13 +225,15 @@ class Runner:
         recs = self.log.record(PATCH, group.key, rows, lambda i: p.patch_fingerprint(i, group))
         self._offer(PATCH, group.key, recs)
         self.log.count(PATCH, recs)
-        self.log.fail_fast(recs, f"fetch[{group.sensor.collection}]")
+        return recs
 
-    def _consume_embeds(self, model: ModelRequest, batch: dict[str, Any]) -> int:
+    def _consume_embeds(self, model: ModelRequest, batch: dict[str, Any]) -> list[Record]:
+        """Log a batch's embeddings (less the skipped); the caller stops the run on a failed
+        one (``fail_fast``)."""
         p = self.plan
         keep = np.asarray([s != col.STATUS_SKIP for s in batch[col.STATUS]], dtype=bool)
         if not keep.any():
-            return 0
+            return []
         rows = {k: np.asarray(batch[k])[keep] for k in (col.INDEX, *col.RESULT, col.NODE)}
         if col.DONE_AT in batch:
             rows[col.DONE_AT] = np.asarray(batch[col.DONE_AT])[keep]
@@ -201,8 +241,7 @@ class Runner:
         self._offer(EMBED, model.key, recs)
         self.log.settled[model.key][[r.index for r in recs]] = True
         self.log.count(EMBED, recs)
-        self.log.fail_fast(recs, f"infer[{model.name}]")
-        return len(recs)
+        return recs
 
     def _start_regions(self) -> None:
         """A combined file made of regions (Zarr) gets them written as batches finish."""
@@ -239,20 +278,24 @@ class Runner:
             ds = self._fetch_op(self.flow.place_rows(p, todo), group, len(todo), chained=False)
             with self.flow.progress(len(todo), desc, p.run.show_progress) as bar:
                 for batch in self.flow.batches(ds):
-                    self._consume_patches(group, batch)
+                    self.log.fail_fast(self._consume_patches(group, batch), desc)
                     self._write_finished(batch[col.INDEX])
                     bar.update(len(batch[col.INDEX]))
             return
         embed = {col.EMBED: lambda i: not self.log.ok(EMBED, first.key, i)}
-        ds = self._fetch_op(self.flow.place_rows(p, todo, **embed), group, len(todo), chained=True)
+        rows = self.flow.place_rows(p, todo, **embed, **self._due_items(first, group))
+        ds = self._fetch_op(rows, group, len(todo), chained=True)
         ds = self._infer_op(ds, first, len(todo))
         with self.flow.progress(
             len(todo), f"{desc}+infer[{first.name}]", p.run.show_progress
         ) as bar:
             for batch in self.flow.batches(ds):
-                self._consume_patches(group, batch, prefix=col.FETCH_PREFIX)
-                self._consume_embeds(first, batch)
-                self._write_finished(batch[col.INDEX])
+                patches = self._consume_patches(group, batch, prefix=col.FETCH_PREFIX)
+                embeds = self._consume_embeds(first, batch)
+                left = self._take_written(batch)  # before a stop, which keeps them
+                self.log.fail_fast(patches, desc)
+                self.log.fail_fast(embeds, f"infer[{first.name}]")
+                self._write_finished(left)
                 bar.update(len(batch[col.INDEX]))
 
     def _infer(self, model: ModelRequest, todo: list[int]) -> None:
@@ -272,11 +315,15 @@ class Runner:
             return
         src = self.log.patch_src[key] if key else {}
         shard = {col.SHARD: lambda i: src[i]["shard"] if key else ""}
-        ds = self._infer_op(self.flow.place_rows(p, run, **shard), model, len(run))
+        rows = self.flow.place_rows(p, run, **shard, **self._due_items(model))
+        ds = self._infer_op(rows, model, len(run))
         with self.flow.progress(len(run), f"infer[{model.name}]", p.run.show_progress) as bar:
             for batch in self.flow.batches(ds):
-                bar.update(self._consume_embeds(model, batch))
-                self._write_finished(batch[col.INDEX])
+                embeds = self._consume_embeds(model, batch)
+                left = self._take_written(batch)  # before a stop, which keeps them
+                self.log.fail_fast(embeds, f"infer[{model.name}]")
+                bar.update(len(embeds))
+                self._write_finished(left)
 
     def _stages(self, todo_items: list[int]) -> None:
         """Fetch every group, then embed with every model (one dataset per model)."""
@@ -321,20 +368,24 @@ class Runner:
             raise
 
     # -- final files -----------------------------------------------------------------------
-    def _item_payload(self, i: int) -> dict[str, Any]:
-        """What place ``i``'s file is made of: its steps' shards (``io.assemble.write_item``)."""
-        p, lg = self.plan, self.log
-        sources = {
+    def _sources(self, i: int) -> dict[str, Any]:
+        """Place ``i``'s steps so far: their shards, by fetch group and by model."""
+        lg = self.log
+        return {
             "patch": {g: t[i] for g, t in lg.patch_src.items() if t.get(i) is not None},
             "embed": {m: t[i] for m, t in lg.embed_src.items() if t.get(i) is not None},
         }
+
+    def _item_payload(self, i: int) -> dict[str, Any]:
+        """What place ``i``'s file is made of: its steps' shards (``io.assemble.write_item``)."""
+        p = self.plan
         payload = {
             "index": i,
             "name": p.names[i],
             "spatial_manifest": jsonable(p.spatials[i]),
             "temporal": jsonable(p.temporal_of(i)),
             "fingerprint": p.item_fingerprint(i),
-            "sources": sources,
+            "sources": self._sources(i),
         }
         return {col.INDEX: i, col.PAYLOAD: json.dumps(payload)}
 
@@ -349,6 +400,27 @@ class Runner:
             "error": error,
             **place_record(p, i, self.device),
         }
+
+    def _take_written(self, batch: dict[str, Any]) -> Any:
+        """Record the files the model stage wrote itself (``schema.WRITTEN``); return the
+        batch's other places, whose files are the writers' (``_write_finished``)."""
+        indices = np.asarray(batch[col.INDEX])
+        if self.items is None or col.WRITTEN not in batch:
+            return indices
+        status = np.asarray(batch[col.WRITTEN])
+        stop = status == col.STATUS_OUTPUT_ERROR
+        here = np.asarray([bool(w) for w in status], dtype=bool) & ~stop
+        if here.any():
+            written = {
+                col.INDEX: indices[here],
+                col.STATUS: status[here],
+                col.MANIFEST: np.asarray(batch[col.MANIFEST])[here],
+            }
+            self._record_written(written, self.items)
+        if stop.any():  # the output location is full or read-only: the run stops
+            err = json.loads(np.asarray(batch[col.MANIFEST])[stop][0])
+            raise OutputWriteError(err["errno"], err["error"], err["path"])
+        return indices[~here]
 
     def _write_finished(self, indices: Any) -> None:
         """per_item: start writing the files of the places in ``indices`` whose every step is
@@ -455,6 +527,7 @@ class Runner:
                     return done
             return self._run()
         except BaseException:  # run.json must not keep saying "running"
+            self.state.mark_stopping()
             with contextlib.suppress(Exception):
                 self.log.write_run("failed", 0)
             raise
@@ -489,6 +562,7 @@ class Runner:
         try:
             self._run_stages(todo_items)
         except ExportStopped:
+            self.state.mark_stopping()  # the model actors write no more files
             if manifests is not None:  # keep what finished (contract §2.14)
                 done = self.log.finished(todo_items)
                 if done:

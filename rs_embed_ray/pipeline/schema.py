@@ -34,12 +34,21 @@ FETCH_PREFIX = "fetch_"
 # -- the per-item writer ------------------------------------------------------------------------
 PAYLOAD = "payload"  # JSON: what one place's file is made of (io.assemble.write_item)
 MANIFEST = "manifest"  # JSON: the manifest it wrote, or {"error": ...}
+# the last model's stage on Ray writing the files of the places it finishes (a CPU actor):
+# ITEM, in the place row: JSON of the file's payload less the stage's own steps and what the
+# row already says ("name", "fingerprint", "sources"), "" when the file is not due after it;
+# WRITTEN, in its result: the file's status ("" when not written there), with MANIFEST
+ITEM = "item"
+WRITTEN = "written"
 
 # -- statuses --------------------------------------------------------------------------------
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 STATUS_SKIP = "skip"  # chained INFER: embedded in an earlier run, fetched only for its input
 STATUS_WRITE_FAILED = "write_failed"
+# WRITTEN: the output location took no more writes (OutputWriteError; MANIFEST: its errno,
+# message and path); the driver logs the batch, then stops the run
+STATUS_OUTPUT_ERROR = "output_error"
 
 
 def fetched(column: str) -> str:

@@ -57,10 +57,14 @@ def model_worker_kwargs(
     device: str,
     torch_threads: int,
     shard_dir: str | None,
+    hand_over: bool = False,
+    item_ctx: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``ModelWorker``'s keywords for one model; ``shard_dir`` set: it writes its own
-    embedding shards there."""
-    return {
+    embedding shards there; ``hand_over``: it hands its patches and embeddings to a per-item
+    writer in its process (``io.handover``); ``item_ctx`` set: it is that writer too, for
+    the places it finishes (``write.write_due_items``)."""
+    kwargs = {
         "model_id": model.model_id,
         "weights": model.weights,
         "model_config": model.model_config,
@@ -77,3 +81,8 @@ def model_worker_kwargs(
         "target": model.target,
         "shard_dir": shard_dir,
     }
+    if hand_over or item_ctx is not None:
+        kwargs.update(hand_over_inputs=plan.save_inputs, hand_over_embeddings=True)
+    if item_ctx is not None:
+        kwargs.update(item_ctx=item_ctx, model_key=model.key)
+    return kwargs

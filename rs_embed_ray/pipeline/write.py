@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import uuid
+from collections.abc import Container
 from typing import Any
 
 import numpy as np
@@ -19,11 +21,13 @@ from rs_embed_ray.io import storage
 from rs_embed_ray.io.assemble import sidecar_path, write_item
 from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
 from rs_embed_ray.io.handover import HANDOVER
-from rs_embed_ray.io.manifest import array_sha1
+from rs_embed_ray.io.manifest import array_sha1, jsonable
 from rs_embed_ray.io.npz import array_from_bytes
 from rs_embed_ray.io.shards import ShardReader, write_shard
+from rs_embed_ray.io.steptable import step_src
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
+from rs_embed_ray.specs import spatial_from_dict
 
 
 def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str, np.ndarray]:
@@ -43,11 +47,11 @@ def embed_shard_rows(
     batch: dict[str, np.ndarray],
     ok: dict[int, tuple[np.ndarray, dict[str, Any]]],
     shard_dir: str,
-    hand_over: bool = False,
+    hand_over: Container[int] = (),
 ) -> dict[str, np.ndarray]:
     """Write the ok places' ``(embedding, meta)`` to one shard; return small status rows.
-    A CPU model actor calls this itself, with its arrays as they are; ``hand_over``: also
-    give them to this process's per-item writer (``io.handover``)."""
+    A CPU model actor calls this itself, with its arrays as they are; the places in
+    ``hand_over`` are also given to this process's per-item writer (``io.handover``)."""
     shape = [
         json.dumps(list(ok[int(i)][0].shape)) if int(i) in ok else "" for i in batch[col.INDEX]
     ]
@@ -57,8 +61,8 @@ def embed_shard_rows(
         path = storage.as_path(shard_dir) / f"{min(ok):09d}-{uuid.uuid4().hex[:12]}.npz"
         write_shard(path, ok)
         shard = str(path)
-        if hand_over:
-            for i, (arr, meta) in ok.items():
+        for i, (arr, meta) in ok.items():
+            if i in hand_over:
                 HANDOVER.put(shard, i, np.ascontiguousarray(arr, dtype=np.float32), meta)
     return {
         col.INDEX: np.asarray(batch[col.INDEX], dtype=np.int64),
@@ -83,38 +87,99 @@ def _discard_item(ctx: dict[str, Any], name: str) -> None:
             p.unlink()
 
 
+def write_one(ctx: dict[str, Any], row: dict[str, Any], reader: ShardReader) -> tuple[str, str]:
+    """Write one place's final file + sidecar from its payload ``row``; return its status and
+    manifest as JSON. A place whose file cannot be written is reported
+    (``STATUS_WRITE_FAILED``), except a full or read-only disk, which stops the run."""
+    try:
+        # max_retries covers writes too (seed: "provider fetch/write operations"); a failed
+        # try leaves nothing behind (atomic writes), so a retry starts clean
+        man = with_retries(
+            lambda: write_item(ctx, row, reader),
+            int(ctx.get("max_retries", 0)),
+            float(ctx.get("retry_backoff_s", 0.0)),
+        )
+        return man["status"], json.dumps(man, ensure_ascii=False)
+    except Exception as exc:  # the file is not written; the place is reported
+        if isinstance(exc, OutputWriteError) or is_storage_error(exc):
+            # disk full / read-only: stop the run, whatever continue_on_error says, and
+            # leave the place whole or absent (not an array without its sidecar)
+            _discard_item(ctx, row["name"])
+            if isinstance(exc, OutputWriteError):
+                raise
+            raise output_write_error(exc, ctx["out_dir"]) from exc
+        return col.STATUS_WRITE_FAILED, json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+
+
 def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
     """Write each place's final file + sidecar; return its manifest as JSON."""
     reader = ShardReader(handover=HANDOVER)  # what this process's model handed over
-    out_index, out_status, out_manifest = [], [], []
+    out_status, out_manifest = [], []
     try:
-        for idx, payload in zip(batch[col.INDEX], batch[col.PAYLOAD], strict=True):
-            row = json.loads(payload)
-            try:
-                # max_retries covers writes too (seed: "provider fetch/write operations"); a
-                # failed try leaves nothing behind (atomic writes), so a retry starts clean
-                man = with_retries(
-                    lambda row=row: write_item(ctx, row, reader),
-                    int(ctx.get("max_retries", 0)),
-                    float(ctx.get("retry_backoff_s", 0.0)),
-                )
-                out_status.append(man["status"])
-                out_manifest.append(json.dumps(man, ensure_ascii=False))
-            except Exception as exc:  # the file is not written; the place is reported
-                if isinstance(exc, OutputWriteError) or is_storage_error(exc):
-                    # disk full / read-only: stop the run, whatever continue_on_error says,
-                    # and leave the place whole or absent (not an array without its sidecar)
-                    _discard_item(ctx, row["name"])
-                    if isinstance(exc, OutputWriteError):
-                        raise
-                    raise output_write_error(exc, ctx["out_dir"]) from exc
-                out_status.append(col.STATUS_WRITE_FAILED)
-                out_manifest.append(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-            out_index.append(int(idx))
+        for payload in batch[col.PAYLOAD]:
+            status, man = write_one(ctx, json.loads(payload), reader)
+            out_status.append(status)
+            out_manifest.append(man)
     finally:
         reader.close()
     return {
-        col.INDEX: np.asarray(out_index, dtype=np.int64),
+        col.INDEX: np.asarray(batch[col.INDEX], dtype=np.int64),
         col.STATUS: np.asarray(out_status, dtype=object),
         col.MANIFEST: np.asarray(out_manifest, dtype=object),
     }
+
+
+def write_due_items(
+    rows: dict[str, np.ndarray],
+    batch: dict[str, np.ndarray],
+    ctx: dict[str, Any],
+    model_key: str,
+    fetch_key: str | None,
+) -> None:
+    """The last model's CPU actor on Ray: write the files of the places this batch finished
+    (``batch[ITEM]`` set, embedding ok), in the actor's own process, so the patch and the
+    embedding come from ``io.handover`` and not from their shards again (issue 17, item 3),
+    with no writer task to start. ``rows``: the stage's result rows (``embed_shard_rows``);
+    WRITTEN and MANIFEST are added to them."""
+    n = len(rows[col.INDEX])
+    written, manifests = [""] * n, [""] * n
+    chained = col.fetched(col.STATUS) in rows
+    reader = ShardReader(handover=HANDOVER)
+    stop_marker = ctx.get("stop_marker")
+    try:
+        for j, item in enumerate(batch[col.ITEM]):
+            if not item or rows[col.STATUS][j] != col.STATUS_OK:
+                continue
+            if stop_marker and os.path.exists(stop_marker):
+                break  # the run is stopping: no file lands after it has said what it wrote
+            row = json.loads(item)
+            row["index"] = int(rows[col.INDEX][j])
+            row["spatial_manifest"] = jsonable(spatial_from_dict(json.loads(batch[col.SPATIAL][j])))
+            if col.TEMPORAL in batch:  # else the run's window (ctx), as the payload would say
+                row["temporal"] = json.loads(batch[col.TEMPORAL][j])
+            row["sources"]["embed"][model_key] = _src(rows, j)
+            if chained and fetch_key:
+                row["sources"]["patch"][fetch_key] = _src(rows, j, col.FETCH_PREFIX)
+            try:
+                written[j], manifests[j] = write_one(ctx, row, reader)
+            except OutputWriteError as exc:
+                # the batch's steps and files so far reach the driver's log, which stops the
+                # run: nothing written is left unlogged
+                written[j] = col.STATUS_OUTPUT_ERROR
+                manifests[j] = json.dumps(
+                    {"errno": exc.errno, "error": exc.strerror, "path": exc.filename}
+                )
+                break
+    finally:
+        reader.close()
+        for j, item in enumerate(batch[col.ITEM]):  # what no file took is not kept
+            if item:
+                HANDOVER.take(str(batch[col.SHARD][j]), int(rows[col.INDEX][j]))
+                HANDOVER.take(str(rows[col.SHARD][j]), int(rows[col.INDEX][j]))
+    rows[col.WRITTEN] = np.asarray(written, dtype=object)
+    rows[col.MANIFEST] = np.asarray(manifests, dtype=object)
+
+
+def _src(rows: dict[str, np.ndarray], j: int, prefix: str = "") -> dict[str, Any]:
+    """Row ``j``'s step result as the run's log records it."""
+    return step_src(*(rows[prefix + k][j] for k in (col.STATUS, col.SHARD, col.ERROR, col.SHAPE)))

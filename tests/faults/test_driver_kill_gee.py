@@ -79,6 +79,13 @@ def test_killed_driver_resumes_without_refetching(tmp_path, layout):
             killed.set()  # the held requests of the killed run end (their client is gone)
         done = set(counts(state, "patch", "ok"))
         assert 2 <= len(done) < len(PLACES)  # killed mid-run
+        # per_item on Ray: the model actor writes a place's file as it embeds it, so a file
+        # may land before the killed driver logged its place; resume takes it as it is
+        files = [out / f"p{i:05d}.npz" for i in range(len(PLACES))] if layout == "per_item" else []
+        landed = {i for i, f in enumerate(files) if f.with_suffix(".json").exists()}
+        assert all(manifest_intact(files[i])["status"] == "ok" for i in landed)
+        kept = done | landed
+        assert len(kept) < len(PLACES)
         assert (state / "lock").exists()  # a SIGKILLed run leaves its lock behind
 
         # requests the killed run still had in flight end on the emulator's side first
@@ -97,9 +104,10 @@ def test_killed_driver_resumes_without_refetching(tmp_path, layout):
         refetched = ok_pixel_places(emu, PLACES)
 
     # nothing that was logged as fetched is fetched again; everything else exactly once
-    assert set(refetched) & done == set(), (sorted(done), refetched)
-    assert refetched == {i: 1 for i in range(len(PLACES)) if i not in done}
-    assert counts(state, "patch", "ok") == {i: 1 for i in range(len(PLACES))}
+    assert set(refetched) & kept == set(), (sorted(done), sorted(landed), refetched)
+    assert refetched == {i: 1 for i in range(len(PLACES)) if i not in kept}
+    logged = {i: 1 for i in range(len(PLACES)) if i in done or i not in landed}
+    assert counts(state, "patch", "ok") == logged
     assert [r for r in records(state) if r["status"] != "ok"] == []
     assert not (state / "lock").exists()
     if layout == "per_item":

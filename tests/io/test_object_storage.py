@@ -273,7 +273,8 @@ def test_lock_then_sigkill_then_resume_from_bucket_alone(s3, source, tmp_path, m
     # before the kill (as it did to the Earth Engine killed-driver test)
     hold = tmp_path / "hold"
     hold.touch()
-    slow = {**kw, **faulty_local(source, latency_s=0.7, hold_after=2, hold_while=str(hold))}
+    slow_provider = faulty_local(source, latency_s=0.7, hold_after=2, hold_while=str(hold))
+    slow = {**kw, **slow_provider}
     first = subprocess.Popen(
         driver_cmd(points(n), **slow, out=url, layout="per_item"),
         env=child_env(),
@@ -308,10 +309,9 @@ def test_lock_then_sigkill_then_resume_from_bucket_alone(s3, source, tmp_path, m
 
     monkeypatch.setattr(tempfile, "tempdir", str(fresh))
     monkeypatch.setattr(storage, "_CACHE", [])
-    res = export_batch(
-        **local_kw(source, num_workers=1), spatials=points(n), out=url, layout="per_item",
-        resume=True,
-    )  # fmt: skip
+    # the same request (its provider's options are part of it), the hold's file gone
+    same = {**local_kw(source, num_workers=1, fetch_threads=1, chunk_size=1), **slow_provider}
+    res = export_batch(**same, spatials=points(n), out=url, layout="per_item", resume=True)
     assert [r["status"] for r in res] == ["ok"] * n
     assert sum(bool(r.get("resume_skipped")) for r in res) == len(done_before)
     loaded = load_export(url)  # per_item npz, read back from the bucket
