@@ -125,6 +125,7 @@ class Runner:
             "package_version": package_version(),
             "dtype": p.dtype,
             "stop_marker": str(marker) if (marker := self.state.stop_marker) else None,
+            "writers": p.run.write.writers,
             "models": [
                 {
                     "name": m.name,

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Container
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -140,44 +142,77 @@ def write_due_items(
     (``batch[ITEM]`` set, embedding ok), in the actor's own process, so the patch and the
     embedding come from ``io.handover`` and not from their shards again (issue 17, item 3),
     with no writer task to start. ``rows``: the stage's result rows (``embed_shard_rows``);
-    WRITTEN and MANIFEST are added to them."""
+    WRITTEN and MANIFEST are added to them.
+
+    The files are written on ``ctx["writers"]`` threads (``writer_workers``): a place's two
+    files wait on the disk (fsync) more than they compute, and the forward of the next batch
+    waits for these."""
     n = len(rows[col.INDEX])
     written, manifests = [""] * n, [""] * n
     chained = col.fetched(col.STATUS) in rows
-    reader = ShardReader(handover=HANDOVER)
+    due = []
+    for j, item in enumerate(batch[col.ITEM]):
+        if not item or rows[col.STATUS][j] != col.STATUS_OK:
+            continue
+        row = json.loads(item)
+        row["index"] = int(rows[col.INDEX][j])
+        row["spatial_manifest"] = jsonable(spatial_from_dict(json.loads(batch[col.SPATIAL][j])))
+        if col.TEMPORAL in batch:  # else the run's window (ctx), as the payload would say
+            row["temporal"] = json.loads(batch[col.TEMPORAL][j])
+        row["sources"]["embed"][model_key] = _src(rows, j)
+        if chained and fetch_key:
+            row["sources"]["patch"][fetch_key] = _src(rows, j, col.FETCH_PREFIX)
+        due.append((j, row))
     stop_marker = ctx.get("stop_marker")
+    stopped = threading.Event()  # stopping, or the output took no more writes
+
+    def write(job: tuple[int, dict[str, Any]]) -> None:
+        j, row = job
+        if stopped.is_set() or (stop_marker and os.path.exists(stop_marker)):
+            stopped.set()  # the run is stopping: no file lands after it said what it wrote
+            return
+        reader = ShardReader(handover=HANDOVER)
+        try:
+            written[j], manifests[j] = write_one(ctx, row, reader)
+        except OutputWriteError as exc:
+            # the batch's steps and files so far reach the driver's log, which then stops
+            # the run: nothing written is left unlogged
+            stopped.set()
+            written[j] = col.STATUS_OUTPUT_ERROR
+            manifests[j] = json.dumps(
+                {"errno": exc.errno, "error": exc.strerror, "path": exc.filename}
+            )
+        finally:
+            reader.close()
+
     try:
-        for j, item in enumerate(batch[col.ITEM]):
-            if not item or rows[col.STATUS][j] != col.STATUS_OK:
-                continue
-            if stop_marker and os.path.exists(stop_marker):
-                break  # the run is stopping: no file lands after it has said what it wrote
-            row = json.loads(item)
-            row["index"] = int(rows[col.INDEX][j])
-            row["spatial_manifest"] = jsonable(spatial_from_dict(json.loads(batch[col.SPATIAL][j])))
-            if col.TEMPORAL in batch:  # else the run's window (ctx), as the payload would say
-                row["temporal"] = json.loads(batch[col.TEMPORAL][j])
-            row["sources"]["embed"][model_key] = _src(rows, j)
-            if chained and fetch_key:
-                row["sources"]["patch"][fetch_key] = _src(rows, j, col.FETCH_PREFIX)
-            try:
-                written[j], manifests[j] = write_one(ctx, row, reader)
-            except OutputWriteError as exc:
-                # the batch's steps and files so far reach the driver's log, which stops the
-                # run: nothing written is left unlogged
-                written[j] = col.STATUS_OUTPUT_ERROR
-                manifests[j] = json.dumps(
-                    {"errno": exc.errno, "error": exc.strerror, "path": exc.filename}
-                )
-                break
+        if len(due) > 1:
+            list(_writer_pool(int(ctx.get("writers", 1))).map(write, due))
+        else:
+            for job in due:
+                write(job)
     finally:
-        reader.close()
         for j, item in enumerate(batch[col.ITEM]):  # what no file took is not kept
             if item:
                 HANDOVER.take(str(batch[col.SHARD][j]), int(rows[col.INDEX][j]))
                 HANDOVER.take(str(rows[col.SHARD][j]), int(rows[col.INDEX][j]))
     rows[col.WRITTEN] = np.asarray(written, dtype=object)
     rows[col.MANIFEST] = np.asarray(manifests, dtype=object)
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _writer_pool(threads: int) -> ThreadPoolExecutor:
+    """This process's writer threads for ``write_due_items``, made once."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != threads:
+            if _POOL is not None:
+                _POOL[1].shutdown(wait=False)
+            _POOL = (threads, ThreadPoolExecutor(max(1, threads), thread_name_prefix="item-writer"))
+        return _POOL[1]
 
 
 def _src(rows: dict[str, np.ndarray], j: int, prefix: str = "") -> dict[str, Any]:
