@@ -154,7 +154,8 @@ def main(verbose: int) -> None:
     type=int,
     default=default("writer_workers"),
     show_default=True,
-    help="Writer tasks at a time (per-item files; regions of a Zarr store).",
+    help="Writers at a time (per-item files; regions of a Zarr store): Ray tasks, or threads "
+    "in the model actor that writes the files it finishes.",
 )
 @click.option("--resume", is_flag=True, help="Skip finished (item, model) pairs; redo the rest.")
 @click.option("--continue-on-error", is_flag=True, help="Record failed items and go on.")

@@ -249,7 +249,9 @@ class InferOptions:
 class WriteOptions:
     """The writer tasks: how many run, and how many places one of them takes."""
 
-    writers: int  # writer_workers: per-item writer tasks, and Zarr region tasks in flight
+    # writer_workers: per-item writers (tasks, or the model actor's threads) and Zarr region
+    # tasks in flight
+    writers: int
     max_batch: int  # chunk_size: the most places one per-item writer call takes
     async_write: bool  # accepted for rs-embed; writes are always Ray tasks
 
