@@ -80,48 +80,6 @@ def _files(out) -> dict[str, object]:
     return got
 
 
-@pytest.mark.parametrize("save_inputs", [True, False])
-def test_in_process_per_item_reads_each_patch_once(
-    tmp_path, raster_source, monkeypatch, save_inputs
-):
-    reads: Counter[tuple[str, str]] = Counter()
-    real = NpzMembers.raw
-
-    def counted(self, key):
-        reads[(self._fh.name, key)] += 1
-        return real(self, key)
-
-    monkeypatch.setattr(NpzMembers, "raw", counted)
-    # first with nothing handed over (a bound of 0 drops every item): all read from shards
-    monkeypatch.setattr(HANDOVER, "max_bytes", 0)
-    res = _export(tmp_path / "disk", raster_source, save_inputs)
-    assert [r["status"] for r in res] == ["ok"] * 9
-    from_disk = _files(tmp_path / "disk")
-    assert any("embeds" in path for path, _ in reads)  # the writer did read them back
-
-    reads.clear()
-    monkeypatch.setattr(HANDOVER, "max_bytes", handover_mod.MAX_BYTES)
-    res = _export(tmp_path / "pi", raster_source, save_inputs)
-    assert [r["status"] for r in res] == ["ok"] * 9
-    patch = {k: n for k, n in reads.items() if "patches" in k[0] and k[1].startswith("d")}
-    embed = {k: n for k, n in reads.items() if "embeds" in k[0] and k[1].startswith("d")}
-    # every patch read once (by the model), never by the writer; no embedding read back
-    assert len(patch) == 9 and set(patch.values()) == {1}, patch
-    assert embed == {}
-    assert HANDOVER.held_bytes() == 0  # cleared when the run ended
-
-    handed = _files(tmp_path / "pi")  # the same files as when everything was read back
-    assert handed.keys() == from_disk.keys()
-    for name, (side, arrays) in handed.items():
-        side0, arrays0 = from_disk[name]
-        assert side == side0, name
-        assert arrays.keys() == arrays0.keys()
-        assert ("input_chw__spectral_stats" in arrays) == save_inputs
-        for k, v in arrays.items():
-            assert v.dtype == arrays0[k].dtype
-            np.testing.assert_array_equal(v, arrays0[k], err_msg=f"{name} {k}")
-
-
 def _count_reads(monkeypatch) -> Counter[tuple[str, str]]:
     """Every array read from a shard in this process, by (file, member)."""
     reads: Counter[tuple[str, str]] = Counter()
@@ -157,6 +115,34 @@ def _same_files(got: dict[str, object], want: dict[str, object]) -> None:
         for k, v in arrays.items():
             assert v.dtype == arrays0[k].dtype
             np.testing.assert_array_equal(v, arrays0[k], err_msg=f"{name} {k}")
+
+
+@pytest.mark.parametrize("save_inputs", [True, False])
+def test_in_process_per_item_reads_each_patch_once(
+    tmp_path, raster_source, monkeypatch, save_inputs
+):
+    reads = _count_reads(monkeypatch)
+    # first with nothing handed over (a bound of 0 drops every item): all read from shards
+    monkeypatch.setattr(HANDOVER, "max_bytes", 0)
+    res = _export(tmp_path / "disk", raster_source, save_inputs)
+    assert [r["status"] for r in res] == ["ok"] * 9
+    from_disk = _files(tmp_path / "disk")
+    assert any("embeds" in path for path, _ in reads)  # the writer did read them back
+
+    reads.clear()
+    monkeypatch.setattr(HANDOVER, "max_bytes", handover_mod.MAX_BYTES)
+    res = _export(tmp_path / "pi", raster_source, save_inputs)
+    assert [r["status"] for r in res] == ["ok"] * 9
+    patch = {k: n for k, n in reads.items() if "patches" in k[0] and k[1].startswith("d")}
+    embed = {k: n for k, n in reads.items() if "embeds" in k[0] and k[1].startswith("d")}
+    # every patch read once (by the model), never by the writer; no embedding read back
+    assert len(patch) == 9 and set(patch.values()) == {1}, patch
+    assert embed == {}
+    assert HANDOVER.held_bytes() == 0  # cleared when the run ended
+
+    handed = _files(tmp_path / "pi")  # the same files as when everything was read back
+    assert all(("input_chw__spectral_stats" in a) == save_inputs for _, a in handed.values())
+    _same_files(handed, from_disk)
 
 
 @pytest.mark.parametrize("save_inputs", [True, False])
