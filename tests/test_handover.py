@@ -241,6 +241,8 @@ def test_a_stopping_run_starts_no_more_files(tmp_path):
     """``write_due_items`` as the model actor calls it: files for the due places, then none
     once the run's state folder says it is stopping (``RunState.mark_stopping``); the next
     run's lock clears the marker."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from rs_embed_ray.io.shards import write_shard
     from rs_embed_ray.io.state import RunState
     from rs_embed_ray.pipeline import schema as col
@@ -261,6 +263,8 @@ def test_a_stopping_run_starts_no_more_files(tmp_path):
         stop_marker=str(state.stop_marker),
     )
     place = json.dumps(spatial_to_dict(points(1)[0]))
+    spatials = points(1) * 3
+    pool = ThreadPoolExecutor(2)
     patch = {"status": "ok", "shard": str(patches), "error": None, "shape": [4, 2, 2]}
 
     def item(i):
@@ -280,7 +284,7 @@ def test_a_stopping_run_starts_no_more_files(tmp_path):
         }
         ok = {i: (np.full(3, i, np.float32), {"m": i}) for i in places}
         rows = embed_shard_rows(batch, ok, str(tmp_path))
-        write_due_items(rows, batch, ctx, "m", None)
+        write_due_items(rows, batch, ctx, "m", None, spatials, pool)
         return rows
 
     rows = batch_of([0, 1, 2])

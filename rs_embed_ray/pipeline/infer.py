@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -106,6 +107,11 @@ class ModelWorker:
         # finishes here (``write.write_due_items``), handing over only theirs
         self.item_ctx = item_ctx
         self.model_key = model_key or model_id
+        self.item_pool = (
+            ThreadPoolExecutor(max(1, int(item_ctx["writers"])), thread_name_prefix="item-writer")
+            if item_ctx is not None
+            else None
+        )
 
     def _embed(
         self,
@@ -147,8 +153,16 @@ class ModelWorker:
             ok = {b.indices[j]: v for j, v in good.items()}
             hand = {b.indices[j] for j in good if b.due[j]} if self.hand_over_embeddings else ()
             rows = embed_shard_rows(out, ok, self.shard_dir, hand)
-            if self.item_ctx is not None and col.ITEM in batch:
-                write_due_items(rows, batch, self.item_ctx, self.model_key, self.fetch_key)
+            if self.item_ctx is not None and self.item_pool is not None and col.ITEM in batch:
+                write_due_items(
+                    rows,
+                    batch,
+                    self.item_ctx,
+                    self.model_key,
+                    self.fetch_key,
+                    b.spatials,
+                    self.item_pool,
+                )
                 if (rows[col.WRITTEN] == col.STATUS_OUTPUT_ERROR).any():
                     # the output took no more writes and the run stops: the batches still
                     # queued here write no files while it does

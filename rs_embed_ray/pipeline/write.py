@@ -29,7 +29,6 @@ from rs_embed_ray.io.shards import ShardReader, write_shard
 from rs_embed_ray.io.steptable import step_src
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.fetch import with_retries
-from rs_embed_ray.specs import spatial_from_dict
 
 
 def write_embed_shard(batch: dict[str, np.ndarray], shard_dir: str) -> dict[str, np.ndarray]:
@@ -137,6 +136,8 @@ def write_due_items(
     ctx: dict[str, Any],
     model_key: str,
     fetch_key: str | None,
+    spatials: list[Any],
+    pool: ThreadPoolExecutor,
 ) -> None:
     """The last model's CPU actor on Ray: write the files of the places this batch finished
     (``batch[ITEM]`` set, embedding ok), in the actor's own process, so the patch and the
@@ -144,9 +145,9 @@ def write_due_items(
     with no writer task to start. ``rows``: the stage's result rows (``embed_shard_rows``);
     WRITTEN and MANIFEST are added to them.
 
-    The files are written on ``ctx["writers"]`` threads (``writer_workers``): a place's two
-    files wait on the disk (fsync) more than they compute, and the forward of the next batch
-    waits for these."""
+    ``spatials``: the batch's places as the model parsed them. The files are written on
+    ``pool`` (``writer_workers`` threads, the actor's): a place's two files wait on the disk
+    (fsync) more than they compute, and the forward of the next batch waits for these."""
     n = len(rows[col.INDEX])
     written, manifests = [""] * n, [""] * n
     chained = col.fetched(col.STATUS) in rows
@@ -156,7 +157,7 @@ def write_due_items(
             continue
         row = json.loads(item)
         row["index"] = int(rows[col.INDEX][j])
-        row["spatial_manifest"] = jsonable(spatial_from_dict(json.loads(batch[col.SPATIAL][j])))
+        row["spatial_manifest"] = jsonable(spatials[j])
         if col.TEMPORAL in batch:  # else the run's window (ctx), as the payload would say
             row["temporal"] = json.loads(batch[col.TEMPORAL][j])
         row["sources"]["embed"][model_key] = _src(rows, j)
@@ -186,11 +187,7 @@ def write_due_items(
             reader.close()
 
     try:
-        if len(due) > 1:
-            list(_writer_pool(int(ctx.get("writers", 1))).map(write, due))
-        else:
-            for job in due:
-                write(job)
+        list(pool.map(write, due))
     finally:
         for j, item in enumerate(batch[col.ITEM]):  # what no file took is not kept
             if item:
@@ -198,21 +195,6 @@ def write_due_items(
                 HANDOVER.take(str(rows[col.SHARD][j]), int(rows[col.INDEX][j]))
     rows[col.WRITTEN] = np.asarray(written, dtype=object)
     rows[col.MANIFEST] = np.asarray(manifests, dtype=object)
-
-
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _writer_pool(threads: int) -> ThreadPoolExecutor:
-    """This process's writer threads for ``write_due_items``, made once."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != threads:
-            if _POOL is not None:
-                _POOL[1].shutdown(wait=False)
-            _POOL = (threads, ThreadPoolExecutor(max(1, threads), thread_name_prefix="item-writer"))
-        return _POOL[1]
 
 
 def _src(rows: dict[str, np.ndarray], j: int, prefix: str = "") -> dict[str, Any]:
