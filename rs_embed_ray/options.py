@@ -223,7 +223,7 @@ class FetchOptions:
 
     in_flight: int  # num_workers: fetches in flight, actors x threads
     threads_per_actor: int  # fetch_threads: the most threads one fetch actor runs
-    max_batch: int  # chunk_size: the most places one fetch call takes
+    max_batch: int  # chunk_size: the fewest places one fetch call takes (sizing.call_places)
     spatial_batching: bool  # nearby places of a call share one request
     fail_on_bad_input: bool  # inspect each patch; a bad one fails its place
 
@@ -252,7 +252,7 @@ class WriteOptions:
     # writer_workers: per-item writers (tasks, or the model actor's threads) and Zarr region
     # tasks in flight
     writers: int
-    max_batch: int  # chunk_size: the most places one per-item writer call takes
+    max_batch: int  # chunk_size: the fewest places one per-item writer call takes
     async_write: bool  # accepted for rs-embed; writes are always Ray tasks
 
 
@@ -261,7 +261,7 @@ class RunOptions:
     """How to run an export (not what to export): one frozen object the plan carries to the
     runner and the runner hands, group by group, to the workers."""
 
-    block_rows: int  # chunk_size: rows per Ray Data block of the places (memory, log grain)
+    block_rows: int  # chunk_size: the fewest rows per Ray Data block of the places
     fetch: FetchOptions
     quota: QuotaOptions
     infer: InferOptions

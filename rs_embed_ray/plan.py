@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rs_embed_ray.errors import ModelError, SpecError
+from rs_embed_ray.geo import Grid, grid_for
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.formats import all_formats, format_names, get_format
 from rs_embed_ray.io.keys import sanitize_key
@@ -101,6 +102,15 @@ class FetchGroup:
     frame_bins: str | None = None
 
 
+def _pixels(grid: Grid) -> int:
+    return grid.width * grid.height
+
+
+# places whose grids estimate ``ExportPlan.place_bytes``: a million places' grids would take
+# seconds, and places of one run are mostly alike
+PLACE_BYTES_SAMPLE = 256
+
+
 @dataclass(frozen=True)
 class ExportPlan:
     """What to export, resolved and checked (the request), plus how to run it (``run``)."""
@@ -149,6 +159,19 @@ class ExportPlan:
 
     def centers(self) -> PerPlace:
         return PerPlace(self.n_items, lambda i: self.spatials[i].center())
+
+    @functools.cached_property
+    def place_bytes(self) -> int:
+        """About the most bytes of fetched pixels (float32) one place holds in any fetch
+        group, from the grids of up to ``PLACE_BYTES_SAMPLE`` places spread over the run:
+        what sizes the calls (``pipeline.sizing.call_places``). 0 without places."""
+        step = max(1, -(-self.n_items // PLACE_BYTES_SAMPLE))
+        sample = self.spatials[::step]
+        out = 0
+        for g in self.groups:
+            pixels = max((_pixels(grid_for(s, g.sensor.scale_m)) for s in sample), default=0)
+            out = max(out, 4 * len(g.sensor.bands) * max(1, g.n_frames or 1) * pixels)
+        return out
 
     @property
     def ext(self) -> str:

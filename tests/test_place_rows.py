@@ -48,7 +48,8 @@ def test_rows_of_a_shared_window(ray_cluster, tmp_path) -> None:
     plan = _plan(tmp_path, 40, chunk_size=4)
     todo = list(range(0, 40, 3))
     ds = flow.place_rows(plan, todo, **{col.SHARD: lambda i: f"s{i}", col.EMBED: lambda i: i > 9})
-    assert ds.num_blocks() == n_blocks(len(todo), 4, call_places(plan.run.block_rows, len(todo)))
+    per_block = call_places(plan.run.block_rows, len(todo), plan.place_bytes)
+    assert ds.num_blocks() == n_blocks(len(todo), 4, per_block)
     rows = _rows(ds)
     assert sorted(rows) == todo
     for i, row in rows.items():

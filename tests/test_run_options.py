@@ -139,36 +139,75 @@ def test_the_cli_plans_once(tmp_path, monkeypatch):
 def test_fetch_sizing_never_exceeds_what_was_asked(in_flight, threads_per_actor, cpus, quota):
     for n in (1, 7, 500):
         opts = FetchOptions(in_flight, threads_per_actor, 16, False, False)
-        s = sizing.fetch_sizing(opts, quota, n, cpus, chained=False)
-        cap = min(in_flight, n, quota.max_concurrent if quota else in_flight)
-        assert 1 <= s.actors * s.threads <= max(1, cap)
-        assert s.actors <= max(2, 2 * int(cpus))
-        assert 1 <= s.batch <= 16 and 0.05 <= s.cpus_per_actor <= 1.0
+        for place_bytes, most in ((sizing.CALL_BYTES, 16), (4096, sizing.MAX_CALL_PLACES)):
+            s = sizing.fetch_sizing(opts, quota, n, cpus, False, place_bytes)
+            cap = min(in_flight, n, quota.max_concurrent if quota else in_flight)
+            assert 1 <= s.actors * s.threads <= max(1, cap)
+            assert s.actors <= max(2, 2 * int(cpus))
+            assert 1 <= s.batch <= most and 0.05 <= s.cpus_per_actor <= 1.0
+
+
+BIG = sizing.CALL_BYTES  # a place whose pixels fill a call alone
+SMALL = 4 * 4 * 32 * 32  # spectral_stats' 4 bands, 32 x 32 pixels (160 m at 10 m)
 
 
 def test_fetch_and_writer_batches():
     near = FetchOptions(8, 4, 200, True, False)
-    assert sizing.fetch_batch(near, 3, 2) == sizing.MAX_CALL_PLACES  # whole chunks, capped
+    assert sizing.fetch_batch(near, 3, 2, BIG) == sizing.MAX_CALL_PLACES  # whole chunks, capped
     far = dataclasses.replace(near, spatial_batching=False)
     # a short run still spreads over every actor: 10 places, 4 actors -> 2 per call
-    assert sizing.fetch_batch(far, 10, 4) == 2
-    assert sizing.item_writer_batch(WriteOptions(2, 300, True), 10) == sizing.MAX_CALL_PLACES
-    assert sizing.item_writer_batch(WriteOptions(2, 16, True), 5_000) == 16  # chunk_size
+    assert sizing.fetch_batch(far, 10, 4, BIG) == 2
+    assert sizing.fetch_batch(far, 10, 4, SMALL) == 2
+    # small places: calls of MAX_CALL_PLACES where the run is long enough for every actor
+    assert sizing.fetch_batch(far, 1000, 1, SMALL) == sizing.MAX_CALL_PLACES
+    assert sizing.fetch_batch(far, 1000, 1, BIG) == sizing.MAX_CALL_PLACES  # chunk 200, capped
+    near16 = dataclasses.replace(near, max_batch=16)
+    assert sizing.fetch_batch(near16, 1000, 1, BIG) == 16  # chunk_size
+    assert sizing.fetch_batch(near16, 1000, 1, SMALL) == sizing.MAX_CALL_PLACES
+    # the actors' calls hold HELD_PLACES at most: 4 actors, 2 calls each -> 32 places a call
+    held = sizing.HELD_PLACES // (4 * sizing.CALLS_PER_ACTOR)
+    far16 = dataclasses.replace(far, max_batch=16)
+    assert sizing.fetch_batch(far16, 4000, 4, SMALL) == held
+    # ... but a long run's calls still grow for the driver's memory (MAX_CALLS)
+    assert sizing.fetch_batch(far16, 1_000_000, 4, SMALL) == sizing.MAX_CALL_PLACES
+    # spatial batching keeps whole chunks, and grows calls only while every actor gets two
+    assert sizing.fetch_batch(near16, 100, 4, SMALL) == 16
+    assert sizing.item_writer_batch(WriteOptions(2, 300, True), 10, BIG) == sizing.MAX_CALL_PLACES
+    assert sizing.item_writer_batch(WriteOptions(2, 16, True), 5_000, BIG) == 16  # chunk_size
+    assert sizing.item_writer_batch(WriteOptions(2, 16, True), 5_000, SMALL) == 64
     assert sizing.writers(8, 10, 4) == 3  # never more writers than batches
     assert sizing.n_blocks(10_000_000, 4) == sizing.MAX_BLOCKS
 
 
-@given(chunk=st.integers(1, 200), n=st.integers(0, 10_000_000))
-def test_calls_grow_for_long_runs_within_their_bounds(chunk, n):
-    """A stage makes at most about MAX_CALLS calls where MAX_CALL_PLACES allows it, and a
-    call never takes fewer places than chunk_size asks (nor more than MAX_CALL_PLACES)."""
-    per = sizing.call_places(chunk, n)
-    assert per == min(chunk, sizing.MAX_CALL_PLACES) or per > chunk
-    assert 1 <= per <= sizing.MAX_CALL_PLACES
+def test_call_places_by_pixels():
+    """A call takes as many places as CALL_BYTES of pixels holds, between chunk_size and
+    MAX_CALL_PLACES: 224 x 224 pixels of 4 bands (0.8 MB) -> 41 places; of 12 bands
+    (2.4 MB) -> chunk_size; unknown (0) -> MAX_CALL_PLACES."""
+    assert sizing.call_places(16, 1000, 4 * 4 * 224 * 224) == 41
+    assert sizing.call_places(16, 1000, 4 * 12 * 224 * 224) == 16
+    assert sizing.call_places(16, 1000, SMALL) == sizing.MAX_CALL_PLACES
+    assert sizing.call_places(16, 1000, 0) == sizing.MAX_CALL_PLACES
+
+
+@given(
+    chunk=st.integers(1, 200),
+    n=st.integers(0, 10_000_000),
+    place_bytes=st.integers(0, 2**31),
+)
+def test_calls_grow_for_long_runs_within_their_bounds(chunk, n, place_bytes):
+    """A stage makes at most about MAX_CALLS calls where MAX_CALL_PLACES allows it; a call
+    never takes fewer places than chunk_size asks (nor more than MAX_CALL_PLACES), nor more
+    pixels than CALL_BYTES unless chunk_size or the run's length asks for it."""
+    per = sizing.call_places(chunk, n, place_bytes)
+    least = min(chunk, sizing.MAX_CALL_PLACES)
+    assert least <= per <= sizing.MAX_CALL_PLACES
     calls = -(-n // per)
     assert calls <= sizing.MAX_CALLS or per == sizing.MAX_CALL_PLACES
-    if n <= sizing.MAX_CALLS * chunk:  # short runs keep the user's chunk_size
-        assert per == min(chunk, sizing.MAX_CALL_PLACES)
+    asked = max(least, min(-(-n // sizing.MAX_CALLS), sizing.MAX_CALL_PLACES))
+    if place_bytes > 0 and per > asked:
+        assert per * place_bytes <= sizing.CALL_BYTES
+    if n <= sizing.MAX_CALLS * chunk and place_bytes * chunk >= sizing.CALL_BYTES:
+        assert per == least  # short runs of large places keep the user's chunk_size
 
 
 def test_morton_keeps_neighbours_together():
@@ -274,3 +313,25 @@ def test_a_cpu_model_actor_gets_every_core_of_its_node():
     assert sizing.node_threads(3) == 3  # an explicit count is kept
     gpu = sizing.infer_sizing("cuda", cpus=64.0, gpus=4.0)
     assert (gpu.actors, gpu.gpus_per_actor, gpu.torch_threads) == (4, 1, 1)
+
+
+def test_place_bytes_is_the_largest_fetched_patch(tmp_path):
+    """``ExportPlan.place_bytes``, which sizes the calls: float32 pixels of the group's bands
+    on the place's grid (a point's buffer at the sensor's scale), the largest of the run."""
+    from rs_embed_ray.models.spectral_stats import BANDS
+    from tests.conftest import points
+
+    def plan(spatials):
+        return plan_export(
+            spatials=spatials,
+            temporal=TemporalSpec.range("2022-06-01", "2022-09-01"),
+            models=["spectral_stats"],
+            out=str(tmp_path / "out"),
+            layout="per_item",
+            backend="gee",
+            provider_options={"url": "http://127.0.0.1:9"},  # never contacted
+        )
+
+    assert plan(points(3)).place_bytes == 4 * len(BANDS) * 32 * 32  # 160 m at 10 m
+    mixed = points(10) + points(1, buffer_m=1120.0)
+    assert plan(mixed).place_bytes == 4 * len(BANDS) * 224 * 224

@@ -14,11 +14,12 @@ import ray
 from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
 
 from rs_embed_ray.pipeline import schema as col
-from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
+from rs_embed_ray.pipeline.fetch import FetchWorker
 from rs_embed_ray.pipeline.heap import HeapTrimmer
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.progress import progress
 from rs_embed_ray.pipeline.sizing import (
+    CALLS_PER_ACTOR,
     FetchSizing,
     InferSizing,
     call_places,
@@ -55,15 +56,19 @@ def cluster_resources(device: str = "auto") -> tuple[float, float]:
     return float(res.get("CPU", 1.0)), float(res.get("GPU", 0.0))
 
 
-def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> Any:
+def place_rows(
+    plan: ExportPlan, todo: list[int], block: int | None = None, **cols: Callable[[int], Any]
+) -> Any:
     """One row per place (INDEX, SPATIAL; TEMPORAL only when places have windows of their own,
-    else the stages use the run's), plus ``cols``: name -> value of place i.
+    else the stages use the run's), plus ``cols``: name -> value of place i. Blocks of about
+    ``block`` places (the fetch call's, so a call is one block), else ``call_places``.
 
     The rows are built column by column into Arrow blocks, one block's places at a time: a
     row dict per place peaked at about 870 bytes of Python objects a place (17 MB at 20,000
     places, near a gigabyte at a million) while Ray Data copied the rows into its own
     blocks; this peaks at about 100 (tests/test_place_rows.py)."""
-    n = n_blocks(len(todo), 4, call_places(plan.run.block_rows, len(todo)))
+    per_block = block or call_places(plan.run.block_rows, len(todo), plan.place_bytes)
+    n = n_blocks(len(todo), 4, per_block)
     tables = []
     for part in np.array_split(np.asarray(todo, dtype=np.int64), n):
         columns: dict[str, Any] = {col.INDEX: pa.array(part)}
@@ -158,7 +163,7 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
     """The per-item writer: rows of (INDEX, PAYLOAD) -> (INDEX, STATUS, MANIFEST)."""
     w = plan.run.write
     ds = ray.data.from_items(rows, override_num_blocks=n_blocks(len(rows), w.writers))
-    batch = item_writer_batch(w, plan.n_items)
+    batch = item_writer_batch(w, plan.n_items, plan.place_bytes)
     return ds.map_batches(
         finalize_items,
         fn_kwargs={"ctx": ctx},

@@ -57,10 +57,6 @@ def with_retries(fn: Any, retries: int, backoff_s: float) -> Any:
             attempt += 1
 
 
-# fetch batches one actor runs at once (Ray threads); its pool still caps requests in flight
-CALLS_PER_ACTOR = 2
-
-
 class FetchWorker:
     def __init__(
         self,
@@ -102,7 +98,7 @@ class FetchWorker:
         self.retries = retry.max_retries
         self.backoff = retry.backoff_s
         self.fail_on_bad_input = options.fail_on_bad_input
-        # one pool per actor, shared by the CALLS_PER_ACTOR batches that run at once: while
+        # one pool per actor, shared by the sizing.CALLS_PER_ACTOR batches that run at once: while
         # one batch waits on its last places, the next one's places keep every thread busy,
         # and the pool size stays the actor's cap on requests in flight
         self.threads = max(1, threads)

@@ -25,11 +25,17 @@ import numpy as np
 
 from rs_embed_ray.options import FetchOptions, QuotaOptions
 from rs_embed_ray.pipeline import schema as col
-from rs_embed_ray.pipeline.fetch import CALLS_PER_ACTOR, FetchWorker
+from rs_embed_ray.pipeline.fetch import FetchWorker
 from rs_embed_ray.pipeline.heap import HeapTrimmer
 from rs_embed_ray.pipeline.infer import ModelWorker
 from rs_embed_ray.pipeline.progress import progress
-from rs_embed_ray.pipeline.sizing import FetchSizing, InferSizing, call_places, item_writer_batch
+from rs_embed_ray.pipeline.sizing import (
+    CALLS_PER_ACTOR,
+    FetchSizing,
+    InferSizing,
+    call_places,
+    item_writer_batch,
+)
 from rs_embed_ray.pipeline.sizing import fetch_sizing as ray_fetch_sizing
 from rs_embed_ray.pipeline.worker_args import (
     fetch_worker_kwargs,
@@ -100,9 +106,12 @@ def _column(values: list[Any]) -> np.ndarray:
     return arr.astype(object) if arr.dtype.kind in "US" else arr
 
 
-def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) -> LocalDataset:
-    """The rows ``dataflow.place_rows`` makes, as numpy batches of ``block_rows`` places."""
-    step = call_places(plan.run.block_rows, len(todo))
+def place_rows(
+    plan: ExportPlan, todo: list[int], block: int | None = None, **cols: Callable[[int], Any]
+) -> LocalDataset:
+    """The rows ``dataflow.place_rows`` makes, as numpy batches of ``block`` places (else
+    ``call_places``)."""
+    step = block or call_places(plan.run.block_rows, len(todo), plan.place_bytes)
     blocks = []
     for lo in range(0, len(todo), step):
         places = todo[lo : lo + step]
@@ -114,11 +123,16 @@ def place_rows(plan: ExportPlan, todo: list[int], **cols: Callable[[int], Any]) 
 
 
 def fetch_sizing(
-    opts: FetchOptions, quota: QuotaOptions | None, n: int, cpus: float, chained: bool
+    opts: FetchOptions,
+    quota: QuotaOptions | None,
+    n: int,
+    cpus: float,
+    chained: bool,
+    place_bytes: int,
 ) -> FetchSizing:
     """One fetch worker holding every fetch in flight (``num_workers``, capped by the quota),
     its calls as large as the Ray plan's, so the first places reach the model as soon."""
-    size = ray_fetch_sizing(opts, quota, n, cpus, chained)
+    size = ray_fetch_sizing(opts, quota, n, cpus, chained, place_bytes)
     return FetchSizing(1, size.actors * size.threads, 0.0, size.batch)
 
 
@@ -174,7 +188,10 @@ def finalize_stage(rows: list[dict[str, Any]], plan: ExportPlan, ctx: dict[str, 
         col.PAYLOAD: np.asarray([r[col.PAYLOAD] for r in rows], dtype=object),
     }
     stage = Stage(
-        finalize_items, {"ctx": ctx}, item_writer_batch(w, plan.n_items), max(1, w.writers)
+        finalize_items,
+        {"ctx": ctx},
+        item_writer_batch(w, plan.n_items, plan.place_bytes),
+        max(1, w.writers),
     )
     return LocalDataset((block,), (stage,))
 

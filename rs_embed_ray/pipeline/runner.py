@@ -170,12 +170,16 @@ class Runner:
         return {"limiter_name": self._quota[0]}
 
     # -- stages --------------------------------------------------------------------------
-    def _fetch_op(self, ds: Any, group: FetchGroup, n: int, chained: bool) -> Any:
-        """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
+    def _fetch_size(self, n: int, chained: bool) -> Any:
+        """The FETCH actor pool's sizing (``sizing.FetchSizing``) for ``n`` places."""
         p = self.plan
         uses_quota = provider_capability(p.backend, "uses_request_quota", target=p.provider_target)
         quota = p.run.quota if uses_quota else None
-        size = self.flow.fetch_sizing(p.run.fetch, quota, n, self.cpus, chained)
+        return self.flow.fetch_sizing(p.run.fetch, quota, n, self.cpus, chained, p.place_bytes)
+
+    def _fetch_op(self, ds: Any, group: FetchGroup, size: Any) -> Any:
+        """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
+        p = self.plan
         shard_dir = str(self.state.shard_dir("patches", group.key))
         quota_kw = self._quota_kwargs(size.actors, size.threads)
         return self.flow.fetch_stage(ds, p, group, shard_dir, size, quota_kw)
@@ -275,8 +279,9 @@ class Runner:
         if p.run.fetch.spatial_batching:
             todo = sorted(todo, key=lambda i: morton(p.spatials[i].center()))
         desc = f"fetch[{group.sensor.collection}]"
+        size = self._fetch_size(len(todo), chained=first is not None)
         if first is None:
-            ds = self._fetch_op(self.flow.place_rows(p, todo), group, len(todo), chained=False)
+            ds = self._fetch_op(self.flow.place_rows(p, todo, size.batch), group, size)
             with self.flow.progress(len(todo), desc, p.run.show_progress) as bar:
                 for batch in self.flow.batches(ds):
                     self.log.fail_fast(self._consume_patches(group, batch), desc)
@@ -284,8 +289,8 @@ class Runner:
                     bar.update(len(batch[col.INDEX]))
             return
         embed = {col.EMBED: lambda i: not self.log.ok(EMBED, first.key, i)}
-        rows = self.flow.place_rows(p, todo, **embed, **self._due_items(first, group))
-        ds = self._fetch_op(rows, group, len(todo), chained=True)
+        rows = self.flow.place_rows(p, todo, size.batch, **embed, **self._due_items(first, group))
+        ds = self._fetch_op(rows, group, size)
         ds = self._infer_op(ds, first, len(todo))
         with self.flow.progress(
             len(todo), f"{desc}+infer[{first.name}]", p.run.show_progress
@@ -438,7 +443,7 @@ class Runner:
             w = self.plan.run.write
             self._item_writers = self.flow.TaskWindow(finalize_items, w.writers)
             self._item_ctx = self._ctx()
-        step = item_writer_batch(self.plan.run.write, self.plan.n_items)
+        step = item_writer_batch(self.plan.run.write, self.plan.n_items, self.plan.place_bytes)
         for lo in range(0, len(done), step):
             rows = [self._item_payload(i) for i in done[lo : lo + step]]
             batch = {

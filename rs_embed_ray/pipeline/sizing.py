@@ -17,15 +17,31 @@ MAX_CALL_PLACES = 64  # the most places one fetch or per-item writer call takes
 # whole run (Ray Data's block metadata and stats, task specs). 50,000 places in calls of 64
 # instead of 16: 0.84 against 1.18 KB a place of driver growth (docs/benchmarks.md)
 MAX_CALLS = 1000
+# fetched pixels up to which a call takes more places than ``chunk_size``: a call costs
+# about the same CPU whatever its size (Ray Data's dispatch and blocks, the driver's records,
+# a shard a call): 64 places a call instead of 16 took about 1 ms of CPU a place off at
+# 40 places/s (docs/benchmarks.md, session 18). Bounded, because a fetch actor holds the
+# pixels of its CALLS_PER_ACTOR calls until each call's shard is written.
+CALL_BYTES = 32 * 2**20
+# fetch batches one actor runs at once (Ray threads); its pool still caps requests in flight
+CALLS_PER_ACTOR = 2
+# places the fetch actors' calls hold at once, at most, where CALL_BYTES makes the calls
+# larger than chunk_size: they are what the model drains at the run's end (all of them
+# arrive together: 512 places in calls of 64 at W = 32 cost 1.4 s of a 33 s run) and what
+# a killed run fetches again
+HELD_PLACES = 256
 
 
-def call_places(chunk: int, n: int) -> int:
+def call_places(chunk: int, n: int, place_bytes: int, most: int = MAX_CALL_PLACES) -> int:
     """Places per call (a block of place rows, a fetch call, a per-item writer call) for a
-    stage over ``n`` places: the user's ``chunk``, made larger for a long run so the stage
-    makes about ``MAX_CALLS`` calls at most, never past ``MAX_CALL_PLACES``. The model's own
-    batch stays ``chunk`` (Ray Data splits a larger block into batches of it)."""
+    stage over ``n`` places of about ``place_bytes`` fetched pixels each
+    (``ExportPlan.place_bytes``): as many as ``CALL_BYTES`` holds (up to ``most``), and at
+    least the user's ``chunk``, made larger for a long run so the stage makes about
+    ``MAX_CALLS`` calls at most; never past ``MAX_CALL_PLACES``. The model's own batch stays
+    ``chunk`` (Ray Data splits a larger block into batches of it)."""
     chunk = max(1, chunk)
-    return min(MAX_CALL_PLACES, max(chunk, math.ceil(n / MAX_CALLS)))
+    by_bytes = CALL_BYTES // place_bytes if place_bytes > 0 else MAX_CALL_PLACES
+    return min(MAX_CALL_PLACES, max(chunk, math.ceil(n / MAX_CALLS), min(most, by_bytes)))
 
 
 def n_blocks(n_rows: int, parallelism: int, rows_per_block: int = 64) -> int:
@@ -65,6 +81,7 @@ def fetch_sizing(
     n: int,
     cpus: float,
     chained: bool,
+    place_bytes: int,
 ) -> FetchSizing:
     """``opts.in_flight`` fetches (capped by the quota's concurrency when given, gee) for ``n``
     places on a cluster of ``cpus``; ``chained``: a model actor shares the CPUs."""
@@ -83,16 +100,19 @@ def fetch_sizing(
     # IO-bound: small CPU shares, leaving room for the model actor when chained
     share = 0.25 if chained else 0.5
     fetch_cpus = min(1.0, max(0.05, share * cpus / size))
-    return FetchSizing(size, threads, fetch_cpus, fetch_batch(opts, n, size))
+    return FetchSizing(size, threads, fetch_cpus, fetch_batch(opts, n, size, place_bytes))
 
 
-def fetch_batch(opts: FetchOptions, n: int, actors: int) -> int:
-    """Places per fetch call: whole chunks when nearby places share requests; else small
-    enough that a short run still spreads over every fetch actor."""
-    per_call = call_places(opts.max_batch, n)
+def fetch_batch(opts: FetchOptions, n: int, actors: int, place_bytes: int) -> int:
+    """Places per fetch call (``call_places``, the actors' calls holding ``HELD_PLACES`` at
+    most), few enough that a short run still spreads over every fetch actor; whole chunks
+    when nearby places share requests."""
+    held = max(1, HELD_PLACES // (actors * CALLS_PER_ACTOR))
+    per_call = call_places(opts.max_batch, n, place_bytes, held)
+    spread = min(per_call, math.ceil(n / (2 * actors)))
     if opts.spatial_batching:
-        return per_call
-    return max(1, min(per_call, math.ceil(n / (2 * actors))))
+        return max(min(opts.max_batch, per_call), spread)
+    return max(1, spread)
 
 
 NODE_CORES = 0  # torch_threads: every core of the node the actor runs on (``node_threads``)
@@ -128,6 +148,6 @@ def node_threads(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def item_writer_batch(opts: WriteOptions, n: int) -> int:
-    """Places per per-item writer call, for a run of ``n`` places."""
-    return call_places(opts.max_batch, n)
+def item_writer_batch(opts: WriteOptions, n: int, place_bytes: int) -> int:
+    """Places per per-item writer call, for a run of ``n`` places (``call_places``)."""
+    return call_places(opts.max_batch, n, place_bytes)
