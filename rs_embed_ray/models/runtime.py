@@ -211,11 +211,33 @@ def build_loaded(
 
 
 @contextmanager
-def inference(device: str, dtype: Any) -> Iterator[None]:
-    """``torch.inference_mode`` plus the model's autocast (a no-op without ``dtype``)."""
+def default_matmul_precision() -> Iterator[None]:
+    """float32 matmuls at torch's default precision ("highest") while a model runs, the
+    process's own setting put back after. A library imported before the export can lower it
+    for the whole process (terratorch sets "medium"): CPU matmuls then compute in bfloat16
+    inside (a 256 x 256 product 0.17 off here, torch 2.14), and the embeddings differ from
+    the official model's and from a run in another process."""
     import torch
 
-    with torch.inference_mode(), autocast_context(device, dtype):
+    before = torch.get_float32_matmul_precision()
+    if before == "highest":
+        yield
+        return
+    log.info("float32 matmul precision is %r in this process: the model runs at 'highest'", before)
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@contextmanager
+def inference(device: str, dtype: Any) -> Iterator[None]:
+    """``torch.inference_mode`` plus the model's autocast (a no-op without ``dtype``), at the
+    default float32 matmul precision (``default_matmul_precision``)."""
+    import torch
+
+    with default_matmul_precision(), torch.inference_mode(), autocast_context(device, dtype):
         yield
 
 
@@ -330,6 +352,7 @@ __all__ = [
     "build_loaded",
     "build_seeded",
     "check_state_dict",
+    "default_matmul_precision",
     "inference",
     "load_prepared",
     "load_state_dict_file",

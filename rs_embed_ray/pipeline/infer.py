@@ -21,6 +21,7 @@ from rs_embed_ray.io.manifest import error_text, prefetch_error
 from rs_embed_ray.io.npz import array_to_bytes
 from rs_embed_ray.io.shards import ShardReader
 from rs_embed_ray.models.registry import load_embedder
+from rs_embed_ray.models.runtime import default_matmul_precision
 from rs_embed_ray.models.tiling import embed_with_prep
 from rs_embed_ray.options import InferOptions, RetryOptions
 from rs_embed_ray.pipeline import schema as col
@@ -114,6 +115,17 @@ class ModelWorker:
         )
 
     def _embed(
+        self,
+        inputs: list[np.ndarray],
+        spatials: list[Any],
+        metas: list[dict],
+        temporal: TemporalSpec | None,
+    ) -> list:
+        # any model, the catalog's or a registered one, at torch's default matmul precision
+        with default_matmul_precision():
+            return self._embed_once(inputs, spatials, metas, temporal)
+
+    def _embed_once(
         self,
         inputs: list[np.ndarray],
         spatials: list[Any],
