@@ -187,9 +187,10 @@ def test_call_places_by_pixels():
     assert sizing.call_places(16, 1000, 4 * 12 * 224 * 224) == 16
     assert sizing.call_places(16, 1000, SMALL) == sizing.MAX_CALL_PLACES
     assert sizing.call_places(16, 1000, 0) == sizing.MAX_CALL_PLACES
-    # chunk_size stays the grain: CALL_CHUNKS chunks a call at most
-    assert sizing.call_places(1, 1000, SMALL) == sizing.CALL_CHUNKS
-    assert sizing.call_places(4, 1000, SMALL) == 4 * sizing.CALL_CHUNKS
+    # a chunk_size under the default asks for a finer grain: kept as it is
+    assert sizing.GROW_FROM_CHUNK == 16
+    assert sizing.call_places(1, 1000, SMALL) == 1
+    assert sizing.call_places(4, 1000, SMALL) == 4
 
 
 @given(
@@ -207,9 +208,9 @@ def test_calls_grow_for_long_runs_within_their_bounds(chunk, n, place_bytes):
     calls = -(-n // per)
     assert calls <= sizing.MAX_CALLS or per == sizing.MAX_CALL_PLACES
     asked = max(least, min(-(-n // sizing.MAX_CALLS), sizing.MAX_CALL_PLACES))
-    if per > asked:  # grown by the pixels: within CALL_BYTES and CALL_CHUNKS chunks
+    if per > asked:  # grown by the pixels: within CALL_BYTES, from the default chunk up
         assert per * place_bytes <= sizing.CALL_BYTES or place_bytes == 0
-        assert per <= sizing.CALL_CHUNKS * chunk
+        assert chunk >= sizing.GROW_FROM_CHUNK
     if n <= sizing.MAX_CALLS * chunk and place_bytes * chunk >= sizing.CALL_BYTES:
         assert per == least  # short runs of large places keep the user's chunk_size
 

@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from rs_embed_ray.options import FetchOptions, QuotaOptions, WriteOptions
+from rs_embed_ray.options import ExportOptions, FetchOptions, QuotaOptions, WriteOptions
 
 MAX_BLOCKS = 2000  # a cap on Ray Data's per-block overhead
 MAX_CALL_PLACES = 64  # the most places one fetch or per-item writer call takes
@@ -23,10 +23,10 @@ MAX_CALLS = 1000
 # 40 places/s (docs/benchmarks.md, session 18). Bounded, because a fetch actor holds the
 # pixels of its CALLS_PER_ACTOR calls until each call's shard is written.
 CALL_BYTES = 32 * 2**20
-# chunks one call takes at most that way: chunk_size stays the user's grain (rs-embed's unit
-# of fetch, inference and write), what a killed run fetches again and how finely the run's
-# log and progress move (chunk_size=1: calls of 4 places)
-CALL_CHUNKS = 4
+# calls grow that way from the default chunk_size up: a smaller chunk_size asks for a finer
+# grain (rs-embed's unit of fetch, inference and write: what a killed run fetches again, how
+# soon the log and the progress move) and is kept as it is
+GROW_FROM_CHUNK = ExportOptions.chunk_size
 # fetch batches one actor runs at once (Ray threads); its pool still caps requests in flight
 CALLS_PER_ACTOR = 2
 # places the fetch actors' calls hold at once, at most, where CALL_BYTES makes the calls
@@ -39,14 +39,14 @@ HELD_PLACES = 256
 def call_places(chunk: int, n: int, place_bytes: int, most: int = MAX_CALL_PLACES) -> int:
     """Places per call (a block of place rows, a fetch call, a per-item writer call) for a
     stage over ``n`` places of about ``place_bytes`` fetched pixels each
-    (``ExportPlan.place_bytes``): as many as ``CALL_BYTES`` holds (up to ``most`` and
-    ``CALL_CHUNKS`` chunks), and at least the user's ``chunk``, made larger for a long run
-    so the stage makes about ``MAX_CALLS`` calls at most; never past ``MAX_CALL_PLACES``.
-    The model's own batch stays ``chunk`` (Ray Data splits a larger block into batches of
-    it)."""
+    (``ExportPlan.place_bytes``): as many as ``CALL_BYTES`` holds (up to ``most``) when
+    ``chunk`` is ``GROW_FROM_CHUNK`` or more, and at least the user's ``chunk``, made larger
+    for a long run so the stage makes about ``MAX_CALLS`` calls at most; never past
+    ``MAX_CALL_PLACES``. The model's own batch stays ``chunk`` (Ray Data splits a larger
+    block into batches of it)."""
     chunk = max(1, chunk)
     by_bytes = CALL_BYTES // place_bytes if place_bytes > 0 else MAX_CALL_PLACES
-    grown = min(most, by_bytes, CALL_CHUNKS * chunk)
+    grown = min(most, by_bytes) if chunk >= GROW_FROM_CHUNK else chunk
     return min(MAX_CALL_PLACES, max(chunk, math.ceil(n / MAX_CALLS), grown))
 
 

@@ -31,9 +31,7 @@ from tests.faults.conftest import (
 
 pytestmark = pytest.mark.usefixtures("clean_ee_env")
 
-# chunk_size=1 makes calls of 4 places here (sizing.CALL_CHUNKS), two at once on the one
-# thread: the first half (two calls) is fetched and logged, the second half held
-PLACES = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 160.0) for i in range(16)]
+PLACES = [PointBuffer(15.0 + 0.01 * i, 45.0 - 0.01 * i, 160.0) for i in range(8)]
 BANDS = ["B2", "B3", "B4", "B8"]
 
 
