@@ -4,10 +4,12 @@ Runs a real export on a local Ray cluster against the Earth Engine emulator (``-
 emulator``, with injected latency) or the local raster backend (``--backend local``, a
 synthetic scene is written if no ``--source`` is given), and prints ONE JSON line:
 
-  items_per_s (steady state: 10%..90% of the last model's results), wall_s, fetch_bound
-  (concurrency limit / measured fetch latency, emulator only), model_bound (items/s of the
-  same model's forward alone, measured in this run), efficiency = items/s / min(bounds),
-  peak RSS of the driver and of all Ray processes together, requests per item.
+  items_per_s_span (from the first request the emulator received, else the first logged
+  place, to the last logged place), wall_s, fetch_bound (concurrency limit / measured fetch
+  latency, emulator only), model_bound (items/s of the same model's forward alone, measured
+  in this run), efficiency = items_per_s_span / min(bounds), peak RSS of the driver and of
+  all Ray processes together, requests per item, CPU ms a place over the run and in the
+  steady window (10-90 % of the emulator's pixel requests, else of the last model's records).
 
 Example:
   python scripts/bench.py --n 1000 --models spectral_stats --layout per_item
