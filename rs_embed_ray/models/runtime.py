@@ -8,6 +8,7 @@ torch is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from abc import abstractmethod
@@ -210,6 +211,12 @@ def build_loaded(
 # ---------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _note_lowered_precision(setting: str) -> None:
+    """Once a process and setting: the guard runs on every batch."""
+    log.info("float32 matmul precision is %r in this process: models run at 'highest'", setting)
+
+
 @contextmanager
 def default_matmul_precision() -> Iterator[None]:
     """float32 matmuls at torch's default precision ("highest") while a model runs, the
@@ -223,7 +230,7 @@ def default_matmul_precision() -> Iterator[None]:
     if before == "highest":
         yield
         return
-    log.info("float32 matmul precision is %r in this process: the model runs at 'highest'", before)
+    _note_lowered_precision(before)
     torch.set_float32_matmul_precision("highest")
     try:
         yield

@@ -121,31 +121,23 @@ class ModelWorker:
         metas: list[dict],
         temporal: TemporalSpec | None,
     ) -> list:
-        # any model, the catalog's or a registered one, at torch's default matmul precision
+        # any model, the catalog's or a registered one (which may not use
+        # runtime.inference), at torch's default matmul precision
         with default_matmul_precision():
-            return self._embed_once(inputs, spatials, metas, temporal)
-
-    def _embed_once(
-        self,
-        inputs: list[np.ndarray],
-        spatials: list[Any],
-        metas: list[dict],
-        temporal: TemporalSpec | None,
-    ) -> list:
-        return with_retries(
-            lambda: embed_with_prep(
-                self.embedder,
-                inputs,
-                prep=self.prep,
-                output=self.output,
-                spatials=spatials,
-                temporal=temporal,
-                fetch_metas=metas,
-                batch_size=self.batch_size,
-            ),
-            self.retries,
-            self.backoff,
-        )
+            return with_retries(
+                lambda: embed_with_prep(
+                    self.embedder,
+                    inputs,
+                    prep=self.prep,
+                    output=self.output,
+                    spatials=spatials,
+                    temporal=temporal,
+                    fetch_metas=metas,
+                    batch_size=self.batch_size,
+                ),
+                self.retries,
+                self.backoff,
+            )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         b = _Rows(batch)

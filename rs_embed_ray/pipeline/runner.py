@@ -37,7 +37,7 @@ from rs_embed_ray.pipeline.fetch import with_retries
 from rs_embed_ray.pipeline.heap import release_free_heap
 from rs_embed_ray.pipeline.regions import RegionWriters
 from rs_embed_ray.pipeline.runlog import EMBED, PATCH, RunLog
-from rs_embed_ray.pipeline.sizing import infer_sizing, item_writer_batch, morton
+from rs_embed_ray.pipeline.sizing import FetchSizing, infer_sizing, item_writer_batch, morton
 from rs_embed_ray.pipeline.stac_run import stac_run
 from rs_embed_ray.pipeline.write import finalize_items
 from rs_embed_ray.plan import ExportPlan, FetchGroup, ModelRequest
@@ -170,14 +170,14 @@ class Runner:
         return {"limiter_name": self._quota[0]}
 
     # -- stages --------------------------------------------------------------------------
-    def _fetch_size(self, n: int, chained: bool) -> Any:
+    def _fetch_size(self, n: int, chained: bool) -> FetchSizing:
         """The FETCH actor pool's sizing (``sizing.FetchSizing``) for ``n`` places."""
         p = self.plan
         uses_quota = provider_capability(p.backend, "uses_request_quota", target=p.provider_target)
         quota = p.run.quota if uses_quota else None
         return self.flow.fetch_sizing(p.run.fetch, quota, n, self.cpus, chained, p.place_bytes)
 
-    def _fetch_op(self, ds: Any, group: FetchGroup, size: Any) -> Any:
+    def _fetch_op(self, ds: Any, group: FetchGroup, size: FetchSizing) -> Any:
         """FETCH: an actor pool, ``num_workers`` fetches in flight (actors x threads)."""
         p = self.plan
         shard_dir = str(self.state.shard_dir("patches", group.key))

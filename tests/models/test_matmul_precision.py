@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from rs_embed_ray.models.runtime import default_matmul_precision, inference
+from rs_embed_ray.pipeline import infer
 from rs_embed_ray.pipeline.infer import ModelWorker
 
 
@@ -49,11 +50,13 @@ def test_model_worker_embeds_at_highest(medium, monkeypatch) -> None:
     """The worker's embed step (any model, registered ones too) runs under the guard."""
     seen = []
 
-    def fake_embed(self, *args, **kwargs):
+    def observe(*args, **kwargs):  # stands in for the model: what precision does it run at
         seen.append(torch.get_float32_matmul_precision())
         return [np.zeros(3, np.float32)]
 
-    monkeypatch.setattr(ModelWorker, "_embed_once", fake_embed)
+    monkeypatch.setattr(infer, "embed_with_prep", observe)
     worker = ModelWorker.__new__(ModelWorker)  # the step alone: no model is loaded
+    worker.embedder = worker.prep = worker.output = None
+    worker.batch_size, worker.retries, worker.backoff = 1, 0, 0.0
     worker._embed([np.zeros((1, 2, 2), np.float32)], [None], [{}], None)
     assert seen == ["highest"] and torch.get_float32_matmul_precision() == "medium"
