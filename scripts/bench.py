@@ -448,27 +448,25 @@ def forward_main(a: argparse.Namespace) -> None:
         sys.exit(1)
 
 
-def service_rate(requests: list[dict]) -> tuple[float, float]:
-    """(requests/s, mean requests in flight) at the service between the 10% and 90%
-    completions: what the fetch stage really kept going, free of driver-side batching."""
+def service_window(requests: list[dict]) -> tuple[float, float, int] | None:
+    """(epoch start, epoch end, requests ended in between) between the 10% and 90%
+    completions at the service: the fetch stage's steady state, free of driver-side
+    batching and of the bursts in which batches are logged."""
     ends = sorted(r["end"] for r in requests)
     if len(ends) < 10:
-        return float("nan"), float("nan")
-    t0, t1 = ends[len(ends) // 10], ends[(9 * len(ends)) // 10]
-    if t1 <= t0:
-        return float("nan"), float("nan")
-    busy = sum(max(0.0, min(r["end"], t1) - max(r["time"], t0)) for r in requests)
-    return ((9 * len(ends)) // 10 - len(ends) // 10) / (t1 - t0), busy / (t1 - t0)
-
-
-def service_window(requests: list[dict], per_place: float) -> tuple[float, float, float] | None:
-    """(epoch start, epoch end, places) between the 10% and 90% completions at the service:
-    the fetch stage's steady state, free of the bursts in which batches are logged."""
-    ends = sorted(r["end"] for r in requests)
-    if len(ends) < 10 or per_place <= 0:
         return None
     t0, t1 = ends[len(ends) // 10], ends[(9 * len(ends)) // 10]
-    return t0, t1, sum(1 for t in ends if t0 < t <= t1) / per_place
+    return t0, t1, sum(1 for t in ends if t0 < t <= t1)
+
+
+def service_rate(requests: list[dict]) -> tuple[float, float]:
+    """(requests/s, mean requests in flight) in the ``service_window``."""
+    w = service_window(requests)
+    if w is None or w[1] <= w[0]:
+        return float("nan"), float("nan")
+    t0, t1, ended = w
+    busy = sum(max(0.0, min(r["end"], t1) - max(r["time"], t0)) for r in requests)
+    return ended / (t1 - t0), busy / (t1 - t0)
 
 
 def steady_window(state_dir: Path, kind: str, key: str) -> tuple[float, float, int] | None:
@@ -709,12 +707,12 @@ def main() -> None:
         # places at once, and the model's queue drained at the end), which overstated the
         # rates of runs in large calls by 10-30 %. The span starts at the first request sent
         # and the steady window is 10-90 % of the pixel requests' completions.
-        px = []
-        if emu is not None:
-            px = [r for r in emu.stats()[0] if r["kind"] == "computePixels"]
-        if px:
+        request_log, peak_in_flight = emu.stats() if emu is not None else ([], 0)
+        px = [r for r in request_log if r["kind"] == "computePixels"]
+        served = service_window(px)
+        if served is not None:
             start = min(r["time"] for r in px)
-            window = service_window(px, len(px) / a.n) or window
+            window = (served[0], served[1], served[2] * a.n / len(px))  # requests -> places
         span = (max(all_ts) - start) if all_ts else float("nan")
         steady = steady_cpu(mem, window)
         fetch_rate, _ = steady_rate(
@@ -777,21 +775,20 @@ def main() -> None:
             "cpus": cpus,
         }
         if emu is not None:
-            request_log, peak_in_flight = emu.stats()
-            px = [r for r in request_log if r["kind"] == "computePixels"]
             per_item = [r for r in request_log if r["kind"] in ("value", "computePixels")]
             # server time one place costs (its size query + its pixels), averaged
             busy = sum(r["end"] - r["time"] for r in per_item) / max(1, a.n)
             conc = min(a.num_workers, a.ee_max_concurrent)
             qps_bound = a.ee_max_qps / max(1e-9, len(per_item) / a.n)
+            px_rate, px_in_flight = service_rate(px)
             result.update(
                 requests_per_item=round(len(request_log) / a.n, 3),
                 pixel_requests_per_item=round(len(px) / a.n, 3),
                 fetch_latency_per_item_s=round(busy, 4),
                 fetch_bound=round(min(conc / busy if busy > 0 else 1e12, qps_bound), 2),
                 emulator_peak_in_flight=peak_in_flight,
-                ee_pixel_requests_per_s_steady=round(service_rate(px)[0], 2),
-                ee_mean_in_flight_steady=round(service_rate(px)[1], 2),
+                ee_pixel_requests_per_s_steady=round(px_rate, 2),
+                ee_mean_in_flight_steady=round(px_in_flight, 2),
                 emulator_cpu_ms_per_item=round(1000 * (emu.cpu_s() - emu_cpu0) / a.n, 2),
                 emulator_cpu_ms_per_item_steady=steady.get("excluded"),
             )
