@@ -676,7 +676,10 @@ def main() -> None:
     write_s = WriteTime()
     logging.getLogger("rs_embed_ray.pipeline.runner").addHandler(write_s)
     if a.executor == "ray":
-        ray.init(include_dashboard=False, log_to_driver=False)
+        # the cluster an export starts for itself (pipeline.runner.LOCAL_CLUSTER)
+        from rs_embed_ray.pipeline.runner import local_cluster_kwargs
+
+        ray.init(log_to_driver=False, **local_cluster_kwargs())
     kw["executor"] = a.executor
     try:
         with PeakRSS(exclude=(emu.proc.pid,) if emu is not None else ()) as mem:

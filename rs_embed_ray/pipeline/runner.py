@@ -52,8 +52,24 @@ StageFailed = ExportStopped  # the name this module used before the error was ex
 FINAL_SLICE = 10_000
 
 
+# A local cluster the export starts for itself leaves out what nothing reads then: the
+# dashboard, Ray's metrics export and its event-loop statistics. Together they cost about
+# 12 ms of CPU a second on a 2-core machine, a third of a millisecond a place at 40 places
+# a second (docs/benchmarks.md, session 19). A cluster the user started keeps its settings.
+LOCAL_CLUSTER: dict[str, Any] = {
+    "include_dashboard": False,
+    "_system_config": {"enable_metrics_collection": False, "event_stats": False},
+}
+
+
+def local_cluster_kwargs() -> dict[str, Any]:
+    """``ray.init`` keywords for a local cluster started here (a fresh copy: Ray adds to it)."""
+    return {**LOCAL_CLUSTER, "_system_config": dict(LOCAL_CLUSTER["_system_config"])}
+
+
 def ensure_ray(address: str | None) -> None:
-    """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process.
+    """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process
+    (``LOCAL_CLUSTER``).
 
     Ray's own output stays off the terminal unless asked for (``pipeline.quiet``)."""
     import ray
@@ -68,7 +84,7 @@ def ensure_ray(address: str | None) -> None:
     level = ray_log_level()
     if not ray.is_initialized():
         local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
-        extra = {"include_dashboard": False} if local else {}
+        extra = local_cluster_kwargs() if local else {}
         ray.init(address=address, ignore_reinit_error=True, **init_kwargs(level), **extra)
     quiet_ray_data(level)
     if level > logging.INFO:
@@ -628,4 +644,4 @@ def _task_cause(exc: BaseException) -> RSEmbedRayError | None:
     return cause if isinstance(cause, RSEmbedRayError) else None
 
 
-__all__ = ["run_plan", "ensure_ray", "StageFailed"]
+__all__ = ["run_plan", "ensure_ray", "local_cluster_kwargs", "StageFailed"]
