@@ -119,12 +119,14 @@ class TileFetcher:
         """computePixels for one tile; splits in two if the server still says it is too big."""
         import ee
 
+        from rs_embed_ray.providers.gee.npy import NPY
+
         # a templated expression is already serialised: send it without the encode step
         encoded = isinstance(image, gee_template.Encoded)
         send = gee_template.compute_pixels if encoded else ee.data.computePixels
         params: dict[str, Any] = {
             "expression": image.expression if encoded else image,
-            "fileFormat": "NUMPY_NDARRAY",
+            "fileFormat": NPY,  # "NPY" on the wire, its header parsed once (gee.npy)
             "grid": _grid_param(sub),
         }
         if self.workload_tag:
