@@ -53,9 +53,9 @@ FINAL_SLICE = 10_000
 
 
 # A local cluster the export starts for itself leaves out what nothing reads then: the
-# dashboard, Ray's metrics export and its event-loop statistics. Together they cost about
-# 12 ms of CPU a second on a 2-core machine, a third of a millisecond a place at 40 places
-# a second (docs/benchmarks.md, session 19). A cluster the user started keeps its settings.
+# dashboard, Ray's metrics export and its event-loop statistics. The last two cost about
+# 7 ms of CPU a second on an idle 2-core machine, 0.2 ms a place at 40 places a second
+# (docs/benchmarks.md, session 19). A cluster the user started keeps its settings.
 LOCAL_CLUSTER: dict[str, Any] = {
     "include_dashboard": False,
     "_system_config": {"enable_metrics_collection": False, "event_stats": False},
