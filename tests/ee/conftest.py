@@ -30,3 +30,16 @@ def clean_ee_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 def emulator() -> Iterator[EEEmulator]:
     with EEEmulator(retry_after_s=0) as emu:
         yield emu
+
+
+@pytest.fixture
+def ee_client(emulator: EEEmulator, monkeypatch: pytest.MonkeyPatch) -> EEEmulator:
+    """The real earthengine-api client initialised against this test's emulator."""
+    import ee
+    from google.oauth2.credentials import Credentials
+
+    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
+    ee.data.setMaxRetries(0)
+    ee.Reset()  # an earlier test may have initialised ee in this process (cached discovery)
+    ee.Initialize(credentials=Credentials(token="t"), project="proj", opt_url=emulator.url)
+    return emulator

@@ -13,20 +13,10 @@ import urllib.request
 import ee
 import numpy as np
 import pytest
-from google.oauth2.credentials import Credentials
 
 from rs_embed_ray import geo
 from rs_embed_ray.testing import ee_emulator as emod
 from rs_embed_ray.testing.ee_emulator import EEEmulator
-
-
-@pytest.fixture
-def ee_client(emulator: EEEmulator, monkeypatch: pytest.MonkeyPatch) -> EEEmulator:
-    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
-    ee.data.setMaxRetries(0)
-    ee.Reset()  # an earlier test may have initialised ee in this process (cached discovery)
-    ee.Initialize(credentials=Credentials(token="t"), project="proj", opt_url=emulator.url)
-    return emulator
 
 
 def _grid_params(g: geo.Grid) -> dict:

@@ -104,19 +104,6 @@ def test_converter_asks_for_npy():
     assert NpyConverter().expected_data_format() == NumPyConverter().expected_data_format()
 
 
-@pytest.fixture
-def ee_client(emulator, monkeypatch):
-    """The real earthengine-api client initialised against the emulator (tests/ee/conftest)."""
-    import ee
-    from google.oauth2.credentials import Credentials
-
-    monkeypatch.setattr(ee.deprecation, "_FetchDataCatalogStac", lambda: {})
-    ee.data.setMaxRetries(0)
-    ee.Reset()
-    ee.Initialize(credentials=Credentials(token="t"), project="proj", opt_url=emulator.url)
-    return emulator
-
-
 @pytest.mark.parametrize("cast", [True, False])  # float32 bands, and float64 as the server's
 def test_same_request_and_pixels_as_the_clients_converter(ee_client, cast):
     """Through the real client and the emulator: the request body is byte for byte the one
@@ -124,14 +111,9 @@ def test_same_request_and_pixels_as_the_clients_converter(ee_client, cast):
     import ee
 
     from rs_embed_ray import geo
+    from rs_embed_ray.providers.gee.tiles import _grid_param
 
-    g = geo.Grid(x0=1000.0, y0=2000.0, scale=10.0, width=33, height=17)
-    keys = ("scaleX", "shearX", "translateX", "shearY", "scaleY", "translateY")
-    grid = {
-        "dimensions": {"width": g.width, "height": g.height},
-        "affineTransform": dict(zip(keys, g.affine, strict=True)),
-        "crsCode": "EPSG:3857",
-    }
+    grid = _grid_param(geo.Grid(x0=1000.0, y0=2000.0, scale=10.0, width=33, height=17))
     img = ee.ImageCollection("COPERNICUS/S2_SR_HARMONIZED").median().select(["B4", "B8", "B11"])
     img = img.toFloat() if cast else img
     ee_client.record_bodies = True
