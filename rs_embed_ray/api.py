@@ -136,9 +136,10 @@ def export_batch(
       tried up to ``max_retries + 1`` times, sleeping ``retry_backoff_s * 2**k`` between
       tries.
     - ``async_write``: accepted, and changes nothing. Files are always written by Ray tasks
-      beside the inference, each one atomically and fsync'ed before it replaces the old one,
-      and resume works from the run's log rather than from chunk barriers, so there is no
-      synchronous mode to fall back to. ``writer_workers`` sets how many writer tasks run.
+      beside the inference, each one atomically and fsync'ed before it replaces the old one
+      (a batch of places' files synced together, ``io.atomic.DurableBatch``), and resume
+      works from the run's log rather than from chunk barriers, so there is no synchronous
+      mode to fall back to. ``writer_workers`` sets how many writer tasks run.
     - ``continue_on_error=False``: the first failed place stops the run with
       :class:`~rs_embed_ray.errors.ExportStopped`; places that had finished are written
       first, and ``resume=True`` continues from there.

@@ -66,11 +66,14 @@ def sidecar_path(array_path: Path) -> Path:
     return array_path.with_suffix(".json")
 
 
-def _write_sidecar(manifest: dict[str, Any], array_path: Path, save_manifest: bool) -> None:
+def _write_sidecar(
+    manifest: dict[str, Any], array_path: Path, save_manifest: bool, stream: bool = True
+) -> None:
+    """``stream=False``: a place's own sidecar (small, no lazy lists; ``write_json``)."""
     side = sidecar_path(array_path)
     if save_manifest:
         manifest["manifest_path"] = str(side)
-        write_json(side, manifest)
+        write_json(side, manifest, stream=stream)
     elif side.exists():
         side.unlink()
 
@@ -177,7 +180,7 @@ def write_item(
     path = storage.as_path(ctx["out_dir"]) / f"{row['name']}{ctx['ext']}"
     attrs = {**file_attrs(ctx), "temporal": temporal}
     get_format(ctx["format"]).write_item(path, arrays, manifest, attrs)
-    _write_sidecar(manifest, path, ctx["save_manifest"])
+    _write_sidecar(manifest, path, ctx["save_manifest"], stream=False)
     return manifest
 
 

@@ -21,7 +21,12 @@ import numpy as np
 
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.assemble import sidecar_path, write_item
-from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
+from rs_embed_ray.io.atomic import (
+    DurableBatch,
+    OutputWriteError,
+    is_storage_error,
+    output_write_error,
+)
 from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.manifest import array_sha1, jsonable
 from rs_embed_ray.io.npz import array_from_bytes
@@ -88,40 +93,64 @@ def _discard_item(ctx: dict[str, Any], name: str) -> None:
             p.unlink()
 
 
-def write_one(ctx: dict[str, Any], row: dict[str, Any], reader: ShardReader) -> tuple[str, str]:
+def write_one(
+    ctx: dict[str, Any],
+    row: dict[str, Any],
+    reader: ShardReader,
+    durable: DurableBatch | None = None,
+    key: Any = None,
+) -> tuple[str, str]:
     """Write one place's final file + sidecar from its payload ``row``; return its status and
     manifest as JSON. A place whose file cannot be written is reported
-    (``STATUS_WRITE_FAILED``), except a full or read-only disk, which stops the run."""
+    (``STATUS_WRITE_FAILED``), except a full or read-only disk, which stops the run.
+    ``durable``: the files wait there, as ``key``, for the batch's commit (the caller's)."""
+
+    def attempt() -> dict[str, Any]:
+        if durable is None:
+            return write_item(ctx, row, reader)
+        with durable.place(key):
+            return write_item(ctx, row, reader)
+
     try:
         # max_retries covers writes too (seed: "provider fetch/write operations"); a failed
         # try leaves nothing behind (atomic writes), so a retry starts clean
         man = with_retries(
-            lambda: write_item(ctx, row, reader),
-            int(ctx.get("max_retries", 0)),
-            float(ctx.get("retry_backoff_s", 0.0)),
+            attempt, int(ctx.get("max_retries", 0)), float(ctx.get("retry_backoff_s", 0.0))
         )
         return man["status"], json.dumps(man, ensure_ascii=False)
     except Exception as exc:  # the file is not written; the place is reported
         if isinstance(exc, OutputWriteError) or is_storage_error(exc):
             # disk full / read-only: stop the run, whatever continue_on_error says, and
-            # leave the place whole or absent (not an array without its sidecar)
-            _discard_item(ctx, row["name"])
+            # leave the place whole or absent (not an array without its sidecar; a deferred
+            # place landed nothing, and an earlier run's pair stays whole)
+            if durable is None:
+                _discard_item(ctx, row["name"])
             if isinstance(exc, OutputWriteError):
                 raise
             raise output_write_error(exc, ctx["out_dir"]) from exc
-        return col.STATUS_WRITE_FAILED, json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        return _write_failed(exc)
+
+
+def _write_failed(exc: Exception) -> tuple[str, str]:
+    """A place whose file could not be written: its status and what the log keeps."""
+    return col.STATUS_WRITE_FAILED, json.dumps({"error": f"{type(exc).__name__}: {exc}"})
 
 
 def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
     """Write each place's final file + sidecar; return its manifest as JSON."""
     reader = ShardReader(handover=HANDOVER)  # what this process's model handed over
+    durable = DurableBatch()  # the batch's files land together, after one sync
     out_status, out_manifest = [], []
     try:
-        for payload in batch[col.PAYLOAD]:
-            status, man = write_one(ctx, json.loads(payload), reader)
+        for j, payload in enumerate(batch[col.PAYLOAD]):
+            status, man = write_one(ctx, json.loads(payload), reader, durable, j)
             out_status.append(status)
             out_manifest.append(man)
+        durable.commit()  # a storage error stops the run, as a failed write does
+        for j, exc in durable.failed.items():
+            out_status[j], out_manifest[j] = _write_failed(exc)
     finally:
+        durable.discard()  # nothing, unless a write or the commit failed
         reader.close()
     return {
         col.INDEX: np.asarray(batch[col.INDEX], dtype=np.int64),
@@ -147,7 +176,9 @@ def write_due_items(
 
     ``spatials``: the batch's places as the model parsed them. The files are written on
     ``pool`` (``writer_workers`` threads, the actor's): a place's two files wait on the disk
-    (fsync) more than they compute, and the forward of the next batch waits for these."""
+    more than they compute, and the forward of the next batch waits for these. They land
+    together (``io.atomic.DurableBatch``): one sync for the batch, not an fsync a file; a
+    run that is stopping by then lands none of them (they are not reported either)."""
     n = len(rows[col.INDEX])
     written, manifests = [""] * n, [""] * n
     chained = col.fetched(col.STATUS) in rows
@@ -174,27 +205,53 @@ def write_due_items(
             return
         reader = ShardReader(handover=HANDOVER)
         try:
-            written[j], manifests[j] = write_one(ctx, row, reader)
+            written[j], manifests[j] = write_one(ctx, row, reader, durable, j)
         except OutputWriteError as exc:
             # the batch's steps and files so far reach the driver's log, which then stops
             # the run: nothing written is left unlogged
             stopped.set()
-            written[j] = col.STATUS_OUTPUT_ERROR
-            manifests[j] = json.dumps(
-                {"errno": exc.errno, "error": exc.strerror, "path": exc.filename}
-            )
+            written[j], manifests[j] = col.STATUS_OUTPUT_ERROR, _output_error(exc)
         finally:
             reader.close()
 
+    durable = DurableBatch()
     try:
         list(pool.map(write, due))
+        if stop_marker and os.path.exists(stop_marker):
+            for j in durable.discard():  # the run said what it wrote: these land nowhere
+                written[j] = manifests[j] = ""
+        _commit(durable, written, manifests)
     finally:
+        durable.discard()  # nothing, unless the writes or the commit failed
         for j, item in enumerate(batch[col.ITEM]):  # what no file took is not kept
             if item:
                 HANDOVER.take(str(batch[col.SHARD][j]), int(rows[col.INDEX][j]))
                 HANDOVER.take(str(rows[col.SHARD][j]), int(rows[col.INDEX][j]))
     rows[col.WRITTEN] = np.asarray(written, dtype=object)
     rows[col.MANIFEST] = np.asarray(manifests, dtype=object)
+
+
+def _commit(durable: DurableBatch, written: list[str], manifests: list[str]) -> None:
+    """Land the batch's files. A place whose name was refused is ``STATUS_WRITE_FAILED``;
+    when the output refused the batch (a storage error), the places not landed are
+    ``STATUS_OUTPUT_ERROR``, which stops the run once its log has the rest."""
+    pending = durable.keys()
+    try:
+        durable.commit()
+    except OSError as exc:
+        err = (
+            exc
+            if isinstance(exc, OutputWriteError)
+            else output_write_error(exc, exc.filename or "the output folder")
+        )
+        for j in set(pending) - set(durable.landed) - set(durable.failed):
+            written[j], manifests[j] = col.STATUS_OUTPUT_ERROR, _output_error(err)
+    for j, failed in durable.failed.items():
+        written[j], manifests[j] = _write_failed(failed)
+
+
+def _output_error(exc: OutputWriteError) -> str:
+    return json.dumps({"errno": exc.errno, "error": exc.strerror, "path": exc.filename})
 
 
 def _src(rows: dict[str, np.ndarray], j: int, prefix: str = "") -> dict[str, Any]:
