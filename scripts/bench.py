@@ -677,9 +677,9 @@ def main() -> None:
     logging.getLogger("rs_embed_ray.pipeline.runner").addHandler(write_s)
     if a.executor == "ray":
         # the cluster an export starts for itself (pipeline.runner.LOCAL_CLUSTER)
-        from rs_embed_ray.pipeline.runner import local_cluster_kwargs
+        from rs_embed_ray.pipeline.runner import init_local_cluster
 
-        ray.init(log_to_driver=False, **local_cluster_kwargs())
+        init_local_cluster(log_to_driver=False)
     kw["executor"] = a.executor
     try:
         with PeakRSS(exclude=(emu.proc.pid,) if emu is not None else ()) as mem:

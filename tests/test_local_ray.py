@@ -1,6 +1,7 @@
 """The local Ray cluster an export starts for itself (``runner.ensure_ray``): the dashboard,
 Ray's metrics export and its event-loop statistics are left out (nothing reads them there;
-docs/benchmarks.md, session 19), as the cluster itself reports its configuration."""
+docs/benchmarks.md, session 19), as the cluster itself reports its configuration, and its
+log monitor looks for new log files every 5 s (session 20), as its environment shows."""
 
 from __future__ import annotations
 
@@ -11,18 +12,28 @@ import sys
 
 import pytest
 
-from rs_embed_ray.pipeline.runner import LOCAL_CLUSTER, local_cluster_kwargs
+from rs_embed_ray.pipeline import runner
+from rs_embed_ray.pipeline.runner import LOCAL_CLUSTER, QUIET_LOG_MONITOR_ENV, local_cluster_kwargs
 
 pytestmark = pytest.mark.ray
 
 # a fresh interpreter: the test session's own cluster (conftest) must not be the one joined
 PROBE = """
-import json, ray, ray._private.state
-from rs_embed_ray.pipeline.runner import ensure_ray
+import json, os, ray, ray._private.state
+from ray._private import ray_constants
+from rs_embed_ray.pipeline.runner import QUIET_LOG_MONITOR_ENV, ensure_ray
 ensure_ray(None)
 cfg = ray._private.state.state.get_system_config()
 node = ray._private.worker._global_node
-print(json.dumps({"config": cfg, "dashboard": node.address_info.get("webui_url")}))
+monitor = node.all_processes[ray_constants.PROCESS_TYPE_LOG_MONITOR][0].process.pid
+with open(f"/proc/{monitor}/environ", "rb") as fh:
+    env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\\0") if b"=" in kv)
+print(json.dumps({
+    "config": cfg,
+    "dashboard": node.address_info.get("webui_url"),
+    "monitor_env": {k: env.get(k.encode(), b"").decode() for k in QUIET_LOG_MONITOR_ENV},
+    "driver_env": [k for k in QUIET_LOG_MONITOR_ENV if k in os.environ],
+}))
 ray.shutdown()
 """
 
@@ -38,6 +49,23 @@ def test_export_started_cluster_leaves_out_metrics_and_event_stats():
     assert seen["config"].get("enable_metrics_collection") is False
     assert seen["config"].get("event_stats") is False
     assert not seen["dashboard"], seen["dashboard"]
+    # workers' output is off the terminal (the default): Ray's log monitor was started with
+    # the quiet settings, and the driver's own environment is as it was
+    assert seen["monitor_env"] == QUIET_LOG_MONITOR_ENV
+    assert seen["driver_env"] == []
+
+
+def test_a_users_log_monitor_setting_is_kept(monkeypatch):
+    monkeypatch.setenv("LOG_NAME_UPDATE_INTERVAL_S", "0.5")
+    monkeypatch.delenv("RAY_LOG_MONITOR_MANY_FILES_THRESHOLD", raising=False)
+    seen = []
+    with runner._environ(QUIET_LOG_MONITOR_ENV):
+        seen.append({k: os.environ.get(k) for k in QUIET_LOG_MONITOR_ENV})
+    assert seen == [
+        {"RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0", "LOG_NAME_UPDATE_INTERVAL_S": "0.5"}
+    ]
+    assert os.environ["LOG_NAME_UPDATE_INTERVAL_S"] == "0.5"
+    assert "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD" not in os.environ
 
 
 def test_kwargs_are_a_fresh_copy():

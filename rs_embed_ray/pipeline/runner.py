@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,41 @@ def local_cluster_kwargs() -> dict[str, Any]:
     return {**LOCAL_CLUSTER, "_system_config": dict(LOCAL_CLUSTER["_system_config"])}
 
 
+# With workers' output off the terminal (the default) nothing reads what Ray's log monitor
+# publishes, yet it globs the session's log folder for new files every 0.1 s. Ray's own
+# settings for many log files (ray/_private/log_monitor.py) make that every 5 s: 3.5 of its
+# 6.5 ms of CPU a second on an idle 2-core machine (docs/benchmarks.md, session 20). The
+# log monitor reads them from its environment: they are set while ray.init starts the
+# cluster's processes, then taken back; a value the user set is kept.
+QUIET_LOG_MONITOR_ENV: dict[str, str] = {
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "LOG_NAME_UPDATE_INTERVAL_S": "5",
+}
+
+
+def init_local_cluster(**kwargs: Any) -> None:
+    """``ray.init`` of a cluster started here: ``LOCAL_CLUSTER`` plus ``kwargs``; with
+    ``log_to_driver=False`` its log monitor also gets ``QUIET_LOG_MONITOR_ENV``."""
+    import ray
+
+    kw = {**local_cluster_kwargs(), **kwargs}
+    with _environ(QUIET_LOG_MONITOR_ENV if kw.get("log_to_driver") is False else {}):
+        ray.init(**kw)
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block (a variable already set is left as it
+    is), then removed again."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def ensure_ray(address: str | None) -> None:
     """Join the cluster named by ``address`` / RAY_ADDRESS, or start a local one in-process
     (``LOCAL_CLUSTER``).
@@ -84,8 +120,8 @@ def ensure_ray(address: str | None) -> None:
     level = ray_log_level()
     if not ray.is_initialized():
         local = address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
-        extra = local_cluster_kwargs() if local else {}
-        ray.init(address=address, ignore_reinit_error=True, **init_kwargs(level), **extra)
+        start = init_local_cluster if local else ray.init
+        start(address=address, ignore_reinit_error=True, **init_kwargs(level))
     quiet_ray_data(level)
     if level > logging.INFO:
         spend_actor_arg_warning()
@@ -644,4 +680,10 @@ def _task_cause(exc: BaseException) -> RSEmbedRayError | None:
     return cause if isinstance(cause, RSEmbedRayError) else None
 
 
-__all__ = ["run_plan", "ensure_ray", "local_cluster_kwargs", "StageFailed"]
+__all__ = [
+    "run_plan",
+    "ensure_ray",
+    "init_local_cluster",
+    "local_cluster_kwargs",
+    "StageFailed",
+]
