@@ -139,7 +139,7 @@ def _write_failed(exc: Exception) -> tuple[str, str]:
 def finalize_items(batch: dict[str, np.ndarray], ctx: dict[str, Any]) -> dict[str, np.ndarray]:
     """Write each place's final file + sidecar; return its manifest as JSON."""
     reader = ShardReader(handover=HANDOVER)  # what this process's model handed over
-    durable = DurableBatch()  # the batch's files land together, after one sync
+    durable = DurableBatch()  # the batch's files are made durable together, then land
     out_status, out_manifest = [], []
     try:
         for j, payload in enumerate(batch[col.PAYLOAD]):
@@ -177,8 +177,8 @@ def write_due_items(
     ``spatials``: the batch's places as the model parsed them. The files are written on
     ``pool`` (``writer_workers`` threads, the actor's): a place's two files wait on the disk
     more than they compute, and the forward of the next batch waits for these. They land
-    together (``io.atomic.DurableBatch``): one sync for the batch, not an fsync a file; a
-    run that is stopping by then lands none of them (they are not reported either)."""
+    together (``io.atomic.DurableBatch``: their writeback started at once, then an fsync
+    each); a run that is stopping by then lands none of them (nor reports them)."""
     n = len(rows[col.INDEX])
     written, manifests = [""] * n, [""] * n
     chained = col.fetched(col.STATUS) in rows
