@@ -137,7 +137,7 @@ def export_batch(
       tries.
     - ``async_write``: accepted, and changes nothing. Files are always written by Ray tasks
       beside the inference, each one atomically and fsync'ed before it replaces the old one
-      (a batch of places' files synced together, ``io.atomic.DurableBatch``), and resume
+      (a batch of places' files synced together, ``io.durable.DurableBatch``), and resume
       works from the run's log rather than from chunk barriers, so there is no synchronous
       mode to fall back to. ``writer_workers`` sets how many writer tasks run.
     - ``continue_on_error=False``: the first failed place stops the run with

@@ -21,12 +21,8 @@ import numpy as np
 
 from rs_embed_ray.io import storage
 from rs_embed_ray.io.assemble import sidecar_path, write_item
-from rs_embed_ray.io.atomic import (
-    DurableBatch,
-    OutputWriteError,
-    is_storage_error,
-    output_write_error,
-)
+from rs_embed_ray.io.atomic import OutputWriteError, is_storage_error, output_write_error
+from rs_embed_ray.io.durable import DurableBatch
 from rs_embed_ray.io.handover import HANDOVER
 from rs_embed_ray.io.manifest import array_sha1, jsonable
 from rs_embed_ray.io.npz import array_from_bytes
@@ -177,7 +173,7 @@ def write_due_items(
     ``spatials``: the batch's places as the model parsed them. The files are written on
     ``pool`` (``writer_workers`` threads, the actor's): a place's two files wait on the disk
     more than they compute, and the forward of the next batch waits for these. They land
-    together (``io.atomic.DurableBatch``: their writeback started at once, then an fsync
+    together (``io.durable.DurableBatch``: their writeback started at once, then an fsync
     each); a run that is stopping by then lands none of them (nor reports them)."""
     n = len(rows[col.INDEX])
     written, manifests = [""] * n, [""] * n

@@ -1,4 +1,4 @@
-"""``io.atomic.DurableBatch``: a batch of places' atomic writes is made durable together, then
+"""``io.durable.DurableBatch``: a batch of places' atomic writes is made durable together, then
 lands place by place, whole or not at all, and never leaves a temp file. Real files on the
 test's disk; the only stand-ins are counting wrappers around the real ``os.fsync`` and
 ``sync_file_range`` (to see when and how often they run)."""
@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from rs_embed_ray.io import atomic
-from rs_embed_ray.io.atomic import TMP_MARK, DurableBatch, OutputWriteError, write_json
+from rs_embed_ray.io import durable
+from rs_embed_ray.io.atomic import TMP_MARK, OutputWriteError, write_json
+from rs_embed_ray.io.durable import DurableBatch
 from rs_embed_ray.io.npz import write_npz
 from rs_embed_ray.pipeline import schema as col
 from rs_embed_ray.pipeline.write import _commit
@@ -34,28 +35,28 @@ def temps(folder) -> list[str]:
 def count_syncs(monkeypatch) -> dict[str, list[int]]:
     """Count the real ``os.fsync`` calls and the real ``sync_file_range`` starts."""
     seen: dict[str, list[int]] = {"fsync": [], "start": []}
-    real_fsync = atomic.os.fsync
+    real_fsync = durable.os.fsync
 
     def fsync(fd: int) -> None:
         seen["fsync"].append(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(atomic.os, "fsync", fsync)
-    real_start = atomic._START_WRITEBACK
+    monkeypatch.setattr(durable.os, "fsync", fsync)
+    real_start = durable._START_WRITEBACK
     if real_start is not None:
 
         def start(fd: int, offset: int, n: int, flags: int) -> int:
             seen["start"].append(fd)
             return real_start(fd, offset, n, flags)
 
-        monkeypatch.setattr(atomic, "_START_WRITEBACK", start)
+        monkeypatch.setattr(durable, "_START_WRITEBACK", start)
     return seen
 
 
 def test_files_land_at_commit_after_their_writeback_started_together(tmp_path, monkeypatch):
     if sys.platform.startswith("linux"):
         # glibc has sync_file_range: the batched writeback is the path that runs here
-        assert atomic._START_WRITEBACK is not None
+        assert durable._START_WRITEBACK is not None
     seen = count_syncs(monkeypatch)
     batch = DurableBatch()
     with ThreadPoolExecutor(4) as pool:  # the model actor writes a batch on its threads
@@ -70,7 +71,7 @@ def test_files_land_at_commit_after_their_writeback_started_together(tmp_path, m
     assert seen["fsync"] == []  # nothing synced while the places are written
     assert sorted(batch.commit()) == list(range(40))
     assert len(seen["fsync"]) == 80  # each file its own fsync, at commit
-    if atomic._START_WRITEBACK is not None:
+    if durable._START_WRITEBACK is not None:
         assert len(seen["start"]) == 80  # in two rounds of at most _FDS_AT_ONCE files
     assert temps(tmp_path) == []
     for i in range(40):
@@ -80,7 +81,7 @@ def test_files_land_at_commit_after_their_writeback_started_together(tmp_path, m
 
 
 def test_without_sync_file_range_each_file_is_fsynced_at_commit(tmp_path, monkeypatch):
-    monkeypatch.setattr(atomic, "_START_WRITEBACK", None)  # as on macOS
+    monkeypatch.setattr(durable, "_START_WRITEBACK", None)  # as on macOS
     seen = count_syncs(monkeypatch)
     batch = DurableBatch()
     for i in range(3):
