@@ -133,21 +133,27 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def _fsync_path(tmp: Path) -> None:
-    """fsync a written file by name; only a full disk or an I/O error is an error here (a
-    network file system may report a full disk only at this point)."""
+    """fsync a written file by name (``checked_fsync``)."""
+    fd = os.open(tmp, os.O_RDONLY)
     try:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        checked_fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checked_fsync(fd: int) -> None:
+    """fsync ``fd``; only a full disk or an I/O error is an error here (a network file
+    system may report a full disk only at this point; a file system without fsync answers
+    otherwise, and that is not the write's fault)."""
+    try:
+        os.fsync(fd)
     except OSError as exc:
-        if exc.errno in SYNC_ERRNOS:
+        if exc.errno in _SYNC_ERRNOS:
             raise
 
 
 # what an fsync may answer that is an error of the write (any other answer is ignored)
-SYNC_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO})
+_SYNC_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EIO})
 
 # the writes of the place being written in this thread (``io.durable.DurableBatch.place``):
 # atomic_path hands its (temp, final) pair over here instead of syncing and renaming it

@@ -19,8 +19,8 @@ from typing import Any
 
 from rs_embed_ray.io.atomic import (
     DEFERRED_WRITES,
-    SYNC_ERRNOS,
     OutputWriteError,
+    checked_fsync,
     storage_errors,
 )
 
@@ -58,11 +58,7 @@ def _sync_all(tmps: list[Path]) -> None:
                 for fd in fds:
                     _START_WRITEBACK(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # a hint: errors wait
             for fd in fds:
-                try:
-                    os.fsync(fd)
-                except OSError as exc:
-                    if exc.errno in SYNC_ERRNOS:
-                        raise
+                checked_fsync(fd)
         finally:
             for fd in fds:
                 os.close(fd)
