@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +32,27 @@ def _float32_matmul_at_highest():
     if torch is not None and torch.get_float32_matmul_precision() != "highest":
         torch.set_float32_matmul_precision("highest")
     yield
+
+
+@pytest.fixture
+def mount_tmpfs(tmp_path) -> Iterator[Callable[..., Path]]:
+    """``mount_tmpfs(size)``: a real tmpfs of ``size`` under ``tmp_path`` (root with mount
+    permission, as in the dev sandbox), unmounted after the test; where none can be
+    mounted the test is skipped, saying ``why``."""
+    mounted: list[Path] = []
+
+    def mount(size: str, why: str = "needs root with mount permission for a tmpfs") -> Path:
+        mnt = tmp_path / f"tmpfs-{len(mounted)}"
+        mnt.mkdir()
+        cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]
+        if os.geteuid() != 0 or subprocess.run(cmd, capture_output=True).returncode != 0:
+            pytest.skip(why)
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
 @pytest.fixture(scope="session")

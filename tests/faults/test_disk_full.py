@@ -15,9 +15,7 @@ Two ways to fill a disk:
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import uuid
 
 import pytest
 
@@ -81,28 +79,11 @@ def test_injected_enospc_stops_then_resume_continues(tmp_path, raster_source):
     assert ok == {i: 1 for i in range(8)}  # what was logged before was not fetched again
 
 
-def _can_mount_tmpfs(where) -> bool:
-    if os.geteuid() != 0:
-        return False
-    where.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-                       capture_output=True)  # fmt: skip
-    if r.returncode != 0:
-        return False
-    subprocess.run(["umount", str(where)], capture_output=True)
-    return True
-
-
 @pytest.fixture
-def small_disk(tmp_path):
-    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    if not _can_mount_tmpfs(mnt):
-        pytest.skip("needs root with mount permission for a tmpfs (the injected test covers CI)")
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=448k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(mount_tmpfs):
+    return mount_tmpfs(
+        "448k", "needs root with mount permission for a tmpfs (the injected test covers CI)"
+    )
 
 
 def test_real_full_tmpfs_stops_then_resume_after_space_returns(small_disk, raster_source):

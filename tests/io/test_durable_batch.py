@@ -173,19 +173,8 @@ def test_a_half_landed_place_loses_its_stale_half(tmp_path):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A real tmpfs of our own (root with mount permission, as in the dev sandbox)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True
-    )
-    if r.returncode != 0:
-        pytest.skip("needs root with mount permission for a tmpfs")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+def small_disk(mount_tmpfs):
+    return mount_tmpfs("1m")
 
 
 def test_a_read_only_output_stops_the_commit(small_disk):
